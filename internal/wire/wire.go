@@ -1,0 +1,195 @@
+// Package wire is the framing of sessionmesh's peer-to-peer connections.
+//
+// A connection starts with a preface sent by the dialer: the four bytes
+// "SMSH" and one protocol version byte. The acceptor checks it (under a
+// deadline of its choosing) and closes the connection on a mismatch. After
+// the preface both directions carry length-prefixed frames:
+//
+//	[4-byte big-endian N][8-byte big-endian request ID][1-byte kind][payload: N-9 bytes]
+//
+// N counts the ID, the kind and the payload. A request frame is answered by a
+// response or error frame with the same request ID; IDs let many requests be
+// in flight on one connection at once.
+//
+// The reader never trusts a length from the wire: N is checked against the
+// caller's limit before anything is allocated, and a large payload's buffer
+// grows with the bytes that actually arrive, so a peer that announces a big
+// frame and sends little costs little memory.
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Errors returned by ReadFrame and ReadPreface. Errors about a frame wrap
+// ErrFrameTooLarge or ErrMalformed; after either, the stream is out of sync
+// and the connection must be closed.
+var (
+	// ErrFrameTooLarge is returned for a frame whose announced payload is
+	// longer than the reader's limit.
+	ErrFrameTooLarge = errors.New("wire: frame too large")
+
+	// ErrMalformed is returned for a frame that is not well formed: a length
+	// too short to hold the header, or an unknown kind.
+	ErrMalformed = errors.New("wire: malformed frame")
+
+	// ErrBadPreface is returned when a connection does not start with the
+	// expected magic and version.
+	ErrBadPreface = errors.New("wire: bad connection preface")
+)
+
+// Frame is one decoded frame.
+type Frame struct {
+	// ID is the request ID; a response carries the ID of its request.
+	ID uint64
+	// Kind is KindRequest, KindResponse or KindError.
+	Kind byte
+	// Payload is the frame's body. It aliases the buffer returned by
+	// ReadFrame.
+	Payload []byte
+}
+
+// eagerAlloc is how much of a payload ReadFrame allocates before the bytes
+// arrive. Larger payloads grow as they are read.
+const eagerAlloc = 64 << 10
+
+// AppendFrame appends a frame with the given request ID, kind and payload to
+// dst and returns the extended slice. It does not check the payload's length
+// against a limit; callers do (and len(payload) must not exceed MaxPayload).
+func AppendFrame(dst []byte, id uint64, kind byte, payload []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(minFrameLen+len(payload)))
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	dst = append(dst, kind)
+	return append(dst, payload...)
+}
+
+// FrameLen returns the encoded length of a frame with a payload of n bytes.
+func FrameLen(n int) int { return HeaderSize + n }
+
+// ReadFrame reads the next frame from r. maxPayload is the largest payload
+// accepted; a frame announcing more is refused (with an error wrapping
+// ErrFrameTooLarge) before its payload is read or allocated.
+//
+// The payload is read into buf when it fits in cap(buf); otherwise a new
+// buffer is allocated (growing as the bytes arrive for payloads over 64 KiB).
+// ReadFrame returns the buffer it used, so a caller that is done with a
+// frame before reading the next can pass it back in and read without
+// allocating. A caller that keeps payloads passes nil and gets a buffer of
+// exactly the payload's length (none for an empty payload).
+//
+// At a clean end of stream, before the first byte of a frame, ReadFrame
+// returns io.EOF; a stream that ends inside a frame gives
+// io.ErrUnexpectedEOF. Other read errors are returned as they are.
+func ReadFrame(r *bufio.Reader, maxPayload int, buf []byte) (Frame, []byte, error) {
+	hdr, err := r.Peek(HeaderSize)
+	if err != nil {
+		if len(hdr) > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Frame{}, buf, err
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	if n < minFrameLen {
+		return Frame{}, buf, fmt.Errorf("%w: length %d shorter than the header", ErrMalformed, n)
+	}
+	size := uint64(n) - minFrameLen
+	if maxPayload < 0 || size > uint64(maxPayload) {
+		return Frame{}, buf, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrFrameTooLarge, size, maxPayload)
+	}
+	f := Frame{ID: binary.BigEndian.Uint64(hdr[lenSize:]), Kind: hdr[lenSize+8]}
+	if f.Kind == 0 || f.Kind > maxKind {
+		return Frame{}, buf, fmt.Errorf("%w: unknown kind %d", ErrMalformed, f.Kind)
+	}
+	if _, err := r.Discard(HeaderSize); err != nil {
+		return Frame{}, buf, err // unreachable: the bytes were peeked
+	}
+	if size == 0 {
+		f.Payload = buf[:0:0]
+		return f, buf, nil
+	}
+	sz := int(size)
+	if sz <= cap(buf) {
+		buf = buf[:sz]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return Frame{}, buf, unexpected(err)
+		}
+		f.Payload = buf
+		return f, buf, nil
+	}
+	b, err := readGrowing(r, sz)
+	if err != nil {
+		return Frame{}, buf, err
+	}
+	f.Payload = b
+	return f, b, nil
+}
+
+// readGrowing reads exactly n bytes from r into a new buffer that is
+// allocated no faster than the bytes arrive, beyond the first eagerAlloc.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	if n <= eagerAlloc {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, unexpected(err)
+		}
+		return b, nil
+	}
+	b := make([]byte, 0, eagerAlloc)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			c := min(2*cap(b), n)
+			nb := make([]byte, len(b), c)
+			copy(nb, b)
+			b = nb
+		}
+		m, err := io.ReadFull(r, b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err != nil {
+			return nil, unexpected(err)
+		}
+	}
+	return b, nil
+}
+
+// unexpected turns the io.EOF of a stream that ended inside a frame into
+// io.ErrUnexpectedEOF.
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// AppendPreface appends the connection preface (Magic and Version) to dst.
+func AppendPreface(dst []byte) []byte {
+	return append(append(dst, Magic...), Version)
+}
+
+// ReadPreface reads the connection preface from r and checks it. It returns
+// an error wrapping ErrBadPreface when the magic or the version does not
+// match, and the read error (io.ErrUnexpectedEOF for a short preface) when r
+// fails first. Set a deadline on the underlying connection: a peer that
+// sends nothing would otherwise hold ReadPreface forever.
+func ReadPreface(r io.Reader) error {
+	var p [PrefaceSize]byte
+	if _, err := io.ReadFull(r, p[:]); err != nil {
+		return err
+	}
+	return CheckPreface(p[:])
+}
+
+// CheckPreface checks a preface read by the caller: exactly PrefaceSize
+// bytes of magic and version.
+func CheckPreface(p []byte) error {
+	if len(p) != PrefaceSize || string(p[:len(Magic)]) != Magic {
+		return fmt.Errorf("%w: no magic", ErrBadPreface)
+	}
+	if v := p[len(Magic)]; v != Version {
+		return fmt.Errorf("%w: unsupported protocol version %d (want %d)", ErrBadPreface, v, Version)
+	}
+	return nil
+}
