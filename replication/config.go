@@ -1,0 +1,111 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a Store. Start from DefaultConfig (or DefaultLocalConfig
+// for loopback tests and demos) and set Membership and Transport.
+type Config struct {
+	// Membership tells the store who its peers are. Required; usually a
+	// *cluster.Cluster whose Tags carry AddrTag.
+	Membership Membership
+
+	// Transport carries the store's messages to its peers. Required. The
+	// store owns it from New on: Store.Close closes it.
+	Transport Transport
+
+	// WriteTimeout bounds how long a write waits for a peer's
+	// acknowledgement. A peer that does not answer in time is marked
+	// degraded: later writes are still sent to it but not waited for, until
+	// anti-entropy has repaired it. A peer whose connection fails (a
+	// crashed process) is skipped at once. Default 2s (1s local).
+	WriteTimeout time.Duration
+
+	// AntiEntropyInterval is how often the store compares partition digests
+	// with a random peer and repairs the partitions that differ. It also
+	// paces the probing of degraded peers. Default 5s (500ms local).
+	AntiEntropyInterval time.Duration
+
+	// MaxClockOffset is how far ahead of the local clock a peer's version
+	// timestamp may be. Messages with timestamps further ahead are refused
+	// rather than adopted, so one node with a wild clock cannot drag the
+	// cluster's clocks forward. Default 1 minute.
+	MaxClockOffset time.Duration
+
+	// TombstoneTTL is how long the tombstone of a destroyed session lives
+	// when the destroying node does not know the session's own absolute
+	// deadline (otherwise the tombstone lives exactly as long as the
+	// session could have). Default 24h.
+	TombstoneTTL time.Duration
+
+	// TransferChunkBytes is the size of one chunk of state transfer.
+	// Default 256 KiB.
+	TransferChunkBytes int
+
+	// Logger receives the store's logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// Now returns the current time. Default time.Now; tests inject a
+	// manual clock.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults for a LAN cluster.
+func DefaultConfig() Config {
+	return Config{
+		WriteTimeout:        2 * time.Second,
+		AntiEntropyInterval: 5 * time.Second,
+		MaxClockOffset:      time.Minute,
+		TombstoneTTL:        24 * time.Hour,
+		TransferChunkBytes:  256 << 10,
+	}
+}
+
+// DefaultLocalConfig returns defaults for nodes on one machine (tests, the
+// demo): shorter timeouts and faster repair.
+func DefaultLocalConfig() Config {
+	c := DefaultConfig()
+	c.WriteTimeout = time.Second
+	c.AntiEntropyInterval = 500 * time.Millisecond
+	return c
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Membership == nil {
+		errs = append(errs, errors.New("Membership is required"))
+	}
+	if c.Transport == nil {
+		errs = append(errs, errors.New("Transport is required"))
+	}
+	d := DefaultConfig()
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.AntiEntropyInterval <= 0 {
+		c.AntiEntropyInterval = d.AntiEntropyInterval
+	}
+	if c.MaxClockOffset <= 0 {
+		c.MaxClockOffset = d.MaxClockOffset
+	}
+	if c.TombstoneTTL <= 0 {
+		c.TombstoneTTL = d.TombstoneTTL
+	}
+	if c.TransferChunkBytes <= 0 {
+		c.TransferChunkBytes = d.TransferChunkBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("replication: invalid config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,32 @@
+package replication
+
+import "errors"
+
+// Errors returned by the store and its transports. Callers compare with
+// errors.Is; everything else is wrapped with context.
+var (
+	// ErrClosed is returned by every call made after Close.
+	ErrClosed = errors.New("replication: closed")
+
+	// ErrUnreachable is returned when a peer cannot be reached or the
+	// connection to it failed before it answered.
+	ErrUnreachable = errors.New("replication: peer unreachable")
+
+	// ErrFrameTooLarge is returned for a frame longer than the configured
+	// maximum, whether it is about to be sent or announced by a peer. In
+	// the second case the connection is dropped and the error also wraps
+	// ErrUnreachable.
+	ErrFrameTooLarge = errors.New("replication: frame too large")
+)
+
+// Errors about sessions.
+var (
+	// ErrSessionEnded is returned when writing to a session that has been
+	// destroyed or has expired. A caller should treat the user as logged
+	// out and start a new session.
+	ErrSessionEnded = errors.New("replication: session destroyed or expired")
+
+	// ErrInvalidID is returned for an empty session ID or one longer than
+	// 256 bytes.
+	ErrInvalidID = errors.New("replication: invalid session ID")
+)

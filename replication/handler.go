@@ -1,0 +1,153 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// handle answers one request from a peer. It runs on the transport's
+// connection goroutines, concurrently for different connections: it only
+// touches partitions under their locks and never calls the network.
+func (s *Store) handle(req []byte) []byte {
+	resp, err := s.dispatch(req)
+	if err != nil {
+		if errors.Is(err, errMalformed) {
+			s.stats.rejected.Add(1)
+			s.log.Warn("refused malformed request", "err", err)
+		}
+		return errorResponse(err)
+	}
+	return resp
+}
+
+func (s *Store) dispatch(req []byte) ([]byte, error) {
+	if len(req) == 0 {
+		return nil, fmt.Errorf("%w: empty request", errMalformed)
+	}
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	d := newDecoder(req[1:])
+	defer d.release()
+	switch req[0] {
+	case msgHello:
+		h := decodeHello(d)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		if h.partitions != numPartitions {
+			return nil, fmt.Errorf("peer uses %d partitions, this node %d", h.partitions, numPartitions)
+		}
+		return encodeHelloReply(helloReply{
+			name:        s.self.Name,
+			incarnation: s.self.Incarnation,
+			seesYou:     s.peers.Load().sees(h.name, h.incarnation),
+			ready:       s.IsReady(),
+		})
+
+	case msgApply:
+		rs := d.records()
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		if err := s.applyRemote(rs); err != nil {
+			return nil, err
+		}
+		return []byte{respOK}, nil
+
+	case msgGet:
+		id := d.str(maxIDLen)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		p := s.parts[partitionOf(id)]
+		return encodeGetReply(p.ready.Load(), p.get(id))
+
+	case msgDigests:
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		ready := make([]bool, numPartitions)
+		digests := make([]uint64, numPartitions)
+		for i, p := range s.parts {
+			ready[i] = p.ready.Load()
+			_, digests[i] = p.stats()
+		}
+		return encodeDigestsReply(ready, digests)
+
+	case msgSummary:
+		pi := decodePartition(d)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		p := s.parts[pi]
+		rs := p.snapshot()
+		entries := make([]summaryEntry, len(rs))
+		for i, r := range rs {
+			entries[i] = summaryEntry{id: r.id, digest: r.digest()}
+		}
+		return encodeSummaryReply(p.ready.Load(), entries)
+
+	case msgFetch:
+		ids := decodeIDs(d)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		rs := make([]*record, 0, len(ids))
+		for _, id := range ids {
+			if r := s.parts[partitionOf(id)].get(id); r != nil {
+				rs = append(rs, r)
+			}
+		}
+		return encodeRecordsReply(rs)
+
+	case msgFetchRange:
+		n := d.arrayLen(3, 64)
+		pi := decodePartition(d)
+		after := d.str(maxIDLen)
+		maxBytes := int(d.int64())
+		d.skip(n - 3)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		return encodeRangeReply(s.fetchRange(s.parts[pi], after, maxBytes))
+	}
+	return nil, fmt.Errorf("%w: unknown request type %d", errMalformed, req[0])
+}
+
+// applyRemote merges records from a peer. Records whose versions are too
+// far ahead of the local clock are refused, all of them, so that a write is
+// applied whole or not at all.
+func (s *Store) applyRemote(rs []*record) error {
+	for _, r := range rs {
+		if err := s.clock.Update(r.maxVersion().time); err != nil {
+			s.stats.rejected.Add(1)
+			return fmt.Errorf("refuse record: %w", err)
+		}
+	}
+	now := s.now()
+	for _, r := range rs {
+		s.parts[partitionOf(r.id)].apply(r, now)
+	}
+	return nil
+}
+
+// fetchRange returns the records of p after the ID after, up to about
+// maxBytes (at least one record).
+func (s *Store) fetchRange(p *partition, after string, maxBytes int) rangeReply {
+	maxBytes = min(max(maxBytes, 1), s.cfg.TransferChunkBytes)
+	rs := p.snapshot()
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].id > after })
+	out := rangeReply{ready: p.ready.Load()}
+	size := 0
+	for ; i < len(rs); i++ {
+		if size > 0 && size+rs[i].size() > maxBytes {
+			break
+		}
+		size += rs[i].size()
+		out.records = append(out.records, rs[i])
+	}
+	out.done = i == len(rs)
+	return out
+}

@@ -1,0 +1,69 @@
+package replication
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
+)
+
+func TestMessages_RecordRoundTrip(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		rs := rapid.SliceOfN(genRecord(), 0, 5).Draw(t, "records")
+		msg, err := encodeRecordsReply(rs)
+		require.NoError(t, err)
+		got, err := decodeRecordsReply(msg)
+		require.NoError(t, err)
+		require.Len(t, got, len(rs))
+		for i := range rs {
+			requireSame(t, rs[i], got[i])
+		}
+	})
+}
+
+func TestMessages_ApplyRoundTrip(t *testing.T) {
+	r := &record{id: "abc", created: 1, expires: 2, idleMs: 3, idleUntil: 4,
+		attrs: []attr{{name: "a", value: []byte("v"), version: version{7, 8}}, {name: "b", version: version{9, 1}, deleted: true}}}
+	msg, err := encodeApply(r)
+	require.NoError(t, err)
+	require.Equal(t, msgApply, msg[0])
+	d := newDecoder(msg[1:])
+	defer d.release()
+	got := d.records()
+	require.NoError(t, d.done())
+	require.Len(t, got, 1)
+	requireSame(t, r, got[0])
+}
+
+func TestMessages_DecodeNormalisesAttributes(t *testing.T) {
+	r := &record{id: "s", attrs: []attr{
+		{name: "b", value: []byte("1"), version: version{1, 1}},
+		{name: "a", value: []byte("2"), version: version{1, 1}},
+		{name: "b", value: []byte("3"), version: version{2, 1}},
+	}}
+	msg, err := encodeRecordsReply([]*record{r})
+	require.NoError(t, err)
+	got, err := decodeRecordsReply(msg)
+	require.NoError(t, err)
+	require.Len(t, got[0].attrs, 2)
+	assert.Equal(t, "a", got[0].attrs[0].name)
+	assert.Equal(t, []byte("3"), got[0].attrs[1].value, "the newer duplicate wins")
+}
+
+func TestMessages_RejectsHugeCountsWithoutAllocating(t *testing.T) {
+	// An array header claiming 2^32-1 records, then nothing.
+	msg := []byte{respOK, 0xdd, 0xff, 0xff, 0xff, 0xff}
+	_, err := decodeRecordsReply(msg)
+	require.ErrorIs(t, err, errMalformed)
+	// A string claiming 4 GiB.
+	_, _, err = decodeGetReply([]byte{respOK, 0x92, 0xc3, 0x97, 0xdb, 0xff, 0xff, 0xff, 0xff})
+	require.ErrorIs(t, err, errMalformed)
+}
+
+func TestMessages_RemoteError(t *testing.T) {
+	_, err := decodeRecordsReply(errorResponse(assert.AnError))
+	var re *remoteError
+	require.ErrorAs(t, err, &re)
+	assert.Contains(t, err.Error(), assert.AnError.Error())
+}

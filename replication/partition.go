@@ -1,0 +1,149 @@
+package replication
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// numPartitions is the number of partitions session IDs hash to. It is part
+// of the protocol: every node of a cluster must use the same value.
+const numPartitions = 256
+
+// expiryBucketMs is the granularity of the expiry wheel: sessions are
+// swept at most this long after their deadline (they are never returned
+// after it, swept or not).
+const expiryBucketMs = 1000
+
+// partitionOf returns the partition of a session ID.
+func partitionOf(id string) int {
+	h := newHash64()
+	h.writeString(id)
+	return int(h.sum() % numPartitions)
+}
+
+// partition holds the records of one partition. Each has its own lock, so
+// readers and writers of different sessions rarely meet; reads hold the read
+// lock only for a map lookup, as records are immutable once published.
+type partition struct {
+	mu      sync.RWMutex
+	records map[string]*record // guards: the sessions of this partition, tombstones included
+	digest  uint64             // guards: XOR of records' digests
+	// expiry maps a bucket (deadline / expiryBucketMs) to the IDs that may
+	// expire in it. An entry is checked when its bucket is due and moved
+	// if the record's deadline has moved on, so sweeping costs time in
+	// proportion to what expires, not to all sessions.
+	expiry    map[int64][]string // guards: the expiry wheel
+	lastSwept int64              // guards: the last bucket swept
+
+	// ready is set once this node holds a complete copy of the partition
+	// (state transfer done, or nothing to transfer). Until then reads go
+	// to a peer that is ready.
+	ready atomic.Bool
+}
+
+func newPartitions() []*partition {
+	ps := make([]*partition, numPartitions)
+	for i := range ps {
+		ps[i] = &partition{records: make(map[string]*record), expiry: make(map[int64][]string)}
+	}
+	return ps
+}
+
+// get returns the record for id, or nil.
+func (p *partition) get(id string) *record {
+	p.mu.RLock()
+	r := p.records[id]
+	p.mu.RUnlock()
+	return r
+}
+
+// apply merges in into the partition and returns the resulting record and
+// whether anything changed. A record whose deadline has passed at now is
+// not stored: an expired session can't be brought back by a late message.
+func (p *partition) apply(in *record, now int64) (*record, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.records[in.id]
+	if old == nil {
+		if d := in.deadline(); d != 0 && d <= now {
+			return nil, false
+		}
+	}
+	out := merge(old, in)
+	if out == old {
+		return old, false
+	}
+	p.records[in.id] = out
+	if old != nil {
+		p.digest ^= old.digest()
+	} else {
+		p.schedule(out.id, out.deadline())
+	}
+	p.digest ^= out.digest()
+	return out, true
+}
+
+// schedule puts id in the expiry bucket of deadline. Callers hold p.mu.
+func (p *partition) schedule(id string, deadline int64) {
+	if deadline == 0 {
+		return
+	}
+	b := max(deadline/expiryBucketMs, p.lastSwept+1)
+	p.expiry[b] = append(p.expiry[b], id)
+}
+
+// sweep removes the records whose deadline has passed at now and returns
+// how many it removed.
+func (p *partition) sweep(now int64) int {
+	due := now / expiryBucketMs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastSwept == 0 {
+		p.lastSwept = due - 1
+		for b := range p.expiry { // only before the first sweep: few buckets
+			p.lastSwept = min(p.lastSwept, b-1)
+		}
+	}
+	removed := 0
+	for p.lastSwept < due {
+		p.lastSwept++ // before the bucket's work, so that entries moved on land in a later bucket
+		b := p.lastSwept
+		ids := p.expiry[b]
+		delete(p.expiry, b)
+		for _, id := range ids {
+			r := p.records[id]
+			if r == nil {
+				continue
+			}
+			if d := r.deadline(); d == 0 || d > now {
+				p.schedule(id, d) // the deadline moved on: check again then
+				continue
+			}
+			delete(p.records, id)
+			p.digest ^= r.digest()
+			removed++
+		}
+	}
+	return removed
+}
+
+// snapshot returns the partition's records sorted by ID. Records are
+// immutable, so the slice can be read without the lock.
+func (p *partition) snapshot() []*record {
+	p.mu.RLock()
+	rs := make([]*record, 0, len(p.records))
+	for _, r := range p.records {
+		rs = append(rs, r)
+	}
+	p.mu.RUnlock()
+	sort.Slice(rs, func(i, j int) bool { return rs[i].id < rs[j].id })
+	return rs
+}
+
+// stats returns the number of records and the digest.
+func (p *partition) stats() (n int, digest uint64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.records), p.digest
+}

@@ -1,0 +1,73 @@
+package replication
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/internal/hlc"
+)
+
+func TestPartitionOf_SpreadsIDs(t *testing.T) {
+	counts := make([]int, numPartitions)
+	for i := 0; i < numPartitions*100; i++ {
+		counts[partitionOf(fmt.Sprintf("session-%d", i))]++
+	}
+	for p, n := range counts {
+		require.Greater(t, n, 40, "partition %d got %d of ~100", p, n)
+		require.Less(t, n, 170, "partition %d got %d of ~100", p, n)
+	}
+}
+
+func TestPartition_DigestIsMaintainedIncrementally(t *testing.T) {
+	p := newPartitions()[0]
+	for i := 0; i < 50; i++ {
+		id := fmt.Sprintf("s%d", i%20)
+		p.apply(&record{id: id, attrs: []attr{{name: "a", value: []byte{byte(i)}, version: version{uint64ToTS(i), 1}}}}, 0)
+	}
+	var want uint64
+	for _, r := range p.snapshot() {
+		want ^= r.digest()
+	}
+	n, got := p.stats()
+	assert.Equal(t, 20, n)
+	assert.Equal(t, want, got)
+}
+
+func TestPartition_ApplyIgnoresExpiredNewRecord(t *testing.T) {
+	p := newPartitions()[0]
+	r, changed := p.apply(&record{id: "old", expires: 100}, 200)
+	assert.Nil(t, r)
+	assert.False(t, changed)
+	assert.Nil(t, p.get("old"), "a late message can't bring back an expired session")
+}
+
+func TestPartition_SweepRemovesOnlyWhatExpired(t *testing.T) {
+	p := newPartitions()[0]
+	now := int64(1_000_000)
+	p.apply(&record{id: "short", expires: now + 1500}, now)
+	p.apply(&record{id: "idle", expires: now + 100_000, idleMs: 2000, idleUntil: now + 2000}, now)
+	p.apply(&record{id: "long", expires: now + 100_000}, now)
+	p.apply(&record{id: "forever"}, now)
+
+	assert.Equal(t, 0, p.sweep(now+1000))
+	// A touch moves the idle session's deadline: the sweeper re-checks it later.
+	p.get("idle").touched.Store(now + 5000)
+	assert.Equal(t, 1, p.sweep(now+2000), "short expired")
+	assert.Nil(t, p.get("short"))
+	assert.Equal(t, 0, p.sweep(now+3000))
+	assert.NotNil(t, p.get("idle"))
+	assert.Equal(t, 1, p.sweep(now+6000))
+	assert.Nil(t, p.get("idle"))
+
+	assert.Equal(t, 1, p.sweep(now+200_000))
+	assert.NotNil(t, p.get("forever"))
+	n, d := p.stats()
+	assert.Equal(t, 1, n)
+	assert.Equal(t, p.get("forever").digest(), d)
+	assert.Empty(t, p.expiry, "nothing left to check")
+}
+
+func uint64ToTS(i int) hlc.Timestamp { return hlc.Timestamp(i + 1) }
