@@ -1,0 +1,48 @@
+// Package httpsession is what web handlers use: a net/http middleware that
+// loads the session of each request from a replicated store and saves what
+// the handler changed, and the session API (Put, Get and typed getters,
+// Remove, RenewID, Destroy). Its shape follows alexedwards/scs, with three
+// differences that matter in a cluster:
+//
+//   - Only the attributes a request changed are written. Two concurrent
+//     requests of one user that change different attributes (two tabs, a page
+//     and its XHR) both keep their changes, on every node; scs writes the
+//     whole session and one of them is lost.
+//   - A request that changes nothing writes nothing (with an IdleTimeout,
+//     the idle deadline is extended locally and replicated in coarse steps).
+//   - New sessions get an ID only when something is stored in them, so a
+//     flood of cookie-less requests creates no state.
+//
+// Usage:
+//
+//	store, _ := replication.New(cfg)          // see package replication
+//	sessions := httpsession.New(store)
+//	mux := http.NewServeMux()
+//	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+//		// ... check the password ...
+//		sessions.RenewID(r.Context()) // no session fixation
+//		sessions.Put(r.Context(), "user", r.FormValue("user"))
+//	})
+//	mux.HandleFunc("GET /me", func(w http.ResponseWriter, r *http.Request) {
+//		fmt.Fprintln(w, sessions.GetString(r.Context(), "user"))
+//	})
+//	http.ListenAndServe(":8080", sessions.LoadAndSave(mux))
+//
+// The session is saved before the first byte of the response is written
+// (the middleware wraps the ResponseWriter; http.ResponseController reaches
+// the original through Unwrap). Save errors go to Manager.ErrorFunc. A
+// missing, malformed, unknown or expired cookie never causes an error: the
+// request gets a new, empty session.
+//
+// Values are encoded with msgpack (github.com/vmihailenco/msgpack/v5) when
+// they are Put, so a value that cannot be encoded fails there. Read them back
+// with the typed getters (GetString, GetInt, ...) or the generic Get[T];
+// integers decode into any integer type.
+//
+// Cookies are HttpOnly, Secure and SameSite=Lax by default; turn Secure off
+// only for plain-HTTP development. Session IDs are 256 bits from
+// crypto/rand.
+//
+// The Manager's methods take the request's context and are safe for
+// concurrent use, also by goroutines a handler starts for one request.
+package httpsession

@@ -1,0 +1,305 @@
+package httpsession
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+// Store is what a Manager needs from the session store.
+// *replication.Store implements it.
+type Store interface {
+	Get(ctx context.Context, id string) (replication.Session, bool, error)
+	Save(ctx context.Context, id string, c replication.Changes) error
+	Touch(ctx context.Context, id string) error
+	Destroy(ctx context.Context, id string) error
+	Rename(ctx context.Context, oldID, newID string, c replication.Changes) error
+}
+
+var _ Store = (*replication.Store)(nil)
+
+// Manager loads and saves sessions around HTTP requests and gives handlers
+// access to them. Create one with New, adjust its fields before serving, and
+// wrap handlers with LoadAndSave. It is safe for concurrent use.
+type Manager struct {
+	// Store holds the sessions. Set by New.
+	Store Store
+
+	// IdleTimeout ends a session that has not been used for this long.
+	// Zero (the default) means sessions end only at their Lifetime.
+	IdleTimeout time.Duration
+
+	// Lifetime ends a session this long after it was created, however
+	// active it is. Default 24h.
+	Lifetime time.Duration
+
+	// Cookie configures the session cookie.
+	Cookie Cookie
+
+	// ErrorFunc writes the response when the store fails (not for unknown
+	// or expired sessions, which simply get a new one). Default: a plain
+	// 500 Internal Server Error.
+	ErrorFunc func(http.ResponseWriter, *http.Request, error)
+
+	// Logger receives the manager's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Cookie configures the session cookie. The defaults are the safe ones:
+// HttpOnly, Secure, SameSite=Lax, Path=/.
+type Cookie struct {
+	// Name of the cookie. Default "session".
+	Name string
+	// Domain of the cookie. Default: none (host-only).
+	Domain string
+	// Path of the cookie. Default "/".
+	Path string
+	// Secure sends the cookie over HTTPS only. Default true; turn it off
+	// only for plain-HTTP development setups.
+	Secure bool
+	// HttpOnly hides the cookie from JavaScript. Default true.
+	HttpOnly bool
+	// SameSite restricts cross-site sending. Default http.SameSiteLaxMode.
+	SameSite http.SameSite
+	// Persist makes the cookie outlive the browser session, expiring with
+	// the session's Lifetime. Default true.
+	Persist bool
+}
+
+// New returns a Manager with the default settings that keeps its sessions
+// in store.
+func New(store Store) *Manager {
+	return &Manager{
+		Store:    store,
+		Lifetime: 24 * time.Hour,
+		Cookie: Cookie{
+			Name:     "session",
+			Path:     "/",
+			Secure:   true,
+			HttpOnly: true,
+			SameSite: http.SameSiteLaxMode,
+			Persist:  true,
+		},
+		ErrorFunc: defaultErrorFunc,
+	}
+}
+
+func defaultErrorFunc(w http.ResponseWriter, _ *http.Request, _ error) {
+	http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+}
+
+func (m *Manager) logger() *slog.Logger {
+	if m.Logger != nil {
+		return m.Logger
+	}
+	return slog.Default()
+}
+
+// idBytes is the number of random bytes in a session ID: 256 bits.
+const idBytes = 32
+
+// idLen is the length of an encoded session ID.
+var idLen = base64.RawURLEncoding.EncodedLen(idBytes)
+
+// newID returns a fresh session ID: 256 bits from crypto/rand, URL-safe.
+func newID() string {
+	var b [idBytes]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// validID reports whether s has the shape of an ID made by newID, so that
+// malformed cookies never reach the store.
+func validID(s string) bool {
+	if len(s) != idLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// LoadAndSave is the middleware that gives next access to the session of
+// each request: it loads the session named by the request's cookie (a
+// missing, malformed, unknown or expired one gives a new, empty session),
+// and saves what next changed before the first byte of the response is
+// written, setting the cookie when the session is new or renewed. Only the
+// attributes next changed are written, so concurrent requests of one
+// session that change different attributes both keep their changes, and a
+// request that changes nothing writes nothing.
+func (m *Manager) LoadAndSave(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Vary", "Cookie")
+		sd, err := m.load(r)
+		if err != nil {
+			m.ErrorFunc(w, r, err)
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), sessionKey, sd))
+		sw := &responseWriter{ResponseWriter: w, req: r, m: m, sd: sd}
+		next.ServeHTTP(sw, r)
+		if !sw.committed {
+			sw.commit()
+		}
+	})
+}
+
+// load reads the request's session.
+func (m *Manager) load(r *http.Request) (*sessionData, error) {
+	sd := &sessionData{}
+	c, err := r.Cookie(m.Cookie.Name)
+	if err != nil || !validID(c.Value) {
+		return sd, nil
+	}
+	s, ok, err := m.Store.Get(r.Context(), c.Value)
+	if err != nil {
+		return nil, fmt.Errorf("load session: %w", err)
+	}
+	if ok {
+		sd.id, sd.loaded = c.Value, s
+	}
+	return sd, nil
+}
+
+// commit saves the session's changes and sets or clears the cookie. It
+// reports false when it wrote an error response instead.
+func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData) bool {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	ctx := r.Context()
+	if sd.destroyedID != "" {
+		if err := m.Store.Destroy(ctx, sd.destroyedID); err != nil {
+			m.ErrorFunc(w, r, fmt.Errorf("destroy session: %w", err))
+			return false
+		}
+		if sd.id == "" && len(sd.changes) == 0 {
+			m.clearCookie(w)
+			return true
+		}
+	}
+	changes := sd.storeChanges(m.IdleTimeout, m.Lifetime)
+	var err error
+	switch {
+	case sd.renew && sd.id != "":
+		newID := newID()
+		err = m.Store.Rename(ctx, sd.id, newID, changes)
+		if errors.Is(err, replication.ErrSessionEnded) {
+			err = m.Store.Save(ctx, newID, changes)
+		}
+		sd.id = newID
+		m.writeCookie(w, sd.id)
+	case sd.renew || sd.id == "" && len(sd.changes) > 0:
+		sd.id = newID()
+		err = m.Store.Save(ctx, sd.id, changes)
+		m.writeCookie(w, sd.id)
+	case len(sd.changes) > 0:
+		err = m.Store.Save(ctx, sd.id, changes)
+	case sd.id != "" && m.IdleTimeout > 0:
+		err = m.Store.Touch(ctx, sd.id)
+	}
+	if errors.Is(err, replication.ErrSessionEnded) {
+		// Destroyed or expired meanwhile, e.g. by a logout in another tab:
+		// the logout wins.
+		m.logger().Debug("session ended before its changes were saved")
+		m.clearCookie(w)
+		return true
+	}
+	if err != nil {
+		m.ErrorFunc(w, r, fmt.Errorf("save session: %w", err))
+		return false
+	}
+	sd.changes = nil
+	sd.renew = false
+	return true
+}
+
+func (m *Manager) writeCookie(w http.ResponseWriter, id string) {
+	c := m.cookie(id)
+	if m.Cookie.Persist && m.Lifetime > 0 {
+		c.Expires = time.Now().Add(m.Lifetime).UTC().Truncate(time.Second)
+		c.MaxAge = int(m.Lifetime.Seconds())
+	}
+	http.SetCookie(w, c)
+	w.Header().Add("Cache-Control", `no-cache="Set-Cookie"`)
+}
+
+func (m *Manager) clearCookie(w http.ResponseWriter) {
+	c := m.cookie("")
+	c.Expires = time.Unix(1, 0)
+	c.MaxAge = -1
+	http.SetCookie(w, c)
+}
+
+func (m *Manager) cookie(value string) *http.Cookie {
+	return &http.Cookie{
+		Name:     m.Cookie.Name,
+		Value:    value,
+		Domain:   m.Cookie.Domain,
+		Path:     m.Cookie.Path,
+		Secure:   m.Cookie.Secure,
+		HttpOnly: m.Cookie.HttpOnly,
+		SameSite: m.Cookie.SameSite,
+	}
+}
+
+// responseWriter commits the session before the first byte of the
+// response.
+type responseWriter struct {
+	http.ResponseWriter
+	req       *http.Request
+	m         *Manager
+	sd        *sessionData
+	committed bool
+	failed    bool // commit wrote an error response; drop the handler's
+}
+
+func (w *responseWriter) commit() {
+	w.committed = true
+	w.failed = !w.m.commit(w.ResponseWriter, w.req, w.sd)
+}
+
+// WriteHeader commits the session, then writes the status code.
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.committed {
+		w.commit()
+	}
+	if !w.failed {
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+// Write commits the session, then writes b.
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if !w.committed {
+		w.commit()
+	}
+	if w.failed {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush commits the session and flushes the response if the underlying
+// writer can.
+func (w *responseWriter) Flush() {
+	if !w.committed {
+		w.commit()
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.failed {
+		f.Flush()
+	}
+}
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
