@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// summary prints the results.
+func (d *demo) summary() {
+	var requests, failed int64
+	byNode := map[string]int{}
+	for _, ph := range d.phases {
+		requests += ph.requests.Load()
+		failed += ph.failures.Load()
+		ph.mu.Lock()
+		for k, v := range ph.byNode {
+			byNode[k] += v
+		}
+		ph.mu.Unlock()
+	}
+	loggedIn := 0
+	for _, u := range d.users {
+		if u.loggedIn {
+			loggedIn++
+		}
+	}
+	ps := d.proxy.Stats()
+	var proxyLines []string
+	for _, b := range ps.Backends {
+		name := b.Backend
+		for _, n := range d.nodes {
+			if n.url == b.Backend {
+				name = n.name
+			}
+		}
+		proxyLines = append(proxyLines, fmt.Sprintf("%s %d answered/%d connection errors", name, b.Responses, b.Errors))
+	}
+
+	d.printf("summary")
+	d.println("users         %d logged in of %d, %d visits each before the kill", loggedIn, len(d.users), d.cfg.visits)
+	d.println("requests      %d (health polls not counted)", requests)
+	d.println("failures      %d", d.nFail)
+	d.println("answered by   %s", distribution(byNode))
+	d.println("proxy         %d requests, %d retried on the next node, %d failed (502): %s",
+		ps.Requests, ps.Retries, ps.Failed, strings.Join(proxyLines, ", "))
+	if d.victim != nil && !d.killAt.IsZero() {
+		first := "none"
+		if ns := d.firstOKAfterKill.Load(); ns > 0 {
+			first = round(time.Duration(ns)).String() + " after the SIGKILL"
+		}
+		var errs int64
+		for _, ph := range d.phases {
+			if strings.HasPrefix(ph.name, "after SIGKILL") {
+				errs = ph.failures.Load()
+			}
+		}
+		d.println("SIGKILL %-5s first good answer %s, %d errors after it", d.victim.name, first, errs)
+		if d.restartHealthy > 0 {
+			d.println("restart %-5s healthy %s after the restart", d.victim.name, round(d.restartHealthy))
+		}
+	}
+	d.println("phases:")
+	var total time.Duration
+	for _, ph := range d.phases {
+		total += ph.dur
+		line := fmt.Sprintf("  %-52s %8s", ph.name, round(ph.dur))
+		if n := ph.requests.Load(); n > 0 {
+			line += fmt.Sprintf("  %5d requests  %d failed  p50 %s  p99 %s", n, ph.failures.Load(),
+				round(ph.percentile(50)), round(ph.percentile(99)))
+		}
+		d.println("%s", line)
+	}
+	d.println("  %-52s %8s", "total (since the demo started)", round(time.Since(d.start)))
+	if d.nFail == 0 {
+		d.printf("PASS: %d users stayed logged in through the SIGKILL of %s and its restart; every visit was counted exactly once",
+			loggedIn, d.victim.name)
+		return
+	}
+	d.printf("FAIL: %d checks failed; the first %d:", d.nFail, len(d.failures))
+	for _, f := range d.failures {
+		d.println("- %s", f)
+	}
+}

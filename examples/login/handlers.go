@@ -1,0 +1,132 @@
+package main
+
+import (
+	_ "embed"
+	"encoding/json"
+	"net/http"
+	"sort"
+
+	"github.com/sessionmesh/sessionmesh/cluster"
+)
+
+//go:embed index.html
+var indexHTML []byte
+
+// routes returns the application's handlers, wrapped in the session
+// middleware (except /healthz, which needs no session).
+func (n *node) routes() http.Handler {
+	app := http.NewServeMux()
+	app.HandleFunc("GET /{$}", n.index)
+	app.HandleFunc("POST /login", n.login)
+	app.HandleFunc("GET /me", n.me)
+	app.HandleFunc("POST /visit", n.visit)
+	app.HandleFunc("POST /logout", n.logout)
+
+	root := http.NewServeMux()
+	root.HandleFunc("GET /healthz", n.healthz)
+	root.Handle("/", n.sessions.LoadAndSave(app))
+	return root
+}
+
+func (n *node) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write(indexHTML)
+}
+
+func (n *node) login(w http.ResponseWriter, r *http.Request) {
+	user, password := r.PostFormValue("user"), r.PostFormValue("password")
+	if user == "" || len(user) > 256 || password != "demo" {
+		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "wrong user or password"})
+		return
+	}
+	ctx := r.Context()
+	// A new session ID at login: an ID planted before login is worthless.
+	if err := n.sessions.RenewID(ctx); err != nil {
+		n.fail(w, err)
+		return
+	}
+	if err := n.sessions.Put(ctx, "user", user); err != nil {
+		n.fail(w, err)
+		return
+	}
+	if err := n.sessions.Put(ctx, "visits", 0); err != nil {
+		n.fail(w, err)
+		return
+	}
+	n.reply(w, http.StatusOK, map[string]any{"user": user})
+}
+
+func (n *node) me(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	user := n.sessions.GetString(ctx, "user")
+	if user == "" {
+		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "not logged in"})
+		return
+	}
+	n.reply(w, http.StatusOK, map[string]any{"user": user, "visits": n.sessions.GetInt(ctx, "visits")})
+}
+
+func (n *node) visit(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if n.sessions.GetString(ctx, "user") == "" {
+		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "not logged in"})
+		return
+	}
+	visits := n.sessions.GetInt(ctx, "visits") + 1
+	if err := n.sessions.Put(ctx, "visits", visits); err != nil {
+		n.fail(w, err)
+		return
+	}
+	n.reply(w, http.StatusOK, map[string]any{"visits": visits})
+}
+
+func (n *node) logout(w http.ResponseWriter, r *http.Request) {
+	if err := n.sessions.Destroy(r.Context()); err != nil {
+		n.fail(w, err)
+		return
+	}
+	n.reply(w, http.StatusOK, map[string]any{"logged_out": true})
+}
+
+// healthz answers 200 once the node has joined the cluster (or found itself
+// alone) and holds every session, 503 before; the body says why.
+func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
+	settled := false
+	select {
+	case <-n.cluster.Settled():
+		settled = true
+	default:
+	}
+	st := n.store.Stats()
+	var members []string
+	for _, m := range n.cluster.Members() {
+		if m.State == cluster.StateAlive {
+			members = append(members, m.Name)
+		}
+	}
+	sort.Strings(members)
+	code := http.StatusOK
+	if !settled || !st.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	n.reply(w, code, map[string]any{
+		"joined":         settled,
+		"ready":          st.Ready,
+		"members":        members,
+		"sessions":       st.Sessions,
+		"peers":          st.Peers,
+		"degraded_peers": st.DegradedPeers,
+	})
+}
+
+func (n *node) fail(w http.ResponseWriter, err error) {
+	n.reply(w, http.StatusInternalServerError, map[string]any{"error": err.Error()})
+}
+
+// reply writes v as JSON with the answering node's name added.
+func (n *node) reply(w http.ResponseWriter, code int, v map[string]any) {
+	v["node"] = n.name
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

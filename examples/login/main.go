@@ -1,0 +1,193 @@
+// Command login is a small login web application whose sessions are
+// replicated across every running copy of it with sessionmesh. Start three
+// and put any round-robin load balancer in front:
+//
+//	go run ./examples/login -name n1 -http 127.0.0.1:8081 -gossip 127.0.0.1:7946 -seeds 127.0.0.1:7946,127.0.0.1:7947,127.0.0.1:7948
+//	go run ./examples/login -name n2 -http 127.0.0.1:8082 -gossip 127.0.0.1:7947 -seeds 127.0.0.1:7946,127.0.0.1:7947,127.0.0.1:7948
+//	go run ./examples/login -name n3 -http 127.0.0.1:8083 -gossip 127.0.0.1:7948 -seeds 127.0.0.1:7946,127.0.0.1:7947,127.0.0.1:7948
+//
+// Endpoints:
+//
+//	GET  /         a page to log in, see who you are and which node answered, visit, log out
+//	GET  /healthz  200 once the node has joined (or is alone) and holds every session, else 503
+//	POST /login    form fields user and password (any user, password "demo"): 200, or 401
+//	GET  /me       200 {"user":...,"node":...,"visits":...} when logged in, else 401
+//	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
+//	POST /logout   destroys the session
+//
+// SIGTERM and SIGINT leave the cluster gracefully; after SIGKILL the other
+// nodes still hold every session.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/cluster"
+	"github.com/sessionmesh/sessionmesh/httpsession"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+type options struct {
+	name, httpAddr, gossipAddr, replAddr, seeds string
+	timers, logLevel                            string
+	cookieSecure                                bool
+	idleTimeout, lifetime                       time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.name, "name", "", "node name, unique in the cluster (default: the host name)")
+	flag.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address")
+	flag.StringVar(&o.gossipAddr, "gossip", "127.0.0.1:7946", "gossip (membership) bind address, TCP and UDP")
+	flag.StringVar(&o.replAddr, "repl", "", "replication listen address (default: the gossip host, any free port)")
+	flag.StringVar(&o.seeds, "seeds", "", "comma-separated gossip addresses to join; may include this node's own; any may be down")
+	flag.StringVar(&o.timers, "timers", "local", `failure-detection timers: "local" (fast, for one machine) or "lan"`)
+	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.BoolVar(&o.cookieSecure, "cookie-secure", false, "mark the session cookie Secure (serve over HTTPS then)")
+	flag.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "end sessions unused for this long (0: never)")
+	flag.DurationVar(&o.lifetime, "lifetime", 24*time.Hour, "end sessions this long after login")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "login: -log-level:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, o, log); err != nil {
+		log.Error("login: " + err.Error())
+		os.Exit(1)
+	}
+}
+
+// node is one running copy of the application: membership, session store
+// and HTTP server.
+type node struct {
+	name     string
+	cluster  *cluster.Cluster
+	store    *replication.Store
+	sessions *httpsession.Manager
+}
+
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	n, err := start(o, log)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: o.httpAddr, Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		n.close()
+		return fmt.Errorf("listen http: %w", err)
+	}
+	log.Info("serving", "node", n.name, "http", "http://"+ln.Addr().String()+"/",
+		"gossip", n.cluster.LocalMember().Addr)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		n.close()
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	// Graceful exit: stop accepting requests and finish those in flight
+	// (a load balancer retries refused connections elsewhere), then hand
+	// over and leave. Connections that never sent a request are not waited
+	// for beyond a short bound.
+	log.Info("leaving the cluster", "node", n.name)
+	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer hcancel()
+	if err := srv.Shutdown(hctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+		_ = srv.Close()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.store.Leave(sctx); err != nil {
+		log.Warn("store leave", "err", err)
+	}
+	if err := n.cluster.Leave(sctx); err != nil {
+		log.Warn("cluster leave", "err", err)
+	}
+	n.close()
+	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// start wires a transport, a cluster, a store and a session manager.
+func start(o options, log *slog.Logger) (*node, error) {
+	ccfg, rcfg := cluster.DefaultLocalConfig(), replication.DefaultLocalConfig()
+	if o.timers == "lan" {
+		ccfg, rcfg = cluster.DefaultConfig(), replication.DefaultConfig()
+	} else if o.timers != "local" {
+		return nil, fmt.Errorf(`-timers must be "local" or "lan", not %q`, o.timers)
+	}
+	replAddr := o.replAddr
+	if replAddr == "" {
+		host, _, err := net.SplitHostPort(o.gossipAddr)
+		if err != nil {
+			return nil, fmt.Errorf("-gossip: %w", err)
+		}
+		replAddr = net.JoinHostPort(host, "0")
+	}
+	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: replAddr, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("listen replication: %w", err)
+	}
+	ccfg.NodeName = o.name
+	ccfg.BindAddr = o.gossipAddr
+	ccfg.Seeds = splitList(o.seeds)
+	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
+	ccfg.Logger = log
+	cl, err := cluster.New(ccfg)
+	if err != nil {
+		_ = tr.Close()
+		return nil, fmt.Errorf("start cluster: %w", err)
+	}
+	rcfg.Membership = cl
+	rcfg.Transport = tr
+	rcfg.Logger = log
+	st, err := replication.New(rcfg)
+	if err != nil {
+		_ = tr.Close()
+		_ = cl.Close()
+		return nil, fmt.Errorf("start store: %w", err)
+	}
+	sessions := httpsession.New(st)
+	sessions.Cookie.Secure = o.cookieSecure
+	sessions.IdleTimeout = o.idleTimeout
+	sessions.Lifetime = o.lifetime
+	sessions.Logger = log
+	return &node{name: cl.LocalMember().Name, cluster: cl, store: st, sessions: sessions}, nil
+}
+
+func (n *node) close() {
+	_ = n.store.Close()
+	_ = n.cluster.Close()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
