@@ -18,7 +18,7 @@ import (
 type Store interface {
 	Get(ctx context.Context, id string) (replication.Session, bool, error)
 	Save(ctx context.Context, id string, c replication.Changes) error
-	Touch(ctx context.Context, id string) error
+	Touch(ctx context.Context, s replication.Session) error
 	Destroy(ctx context.Context, id string) error
 	Rename(ctx context.Context, oldID, newID string, c replication.Changes) error
 }
@@ -206,7 +206,7 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 	case len(sd.changes) > 0:
 		err = m.Store.Save(ctx, sd.id, changes)
 	case sd.id != "" && m.IdleTimeout > 0:
-		err = m.Store.Touch(ctx, sd.id)
+		err = m.Store.Touch(ctx, sd.loaded)
 	}
 	if errors.Is(err, replication.ErrSessionEnded) {
 		// Destroyed or expired meanwhile, e.g. by a logout in another tab:

@@ -18,6 +18,10 @@ type Config struct {
 	// store owns it from New on: Store.Close closes it.
 	Transport Transport
 
+	// Mode says which members own each session: AllToAll (the default,
+	// the zero Mode) or Backups(n).
+	Mode Mode
+
 	// WriteTimeout bounds how long a write waits for a peer's
 	// acknowledgement. A peer that does not answer in time is marked
 	// degraded: later writes are still sent to it but not waited for, until
@@ -45,6 +49,11 @@ type Config struct {
 	// TransferChunkBytes is the size of one chunk of state transfer.
 	// Default 256 KiB.
 	TransferChunkBytes int
+
+	// Limits bound the attributes and bytes of one session, for local
+	// writes (which fail with ErrSessionTooLarge) and records from peers
+	// (which are refused). Default: DefaultLimits().
+	Limits Limits
 
 	// Logger receives the store's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -98,6 +107,7 @@ func (c *Config) validate() error {
 	if c.TransferChunkBytes <= 0 {
 		c.TransferChunkBytes = d.TransferChunkBytes
 	}
+	c.Limits = c.Limits.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -9,9 +9,12 @@
 // *TCPTransport). The transport's address travels in the cluster metadata
 // under AddrTag, so create the transport first:
 //
-//	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "10.0.0.5:7947"})
+//	tr, err := replication.ListenTCP(replication.TCPConfig{
+//		BindAddr: "10.0.0.5:7947", SecretKey: secret, Label: "shop",
+//	})
 //	cl, err := cluster.New(cluster.Config{
 //		NodeName: "web-1", BindAddr: "10.0.0.5:7946", Seeds: seeds,
+//		SecretKey: secret, Label: "shop",
 //		Tags: map[string]string{replication.AddrTag: tr.Addr()},
 //	})
 //	cfg := replication.DefaultConfig()
@@ -85,6 +88,25 @@
 // digests, and exchange only the sessions that differ, in both directions.
 // It heals writes missed while a peer was slow, partitioned or not yet
 // known.
+//
+// # Security
+//
+// Set TCPConfig.SecretKey (32 random bytes, the same on every node, and the
+// same as cluster.Config.SecretKey if you like) and TCPConfig.Label (the
+// cluster's Label): every replication connection then runs TLS 1.3 with
+// mutual authentication by keys derived from the secret and the label, so
+// a host without the secret can neither read nor write a session, nor
+// pose as a peer. TCPConfig.TLSConfig uses your own certificates instead.
+// Rotate the secret with InstallKey, UseKey and RemoveKey on every node
+// (and the cluster's keyring), one step at a time: no call fails.
+//
+// Every input from the network is bounded before it is read or stored:
+// frames by MaxFrameSize, handshakes by HandshakeTimeout, connections by
+// MaxInboundConns and MaxInboundConnsPerHost, answers waiting for a slow
+// reader by about MaxFrameSize per connection, and sessions by
+// Config.Limits. What exceeds a bound is refused, counted in Stats and
+// logged; a connection that breaks the protocol is closed.
+// docs/security.md has the threat model and deployment steps.
 //
 // # Design notes
 //

@@ -19,6 +19,22 @@ var (
 	ErrFrameTooLarge = errors.New("replication: frame too large")
 )
 
+// Errors of the transport's key management (TCPTransport.InstallKey,
+// UseKey and RemoveKey).
+var (
+	// ErrNoKeyring is returned by InstallKey, UseKey and RemoveKey of a
+	// transport created without a SecretKey: a transport that starts in
+	// clear text (or with the caller's own TLS certificates) stays so.
+	ErrNoKeyring = errors.New("replication: transport has no cluster secret")
+
+	// ErrUnknownKey is returned by UseKey for a key that is not installed.
+	ErrUnknownKey = errors.New("replication: key not installed")
+
+	// ErrPrimaryKey is returned by RemoveKey for the primary key: switch to
+	// another key with UseKey first.
+	ErrPrimaryKey = errors.New("replication: cannot remove the primary key")
+)
+
 // Errors about sessions.
 var (
 	// ErrSessionEnded is returned when writing to a session that has been
@@ -29,4 +45,10 @@ var (
 	// ErrInvalidID is returned for an empty session ID or one longer than
 	// 256 bytes.
 	ErrInvalidID = errors.New("replication: invalid session ID")
+
+	// ErrSessionTooLarge is returned by a write that would make a session
+	// exceed Config.Limits: too many attributes, a value too large, or too
+	// many bytes in all. Nothing is written. Records from peers over the
+	// limits are refused the same way (and counted in Stats.Rejected).
+	ErrSessionTooLarge = errors.New("replication: session over its size limits")
 )

@@ -43,7 +43,7 @@ func FuzzDecodeRecords(f *testing.F) {
 func FuzzDecodeReplies(f *testing.F) {
 	hello, _ := encodeHelloReply(helloReply{name: "n1", incarnation: 7, seesYou: true, ready: true})
 	get, _ := encodeGetReply(true, &record{id: "s", attrs: []attr{{name: "a", value: []byte("b"), version: version{1, 1}}}})
-	digests, _ := encodeDigestsReply(make([]bool, numPartitions), make([]uint64, numPartitions))
+	digests, _ := encodeStatusReply(&peerStatus{ready: make([]bool, numPartitions), digests: make([]uint64, numPartitions), counts: make([]uint32, numPartitions)})
 	summary, _ := encodeSummaryReply(true, []summaryEntry{{id: "s", digest: 42}})
 	rng, _ := encodeRangeReply(rangeReply{ready: true, records: []*record{{id: "s"}}, done: true})
 	for _, seed := range [][]byte{hello, get, digests, summary, rng, {respOK}, errorResponse(errMalformed)} {
@@ -52,7 +52,7 @@ func FuzzDecodeReplies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = decodeHelloReply(data)
 		_, _, _ = decodeGetReply(data)
-		_, _, _ = decodeDigestsReply(data)
+		_, _ = decodeStatusReply(data)
 		_, _, _ = decodeSummaryReply(data)
 		_, _ = decodeRangeReply(data)
 		_ = decodeAckReply(data)

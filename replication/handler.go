@@ -40,9 +40,9 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 			return nil, fmt.Errorf("peer uses %d partitions, this node %d", h.partitions, numPartitions)
 		}
 		return encodeHelloReply(helloReply{
-			name:        s.self.Name,
-			incarnation: s.self.Incarnation,
-			seesYou:     s.peers.Load().sees(h.name, h.incarnation),
+			name:        s.self.name,
+			incarnation: s.self.incarnation,
+			seesYou:     s.view.Load().sees(h.name, h.incarnation),
 			ready:       s.IsReady(),
 		})
 
@@ -64,17 +64,19 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 		p := s.parts[partitionOf(id)]
 		return encodeGetReply(p.ready.Load(), p.get(id))
 
-	case msgDigests:
+	case msgStatus:
 		if err := d.done(); err != nil {
 			return nil, err
 		}
-		ready := make([]bool, numPartitions)
-		digests := make([]uint64, numPartitions)
-		for i, p := range s.parts {
-			ready[i] = p.ready.Load()
-			_, digests[i] = p.stats()
+		return encodeStatusReply(s.localStatus())
+
+	case msgLeaving:
+		name, incarnation := decodeLeaving(d)
+		if err := d.done(); err != nil {
+			return nil, err
 		}
-		return encodeDigestsReply(ready, digests)
+		s.peerLeaving(name, incarnation)
+		return []byte{respOK}, nil
 
 	case msgSummary:
 		pi := decodePartition(d)
@@ -120,6 +122,9 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 // far ahead of the local clock are refused, all of them, so that a write is
 // applied whole or not at all.
 func (s *Store) applyRemote(rs []*record) error {
+	if err := s.checkRemote(rs); err != nil {
+		return err
+	}
 	for _, r := range rs {
 		if err := s.clock.Update(r.maxVersion().time); err != nil {
 			s.stats.rejected.Add(1)
@@ -150,4 +155,20 @@ func (s *Store) fetchRange(p *partition, after string, maxBytes int) rangeReply 
 	}
 	out.done = i == len(rs)
 	return out
+}
+
+// localStatus reports this node's readiness, digest and record count for
+// every partition.
+func (s *Store) localStatus() *peerStatus {
+	st := &peerStatus{
+		ready:   make([]bool, numPartitions),
+		digests: make([]uint64, numPartitions),
+		counts:  make([]uint32, numPartitions),
+	}
+	for i, p := range s.parts {
+		st.ready[i] = p.ready.Load()
+		n, d := p.stats()
+		st.digests[i], st.counts[i] = d, uint32(n)
+	}
+	return st
 }

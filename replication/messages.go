@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -17,10 +19,11 @@ const (
 	msgHello      byte = 1 // hello: who are you, do you see me as a member, are you ready
 	msgApply      byte = 2 // apply: merge these records (writes, deltas, repairs)
 	msgGet        byte = 3 // get: one session, for a node that is not ready yet
-	msgDigests    byte = 4 // digests: per-partition digests, for anti-entropy
+	msgStatus     byte = 4 // status: per-partition readiness, digests and record counts
 	msgSummary    byte = 5 // summary: (ID, digest) of every record of one partition
 	msgFetch      byte = 6 // fetch: records by ID
 	msgFetchRange byte = 7 // fetch range: a chunk of a partition after a cursor (state transfer)
+	msgLeaving    byte = 8 // leaving: the sender is leaving; stop giving it partitions
 )
 
 // Response statuses: the first byte of every response. Append only; values
@@ -331,9 +334,18 @@ func normalizeAttrs(as []attr) []attr {
 	if sorted {
 		return as
 	}
-	out := make([]attr, 0, len(as))
-	for _, a := range as {
-		out = mergeAttrs(out, []attr{a})
+	// Sort, then keep the newer of each run of one name (newerAttr is
+	// commutative and associative, so the order within a run does not
+	// matter). Merging one attribute at a time would cost a peer's message
+	// quadratic time and memory.
+	slices.SortStableFunc(as, func(a, b attr) int { return strings.Compare(a.name, b.name) })
+	out := as[:1]
+	for _, a := range as[1:] {
+		if last := &out[len(out)-1]; last.name == a.name {
+			*last = newerAttr(*last, a)
+		} else {
+			out = append(out, a)
+		}
 	}
 	return out
 }
@@ -391,8 +403,24 @@ func encodeGet(id string) ([]byte, error) {
 	return e.finish()
 }
 
-func encodeDigestsRequest() ([]byte, error) {
-	return []byte{msgDigests}, nil
+func encodeStatusRequest() ([]byte, error) {
+	return []byte{msgStatus}, nil
+}
+
+// encodeLeaving announces that the node name (this incarnation) is leaving.
+func encodeLeaving(name string, incarnation uint64) ([]byte, error) {
+	e := newEncoder(msgLeaving)
+	e.arrayLen(2)
+	e.str(name)
+	e.uint64(incarnation)
+	return e.finish()
+}
+
+func decodeLeaving(d *decoder) (name string, incarnation uint64) {
+	n := d.arrayLen(2, 64)
+	name, incarnation = d.str(maxIDLen), d.uint64()
+	d.skip(n - 2)
+	return name, incarnation
 }
 
 func encodeSummaryRequest(partition int) ([]byte, error) {
@@ -522,48 +550,63 @@ func decodeGetReply(resp []byte) (ready bool, r *record, err error) {
 	return ready, r, d.done()
 }
 
-// encodeDigestsReply sends per-partition readiness and digests.
-func encodeDigestsReply(ready []bool, digests []uint64) ([]byte, error) {
+// encodeStatusReply sends per-partition readiness, digests and record
+// counts.
+func encodeStatusReply(st *peerStatus) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(2)
-	mask := make([]byte, (len(ready)+7)/8)
-	for i, ok := range ready {
+	e.arrayLen(3)
+	mask := make([]byte, (len(st.ready)+7)/8)
+	for i, ok := range st.ready {
 		if ok {
 			mask[i/8] |= 1 << (i % 8)
 		}
 	}
 	e.bin(mask)
-	e.arrayLen(len(digests))
-	for _, v := range digests {
+	e.arrayLen(len(st.digests))
+	for _, v := range st.digests {
 		e.uint64(v)
+	}
+	e.arrayLen(len(st.counts))
+	for _, v := range st.counts {
+		e.uint64(uint64(v))
 	}
 	return e.finish()
 }
 
-func decodeDigestsReply(resp []byte) (ready []bool, digests []uint64, err error) {
+func decodeStatusReply(resp []byte) (*peerStatus, error) {
 	d, err := openResponse(resp)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer d.release()
-	n := d.arrayLen(2, 64)
+	n := d.arrayLen(3, 64)
 	mask := d.bytesN(numPartitions / 8)
-	cnt := d.arrayLen(numPartitions, numPartitions)
 	if d.err == nil && len(mask) != numPartitions/8 {
 		d.fail("readiness mask of %d bytes", len(mask))
 	}
+	st := &peerStatus{
+		ready:   make([]bool, numPartitions),
+		digests: make([]uint64, numPartitions),
+		counts:  make([]uint32, numPartitions),
+	}
 	if d.err == nil {
-		ready = make([]bool, numPartitions)
-		digests = make([]uint64, numPartitions)
-		for i := range ready {
-			ready[i] = mask[i/8]&(1<<(i%8)) != 0
-		}
-		for i := 0; i < cnt; i++ {
-			digests[i] = d.uint64()
+		for i := range st.ready {
+			st.ready[i] = mask[i/8]&(1<<(i%8)) != 0
 		}
 	}
-	d.skip(n - 2)
-	return ready, digests, d.done()
+	d.arrayLen(numPartitions, numPartitions)
+	for i := 0; i < numPartitions && d.err == nil; i++ {
+		st.digests[i] = d.uint64()
+	}
+	d.arrayLen(numPartitions, numPartitions)
+	for i := 0; i < numPartitions && d.err == nil; i++ {
+		st.counts[i] = uint32(min(d.uint64(), 1<<32-1))
+	}
+	d.skip(n - 3)
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 func encodeSummaryReply(ready bool, entries []summaryEntry) ([]byte, error) {

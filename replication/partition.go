@@ -10,6 +10,10 @@ import (
 // of the protocol: every node of a cluster must use the same value.
 const numPartitions = 256
 
+// Partitions is the number of partitions session IDs hash to; ownership,
+// state transfer and anti-entropy work partition by partition.
+const Partitions = numPartitions
+
 // expiryBucketMs is the granularity of the expiry wheel: sessions are
 // swept at most this long after their deadline (they are never returned
 // after it, swept or not).
@@ -146,4 +150,21 @@ func (p *partition) stats() (n int, digest uint64) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return len(p.records), p.digest
+}
+
+// dropUnchanged removes the given records from the partition if each is
+// still the current record of its session (nothing was merged into it
+// since), and returns how many it removed.
+func (p *partition) dropUnchanged(rs []*record) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, r := range rs {
+		if p.records[r.id] == r {
+			delete(p.records, r.id)
+			p.digest ^= r.digest()
+			n++
+		}
+	}
+	return n
 }

@@ -2,57 +2,115 @@ package replication
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
 )
 
-// peer is another member of the cluster as the store sees it. One peer value
-// lives as long as one incarnation of that member is in the cluster, so its
-// health survives refreshes of the peer set.
+// peer is a member of the cluster as the store sees it; one value also
+// stands for this node itself in ownership lists (self is true). A peer
+// value lives as long as one incarnation of that member is in the cluster,
+// so its health survives rebuilds of the view.
 type peer struct {
 	name        string
 	incarnation uint64
 	addr        string // replication transport address
+	self        bool   // this node
 
 	// degraded is set when the peer failed to acknowledge a write within
 	// WriteTimeout. Writes are still sent to a degraded peer but not
-	// waited for; anti-entropy clears the flag once it has repaired it.
+	// waited for; the maintenance loop clears the flag once it has
+	// repaired the peer.
 	degraded atomic.Bool
 	// background counts fire-and-forget sends in flight to a degraded
 	// peer, to bound them.
 	background atomic.Int32
-	// ready is the peer's readiness from its last hello reply.
-	ready atomic.Bool
+	// status is what the peer last reported about its partitions.
+	status atomic.Pointer[peerStatus]
 }
 
-// peerSet is an immutable snapshot of the peers, published atomically by
-// the membership goroutine and read without locks by writers.
-type peerSet struct {
-	list   []*peer
-	byName map[string]*peer
+// peerStatus is a peer's answer to a status poll.
+type peerStatus struct {
+	at      time.Time
+	ready   []bool   // the peer owns the partition and holds a complete copy
+	digests []uint64 // per-partition digests
+	counts  []uint32 // records held per partition
 }
 
-// sees reports whether the set holds this incarnation of the named member.
-func (ps *peerSet) sees(name string, incarnation uint64) bool {
-	p := ps.byName[name]
-	return p != nil && p.incarnation == incarnation
+// readyFor reports whether the peer's last status, if not older than
+// maxAge, says it is a ready owner of partition p.
+func (q *peer) readyFor(p int, now time.Time, maxAge time.Duration) bool {
+	st := q.status.Load()
+	return st != nil && now.Sub(st.at) <= maxAge && st.ready[p]
 }
 
-// buildPeerSet returns the peer set for members, reusing the peer values of
-// prev for members whose incarnation and address did not change.
-func buildPeerSet(self cluster.Member, members []cluster.Member, prev *peerSet) *peerSet {
-	ps := &peerSet{byName: make(map[string]*peer, len(members))}
+// view is an immutable snapshot of the cluster as this node sees it: its
+// peers and the owners of every partition. The membership goroutine builds
+// a new one on every change and publishes it atomically; readers never
+// lock.
+type view struct {
+	mode   Mode
+	self   *peer
+	peers  []*peer          // the other members, leaving ones included
+	byName map[string]*peer // peers by name
+	owners [numPartitions][]*peer
+	owned  [numPartitions]bool // self is among owners
+}
+
+// owns reports whether this node owns partition p.
+func (v *view) owns(p int) bool { return v.owned[p] }
+
+// sees reports whether the view holds this incarnation of the named member.
+func (v *view) sees(name string, incarnation uint64) bool {
+	q := v.byName[name]
+	return q != nil && q.incarnation == incarnation
+}
+
+// buildView returns the view for members. Peers of prev are reused for
+// members whose incarnation and address did not change. Members in leaving
+// (name -> incarnation), and this node when selfLeaving, own nothing.
+func buildView(mode Mode, self *peer, members []cluster.Member, prev *view, leaving map[string]uint64, selfLeaving bool) *view {
+	v := &view{mode: mode, self: self, byName: make(map[string]*peer, len(members))}
+	var candidates []*peer
+	if !selfLeaving {
+		candidates = append(candidates, self)
+	}
 	for _, m := range members {
 		addr := m.Tags[AddrTag]
-		if m.Name == self.Name || addr == "" {
+		if m.Name == self.name || addr == "" {
 			continue
 		}
-		p := prev.byName[m.Name]
-		if p == nil || p.incarnation != m.Incarnation || p.addr != addr {
-			p = &peer{name: m.Name, incarnation: m.Incarnation, addr: addr}
+		var q *peer
+		if prev != nil {
+			q = prev.byName[m.Name]
 		}
-		ps.list = append(ps.list, p)
-		ps.byName[m.Name] = p
+		if q == nil || q.incarnation != m.Incarnation || q.addr != addr {
+			q = &peer{name: m.Name, incarnation: m.Incarnation, addr: addr}
+		}
+		v.peers = append(v.peers, q)
+		v.byName[m.Name] = q
+		if inc, ok := leaving[m.Name]; !ok || inc != m.Incarnation {
+			candidates = append(candidates, q)
+		}
 	}
-	return ps
+	for p := range v.owners {
+		v.owners[p] = ownersOf(p, candidates, mode)
+		for _, q := range v.owners[p] {
+			if q.self {
+				v.owned[p] = true
+			}
+		}
+	}
+	return v
+}
+
+// targets returns the owners of partition p other than this node.
+func (v *view) targets(p int) []*peer {
+	out := make([]*peer, 0, len(v.owners[p]))
+	for _, q := range v.owners[p] {
+		if !q.self {
+			out = append(out, q)
+		}
+	}
+	return out
 }

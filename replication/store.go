@@ -2,11 +2,7 @@ package replication
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,85 +11,95 @@ import (
 	"github.com/sessionmesh/sessionmesh/internal/hlc"
 )
 
-// touchFraction sets how far a read must move the idle deadline before the
-// extension is replicated: one eighth of the idle timeout. Other nodes may
-// therefore see an idle deadline up to IdleTimeout/8 older than the last
-// read implies; they never see one later.
-const touchFraction = 8
-
-// maxBackgroundSends bounds the writes in flight to one degraded peer. When
-// it is reached, further writes skip that peer and anti-entropy repairs it.
-const maxBackgroundSends = 64
-
-// Store is a replicated session store: a node's copy of every session, kept
-// in step with its peers. It is safe for concurrent use.
+// Store is a replicated session store: this node's share of the cluster's
+// sessions, kept in step with the other owners. It is safe for concurrent
+// use.
 type Store struct {
 	cfg   Config
 	log   *slog.Logger
 	tr    Transport
 	clock *hlc.Clock
-	self  cluster.Member
+	self  *peer
 	node  uint64 // this incarnation's ID, the tie-break of its versions
 	parts []*partition
 
-	peers  atomic.Pointer[peerSet] // written only by watchMembership
-	events chan cluster.Event
+	view   atomic.Pointer[view] // written only by watchMembership
+	events chan cluster.Event   // membership hints
+	kick   chan struct{}        // asks the maintenance loop for a round now
 
-	readyCh chan struct{}   // closed once every partition is ready
-	done    chan struct{}   // closed by Close
-	ctx     context.Context // cancelled by Close, for the store's own calls
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	once    sync.Once
+	leavingMu sync.Mutex
+	leaving   map[string]uint64 // guards: peers that announced they are leaving, by name -> incarnation
+	selfLeave atomic.Bool       // Leave was called
 
-	stats storeCounters
+	joined     atomic.Bool // the node has joined the cluster and built its view from then
+	joinedOnce sync.Once
+
+	readyCh   chan struct{} // closed once every owned partition was ready
+	readyOnce sync.Once
+	done      chan struct{}      // closed by Close
+	ctx       context.Context    // cancelled by Close, for the store's own calls
+	cancel    context.CancelFunc // cancels ctx
+	wg        sync.WaitGroup     // the store's goroutines
+	goMu      sync.Mutex         // guards: stopped, and wg.Add against Close's wg.Wait
+	stopped   bool
+	closeOnce sync.Once
+
+	replicated atomic.Int32 // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
+	stats      storeCounters
 }
 
 // storeCounters are the store's running totals; see Stats.
 type storeCounters struct {
 	writes, writeErrors, degradedWrites, skippedSends atomic.Uint64
 	remoteReads, repairs, repairedRecords             atomic.Uint64
+	transferred, handedOff                            atomic.Uint64
 	rejected, expired                                 atomic.Uint64
 }
 
 // New starts a store on cfg.Membership and cfg.Transport. It returns at
-// once; the store catches up with its peers in the background and closes
-// Ready when it holds every session. Until then reads of sessions it does
-// not hold yet are answered by a peer.
+// once; the store copies the sessions it owns from its peers in the
+// background and closes Ready when it holds them all. Until then reads of
+// sessions it has not copied yet are answered by a peer.
 func New(cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	self := cfg.Membership.LocalMember()
+	local := cfg.Membership.LocalMember()
 	h := newHash64()
-	h.writeString(self.Name)
-	h.writeUint64(self.Incarnation)
+	h.writeString(local.Name)
+	h.writeUint64(local.Incarnation)
 	s := &Store{
 		cfg:     cfg,
-		log:     cfg.Logger.With("node", self.Name),
+		log:     cfg.Logger.With("node", local.Name),
 		tr:      cfg.Transport,
 		clock:   hlc.NewClock(cfg.Now, cfg.MaxClockOffset),
-		self:    self,
+		self:    &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
 		node:    h.sum(),
 		parts:   newPartitions(),
 		events:  make(chan cluster.Event, 64),
+		kick:    make(chan struct{}, 1),
+		leaving: map[string]uint64{},
 		readyCh: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	s.replicated.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.peers.Store(buildPeerSet(self, cfg.Membership.Members(), &peerSet{}))
+	s.rebuildView()
 	s.tr.Serve(s.handle)
 	cfg.Membership.Notify(s.events)
-	s.wg.Add(4)
-	go s.watchMembership()
-	go s.catchUp()
-	go s.antiEntropy()
-	go s.sweep()
+	s.goroutine(s.watchMembership)
+	s.goroutine(s.maintain)
+	s.goroutine(s.sweep)
 	return s, nil
 }
 
-// Ready returns a channel closed once the store holds a complete copy of
-// every session it should hold, i.e. once it may serve reads alone.
+// Mode returns the store's replication mode.
+func (s *Store) Mode() Mode { return s.cfg.Mode }
+
+// Ready returns a channel closed once the store has held a complete copy
+// of every session it owns, i.e. once it can serve on its own. It stays
+// closed when later membership changes give the node new partitions to
+// copy: reads of those go to a peer meanwhile.
 func (s *Store) Ready() <-chan struct{} { return s.readyCh }
 
 // IsReady reports whether Ready is closed.
@@ -106,6 +112,13 @@ func (s *Store) IsReady() bool {
 	}
 }
 
+// FullyReplicated reports whether, as of the last maintenance round, every
+// partition had its full number of ready copies (Backups(n): n+1, or every
+// live member if there are fewer; AllToAll: every live member). After a
+// node failure it turns true again once the survivors have re-replicated:
+// from then on the next failure loses nothing.
+func (s *Store) FullyReplicated() bool { return s.replicated.Load() == 0 }
+
 func (s *Store) now() int64 { return s.cfg.Now().UnixMilli() }
 
 func (s *Store) closed() bool {
@@ -117,291 +130,54 @@ func (s *Store) closed() bool {
 	}
 }
 
-// Get returns the session id if it exists and has not expired or been
-// destroyed. A missing session is (Session{}, false, nil). Reads are local
-// once the store is ready; before that, a session this node may not hold
-// completely is read from a ready peer.
-func (s *Store) Get(ctx context.Context, id string) (Session, bool, error) {
-	if s.closed() {
-		return Session{}, false, ErrClosed
-	}
-	if !validID(id) {
-		return Session{}, false, nil
-	}
-	p := s.parts[partitionOf(id)]
-	r := p.get(id)
-	if !p.ready.Load() {
-		var err error
-		if r, err = s.fetchFromPeer(ctx, p, id); err != nil {
-			return Session{}, false, err
-		}
-	}
-	if r == nil || !r.live(s.now()) {
-		return Session{}, false, nil
-	}
-	return Session{r: r}, true, nil
-}
-
 // validID reports whether id can name a session.
 func validID(id string) bool { return id != "" && len(id) <= maxIDLen }
 
-// fetchFromPeer reads id from a ready peer, merges what it gets into the
-// local copy and returns the result. When no ready peer answers, it returns
-// the local copy.
-func (s *Store) fetchFromPeer(ctx context.Context, p *partition, id string) (*record, error) {
-	req, err := encodeGet(id)
-	if err != nil {
-		return nil, err
-	}
-	for _, q := range s.readPeers() {
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		resp, err := s.tr.Call(cctx, q.addr, req)
-		cancel()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if err != nil {
-			s.log.Debug("read from peer failed", "peer", q.name, "err", err)
-			continue
-		}
-		ready, r, err := decodeGetReply(resp)
-		if err != nil {
-			s.log.Warn("bad read reply", "peer", q.name, "err", err)
-			continue
-		}
-		if !ready {
-			continue
-		}
-		s.stats.remoteReads.Add(1)
-		if r == nil || r.id != id {
-			return p.get(id), nil
-		}
-		if err := s.clock.Update(r.maxVersion().time); err != nil {
-			s.stats.rejected.Add(1)
-			s.log.Warn("refused record from peer", "peer", q.name, "err", err)
-			continue
-		}
-		out, _ := p.apply(r, s.now())
-		return out, nil
-	}
-	return p.get(id), nil
-}
-
-// readPeers returns the peers to read from, those that said they were
-// ready first, healthy before degraded.
-func (s *Store) readPeers() []*peer {
-	list := append([]*peer(nil), s.peers.Load().list...)
-	sort.SliceStable(list, func(i, j int) bool {
-		a, b := list[i], list[j]
-		if a.ready.Load() != b.ready.Load() {
-			return a.ready.Load()
-		}
-		return !a.degraded.Load() && b.degraded.Load()
-	})
-	return list
-}
-
-// Save applies changes to session id, creating it if it does not exist,
-// and replicates them. With the default (synchronous) write concern it
-// returns once every live peer has acknowledged the write, or has failed
-// (a crashed peer is skipped at once), or has not answered within
-// WriteTimeout (the peer is then marked degraded and repaired by
-// anti-entropy); the write has been applied locally in every case. It
-// returns ErrSessionEnded when the session has been destroyed or has
-// expired. Save with no changes extends the idle deadline like Touch.
-func (s *Store) Save(ctx context.Context, id string, c Changes) error {
-	if s.closed() {
-		return ErrClosed
-	}
-	if !validID(id) {
-		return fmt.Errorf("save session: %w", ErrInvalidID)
-	}
-	p := s.parts[partitionOf(id)]
-	cur, err := s.current(ctx, p, id)
-	if err != nil {
-		return err
-	}
-	now := s.now()
-	var delta *record
-	switch {
-	case cur == nil:
-		delta = &record{id: id, created: now, idleMs: c.IdleTimeout.Milliseconds()}
-		if c.Lifetime > 0 {
-			delta.expires = now + c.Lifetime.Milliseconds()
-		}
-	case !cur.live(now):
-		return ErrSessionEnded
-	default:
-		delta = &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
-	}
-	if delta.idleMs > 0 {
-		delta.idleUntil = now + delta.idleMs
-	}
-	delta.attrs = s.changedAttrs(c)
-	return s.write(ctx, p, delta)
-}
-
-// current returns the local record of id, completed from a peer first when
-// the partition is not ready.
-func (s *Store) current(ctx context.Context, p *partition, id string) (*record, error) {
-	if p.ready.Load() {
-		return p.get(id), nil
-	}
-	return s.fetchFromPeer(ctx, p, id)
-}
-
-// changedAttrs turns c into attributes sorted by name, all with one new
-// version.
-func (s *Store) changedAttrs(c Changes) []attr {
-	if c.empty() {
-		return nil
-	}
-	v := version{time: s.clock.Now(), node: s.node}
-	as := make([]attr, 0, len(c.Set)+len(c.Delete))
-	for name, value := range c.Set {
-		as = append(as, attr{name: name, value: value, version: v})
-	}
-	for _, name := range c.Delete {
-		if _, set := c.Set[name]; !set {
-			as = append(as, attr{name: name, version: v, deleted: true})
-		}
-	}
-	sort.Slice(as, func(i, j int) bool { return as[i].name < as[j].name })
-	return as
-}
-
-// write applies records locally, in order, and replicates them in one
-// message, so that a peer applies them together.
-func (s *Store) write(ctx context.Context, p *partition, r *record, more ...*record) error {
-	now := s.now()
-	p.apply(r, now)
-	for _, m := range more {
-		s.parts[partitionOf(m.id)].apply(m, now)
-	}
-	s.stats.writes.Add(1)
-	return s.replicate(ctx, append([]*record{r}, more...))
-}
-
-// Touch extends the idle deadline of session id because it was just used.
-// The extension is kept locally and replicated only once it has moved by
-// an eighth of the idle timeout, so reads do not turn into replicated
-// writes. It returns ErrSessionEnded when the session is gone.
-func (s *Store) Touch(ctx context.Context, id string) error {
-	if s.closed() {
-		return ErrClosed
-	}
-	if !validID(id) {
-		return fmt.Errorf("touch session: %w", ErrInvalidID)
-	}
-	p := s.parts[partitionOf(id)]
-	cur, err := s.current(ctx, p, id)
-	if err != nil {
-		return err
-	}
-	now := s.now()
-	if cur == nil || !cur.live(now) {
-		return ErrSessionEnded
-	}
-	if cur.idleMs <= 0 {
-		return nil
-	}
-	until := now + cur.idleMs
-	for {
-		t := cur.touched.Load()
-		if t >= until || cur.touched.CompareAndSwap(t, until) {
-			break
-		}
-	}
-	if until-cur.idleUntil < cur.idleMs/touchFraction {
-		return nil
-	}
-	delta := &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs, idleUntil: until}
-	return s.write(ctx, p, delta)
-}
-
-// Destroy ends session id everywhere. Its tombstone stays until the
-// session's absolute deadline, so no late or re-sent write can bring it
-// back. Destroying a session that does not exist is not an error.
-func (s *Store) Destroy(ctx context.Context, id string) error {
-	if s.closed() {
-		return ErrClosed
-	}
-	if !validID(id) {
-		return nil
-	}
-	p := s.parts[partitionOf(id)]
-	cur, err := s.current(ctx, p, id)
-	if err != nil {
-		return err
-	}
-	return s.write(ctx, p, s.tombstone(id, cur))
-}
-
-// tombstone returns the record that destroys id, whose current record is
-// cur (nil when unknown).
-func (s *Store) tombstone(id string, cur *record) *record {
-	t := &record{id: id, destroyed: true, expires: s.now() + s.cfg.TombstoneTTL.Milliseconds()}
-	if cur != nil && cur.expires != 0 {
-		t.created, t.expires, t.idleMs = cur.created, cur.expires, cur.idleMs
-	}
-	return t
-}
-
-// Rename moves session oldID to newID, applies changes to it, and destroys
-// oldID, as one write: every peer applies the new session and the old
-// tombstone together, so the old ID stops working everywhere when the new
-// one starts to. Call it when a user logs in (session fixation). The session
-// keeps its creation time and absolute deadline. Writes to oldID that race
-// with Rename are lost. It returns ErrSessionEnded when oldID is gone.
-func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) error {
-	if s.closed() {
-		return ErrClosed
-	}
-	if !validID(oldID) || !validID(newID) || oldID == newID {
-		return fmt.Errorf("rename session: %w", ErrInvalidID)
-	}
-	op := s.parts[partitionOf(oldID)]
-	cur, err := s.current(ctx, op, oldID)
-	if err != nil {
-		return err
-	}
-	now := s.now()
-	if cur == nil || !cur.live(now) {
-		return ErrSessionEnded
-	}
-	moved := &record{id: newID, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
-	if moved.idleMs > 0 {
-		moved.idleUntil = now + moved.idleMs
-	}
-	for _, a := range cur.attrs {
-		if !a.deleted {
-			moved.attrs = append(moved.attrs, a)
-		}
-	}
-	moved = merge(moved, &record{id: newID, attrs: s.changedAttrs(c)})
-	return s.write(ctx, s.parts[partitionOf(newID)], moved, s.tombstone(oldID, cur))
-}
-
-// Leave prepares the store for a graceful departure. With all-to-all
-// replication every peer already holds every session, so there is nothing
-// to hand over; it returns once writes in flight have finished or ctx ends.
+// Leave prepares a graceful departure: it tells every peer that this node
+// is leaving, so that they stop giving it partitions and writes, then hands
+// every session it holds over to the new owners. It returns when nothing is
+// left to hand over, or with ctx's error. Call it before the cluster's
+// Leave; a rolling restart that leaves this way loses nothing, even with
+// Backups(0).
 func (s *Store) Leave(ctx context.Context) error {
 	if s.closed() {
 		return ErrClosed
 	}
-	for {
-		busy := false
-		for _, q := range s.peers.Load().list {
-			if q.background.Load() > 0 {
-				busy = true
-			}
+	s.selfLeave.Store(true)
+	s.rebuildView()
+	v := s.view.Load()
+	msg, err := encodeLeaving(s.self.name, s.self.incarnation)
+	if err != nil {
+		return err
+	}
+	for _, q := range v.peers {
+		if err := s.callAck(ctx, q, msg); err != nil && ctx.Err() == nil {
+			s.log.Debug("leave announcement failed", "peer", q.name, "err", err)
 		}
-		if !busy {
+	}
+	if len(v.peers) == 0 {
+		return nil // alone: nobody to hand anything to
+	}
+	// Writes and hand-offs that peers started with their old view may
+	// still arrive for up to WriteTimeout: keep handing over until nothing
+	// has arrived for that long.
+	var emptySince time.Time
+	for {
+		v, since := s.view.Load(), time.Now()
+		s.poll(ctx, v)
+		if s.handOff(ctx, v, since) > 0 {
+			emptySince = time.Time{}
+		} else if emptySince.IsZero() {
+			emptySince = time.Now()
+		} else if time.Since(emptySince) >= s.cfg.WriteTimeout {
+			s.log.Info("handed over every session")
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.done:
+			return ErrClosed
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -413,10 +189,13 @@ func (s *Store) Leave(ctx context.Context) error {
 // failed. Call Leave first (and the cluster's Leave) for a graceful exit.
 func (s *Store) Close() error {
 	var err error
-	s.once.Do(func() {
+	s.closeOnce.Do(func() {
 		s.cfg.Membership.StopNotify(s.events)
 		close(s.done)
 		s.cancel()
+		s.goMu.Lock()
+		s.stopped = true
+		s.goMu.Unlock()
 		err = s.tr.Close()
 		s.wg.Wait()
 	})
@@ -426,15 +205,21 @@ func (s *Store) Close() error {
 // Stats is a snapshot of a store's counters.
 type Stats struct {
 	Sessions        int    // sessions held, tombstones included
-	Peers           int    // peers replicated to
+	Peers           int    // other members with a replication address
 	DegradedPeers   int    // peers not waited for until repaired
-	Ready           bool   // the store holds every session it should
-	Writes          uint64 // writes applied locally and replicated
-	WriteErrors     uint64 // writes whose replication failed on some peer
+	OwnedPartitions int    // partitions this node owns
+	ReadyPartitions int    // owned partitions it holds a complete copy of
+	HeldPartitions  int    // partitions it holds records of without owning them (being handed over)
+	UnderReplicated int    // partitions below their copy count at the last round; -1 before the first
+	Ready           bool   // Ready is closed
+	Writes          uint64 // writes applied and replicated
+	WriteErrors     uint64 // writes a peer refused
 	DegradedWrites  uint64 // writes that stopped waiting for a peer at WriteTimeout
 	SkippedSends    uint64 // sends to degraded peers dropped to bound memory
-	RemoteReads     uint64 // reads answered by a peer because this node was not ready
-	Repairs         uint64 // anti-entropy rounds that found differences
+	RemoteReads     uint64 // reads answered by a peer
+	Transferred     uint64 // records copied in by state transfer
+	HandedOff       uint64 // records handed to their new owners and dropped here
+	Repairs         uint64 // anti-entropy exchanges that found differences
 	RepairedRecords uint64 // records exchanged by anti-entropy
 	Rejected        uint64 // messages or records refused (malformed, clock too far ahead)
 	Expired         uint64 // sessions and tombstones removed by the sweeper
@@ -443,22 +228,35 @@ type Stats struct {
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	st := Stats{
+		UnderReplicated: int(s.replicated.Load()),
 		Ready:           s.IsReady(),
 		Writes:          s.stats.writes.Load(),
 		WriteErrors:     s.stats.writeErrors.Load(),
 		DegradedWrites:  s.stats.degradedWrites.Load(),
 		SkippedSends:    s.stats.skippedSends.Load(),
 		RemoteReads:     s.stats.remoteReads.Load(),
+		Transferred:     s.stats.transferred.Load(),
+		HandedOff:       s.stats.handedOff.Load(),
 		Repairs:         s.stats.repairs.Load(),
 		RepairedRecords: s.stats.repairedRecords.Load(),
 		Rejected:        s.stats.rejected.Load(),
 		Expired:         s.stats.expired.Load(),
 	}
-	for _, p := range s.parts {
+	v := s.view.Load()
+	for i, p := range s.parts {
 		n, _ := p.stats()
 		st.Sessions += n
+		switch {
+		case v.owns(i):
+			st.OwnedPartitions++
+			if p.ready.Load() {
+				st.ReadyPartitions++
+			}
+		case n > 0:
+			st.HeldPartitions++
+		}
 	}
-	for _, q := range s.peers.Load().list {
+	for _, q := range v.peers {
 		st.Peers++
 		if q.degraded.Load() {
 			st.DegradedPeers++
@@ -467,114 +265,120 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
-// replicate sends records to every peer and waits as Save documents.
-func (s *Store) replicate(ctx context.Context, rs []*record) error {
-	peers := s.peers.Load().list
-	if len(peers) == 0 {
-		return nil
+// Digest returns a 64-bit summary of every session this node holds
+// (tombstones included). In AllToAll mode replicas that hold the same
+// sessions have the same digest, so comparing digests across nodes tells
+// whether they have converged.
+func (s *Store) Digest() uint64 {
+	var d uint64
+	for _, p := range s.parts {
+		_, pd := p.stats()
+		d ^= pd
 	}
-	msg, err := encodeApply(rs...)
-	if err != nil {
-		return fmt.Errorf("encode write: %w", err)
-	}
-	type result struct {
-		q   *peer
-		err error
-	}
-	results := make(chan result, len(peers))
-	waiting := 0
-	for _, q := range peers {
-		if q.degraded.Load() {
-			s.sendInBackground(q, msg)
-			continue
-		}
-		waiting++
-		go func() {
-			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-			defer cancel()
-			results <- result{q, s.call(cctx, q, msg)}
-		}()
-	}
-	for ; waiting > 0; waiting-- {
-		r := <-results
-		switch {
-		case r.err == nil:
-		case ctx.Err() != nil:
-			// The caller gave up; the write is applied locally and sent.
-		case errors.Is(r.err, context.DeadlineExceeded):
-			if !r.q.degraded.Swap(true) {
-				s.log.Warn("peer did not acknowledge a write in time; not waiting for it until repaired",
-					"peer", r.q.name, "timeout", s.cfg.WriteTimeout)
-			}
-			s.stats.degradedWrites.Add(1)
-		case errors.Is(r.err, ErrUnreachable):
-			// A crashed or restarting peer: it catches up when it comes back.
-			s.log.Debug("peer unreachable", "peer", r.q.name, "err", r.err)
-		default:
-			s.stats.writeErrors.Add(1)
-			s.log.Warn("peer refused a write", "peer", r.q.name, "err", r.err)
-		}
-	}
-	return ctx.Err()
+	return d
 }
 
-// call sends an apply message to q and checks its acknowledgement.
-func (s *Store) call(ctx context.Context, q *peer, msg []byte) error {
-	resp, err := s.tr.Call(ctx, q.addr, msg)
-	if err != nil {
-		return err
+// PartitionDigests returns the digest of each partition this node owns and
+// holds completely, keyed by partition, for comparing owners across nodes.
+func (s *Store) PartitionDigests() map[int]uint64 {
+	v := s.view.Load()
+	out := map[int]uint64{}
+	for i, p := range s.parts {
+		if v.owns(i) && p.ready.Load() {
+			_, out[i] = p.stats()
+		}
 	}
-	return decodeAckReply(resp)
+	return out
 }
 
-// sendInBackground sends msg to a degraded peer without waiting, within the
-// bound of maxBackgroundSends.
-func (s *Store) sendInBackground(q *peer, msg []byte) {
-	if q.background.Add(1) > maxBackgroundSends {
-		q.background.Add(-1)
-		s.stats.skippedSends.Add(1)
-		return
+// goroutine runs f in a goroutine that Close waits for, unless the store
+// is closed; it reports whether f was started.
+func (s *Store) goroutine(f func()) bool {
+	s.goMu.Lock()
+	defer s.goMu.Unlock()
+	if s.stopped {
+		return false
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer q.background.Add(-1)
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
-		defer cancel()
-		if err := s.call(ctx, q, msg); err != nil {
-			s.log.Debug("background send failed", "peer", q.name, "err", err)
-		}
+		f()
 	}()
+	return true
 }
 
-// watchMembership keeps the peer set in step with the cluster.
+// watchMembership keeps the view in step with the cluster. It is the only
+// writer of s.view besides New and Leave.
 func (s *Store) watchMembership() {
-	defer s.wg.Done()
-	s.refreshPeers()
 	for {
 		select {
 		case <-s.done:
 			return
 		case <-s.events:
-			s.refreshPeers()
 		}
+		s.rebuildView()
 	}
 }
 
-func (s *Store) refreshPeers() {
-	prev := s.peers.Load()
-	next := buildPeerSet(s.self, s.cfg.Membership.Members(), prev)
-	s.peers.Store(next)
-	for _, q := range prev.list {
+// rebuildView publishes a new view and logs what changed. It runs in New,
+// Leave and watchMembership; leavingMu keeps those from interleaving.
+func (s *Store) rebuildView() {
+	s.leavingMu.Lock()
+	defer s.leavingMu.Unlock()
+	prev := s.view.Load()
+	next := buildView(s.cfg.Mode, s.self, s.cfg.Membership.Members(), prev, s.leaving, s.selfLeave.Load())
+	for name, inc := range s.leaving {
+		if q := next.byName[name]; q == nil || q.incarnation != inc {
+			delete(s.leaving, name) // gone, or back as a new life
+		}
+	}
+	s.view.Store(next)
+	// After the store: see setReady.
+	for i, p := range s.parts {
+		if !next.owns(i) {
+			p.ready.Store(false) // its records stay until handed over
+		}
+	}
+	if prev == nil {
+		return
+	}
+	for _, q := range prev.peers {
 		if next.byName[q.name] != q {
-			s.log.Info("stopped replicating to peer", "peer", q.name, "addr", q.addr, "incarnation", q.incarnation)
+			s.log.Info("peer gone", "peer", q.name, "addr", q.addr, "incarnation", q.incarnation)
 		}
 	}
-	for _, q := range next.list {
+	for _, q := range next.peers {
 		if prev.byName[q.name] != q {
-			s.log.Info("replicating to peer", "peer", q.name, "addr", q.addr, "incarnation", q.incarnation)
+			s.log.Info("peer joined", "peer", q.name, "addr", q.addr, "incarnation", q.incarnation)
 		}
 	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setReady marks partition pi complete, unless this node no longer owns
+// it. rebuildView publishes a view before it clears the flags of partitions
+// the view does not own, and setReady sets the flag before it reads the
+// view, so a partition is never left marked ready on a node that does not
+// own it.
+func (s *Store) setReady(pi int) {
+	s.parts[pi].ready.Store(true)
+	if !s.view.Load().owns(pi) {
+		s.parts[pi].ready.Store(false)
+	}
+}
+
+// peerLeaving records that a peer announced its departure and rebuilds the
+// view without it as an owner.
+// It rebuilds before it returns, so that once the leaving node has its
+// acknowledgement, this node sends it no more partitions.
+func (s *Store) peerLeaving(name string, incarnation uint64) {
+	s.leavingMu.Lock()
+	s.leaving[name] = incarnation
+	s.leavingMu.Unlock()
+	s.rebuildView()
 }
 
 // sleep waits for d or Close; it reports false on Close.
@@ -591,7 +395,6 @@ func (s *Store) sleep(d time.Duration) bool {
 
 // sweep removes expired sessions and tombstones once a second.
 func (s *Store) sweep() {
-	defer s.wg.Done()
 	for s.sleep(expiryBucketMs * time.Millisecond) {
 		now := s.now()
 		for _, p := range s.parts {
@@ -600,31 +403,4 @@ func (s *Store) sweep() {
 			}
 		}
 	}
-}
-
-// randomPeer returns a random peer that passes ok, or nil.
-func (s *Store) randomPeer(ok func(*peer) bool) *peer {
-	var candidates []*peer
-	for _, q := range s.peers.Load().list {
-		if ok(q) {
-			candidates = append(candidates, q)
-		}
-	}
-	if len(candidates) == 0 {
-		return nil
-	}
-	return candidates[rand.IntN(len(candidates))]
-}
-
-// Digest returns a 64-bit summary of every session this node holds
-// (tombstones included). Replicas that hold the same sessions have the same
-// digest, so comparing digests across nodes tells whether they have
-// converged.
-func (s *Store) Digest() uint64 {
-	var d uint64
-	for _, p := range s.parts {
-		_, pd := p.stats()
-		d ^= pd
-	}
-	return d
 }

@@ -326,7 +326,10 @@ func TestStore_ExpiredSessionsAreNeverReturned(t *testing.T) {
 	require.NoError(t, a.Save(ctx, "idle", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Hour, IdleTimeout: 10 * time.Minute}))
 
 	clock.Advance(9 * time.Minute)
-	require.NoError(t, b.Touch(ctx, "idle")) // used on b: moves its idle deadline on both
+	sess, ok, err := b.Get(ctx, "idle")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, b.Touch(ctx, sess)) // used on b: moves its idle deadline on both
 	clock.Advance(2 * time.Minute)
 	for _, s := range []*replication.Store{a, b} {
 		_, ok := value(t, s, "short", "k")
@@ -359,11 +362,15 @@ func TestStore_TouchReplicatesOnlyInCoarseSteps(t *testing.T) {
 	writes := a.Stats().Writes
 	for i := 0; i < 9; i++ { // 9 reads a second apart: under the 10 s step
 		clock.Advance(time.Second)
-		require.NoError(t, a.Touch(ctx, "s"))
+		sess, _, err := a.Get(ctx, "s")
+		require.NoError(t, err)
+		require.NoError(t, a.Touch(ctx, sess))
 	}
 	assert.Equal(t, writes, a.Stats().Writes, "touches within one step stay local")
 	clock.Advance(2 * time.Second)
-	require.NoError(t, a.Touch(ctx, "s"))
+	sess, _, err := a.Get(ctx, "s")
+	require.NoError(t, err)
+	require.NoError(t, a.Touch(ctx, sess))
 	assert.Equal(t, writes+1, a.Stats().Writes, "a touch past the step is replicated")
 }
 

@@ -45,6 +45,11 @@ type Options struct {
 	// Default: discarded, or stderr at debug level when the environment
 	// variable SESSIONMESH_TEST_LOG is set.
 	Logger *slog.Logger
+	// TCP makes every node use a replication.TCPTransport on a free
+	// 127.0.0.1 port instead of the in-memory network (for benchmarks over
+	// real loopback). Net's fault injection then does not apply; Partition
+	// still splits the membership views.
+	TCP bool
 }
 
 // Cluster is a set of stores on one in-memory network.
@@ -100,17 +105,27 @@ func New(t testing.TB, opts Options) *Cluster {
 // Start starts a node called name (a new incarnation if one ran before)
 // and tells every node about it.
 func (c *Cluster) Start(name string) *Node {
+	var tr replication.Transport
+	addr := name
+	if c.opts.TCP {
+		tcp, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+		require.NoError(c.t, err)
+		tr, addr = tcp, tcp.Addr()
+	}
 	c.mu.Lock()
 	if _, ok := c.nodes[name]; ok {
 		c.mu.Unlock()
+		if tr != nil {
+			_ = tr.Close()
+		}
 		c.t.Fatalf("testcluster: node %q already running", name)
 	}
 	c.incarnation++
 	n := &Node{
 		Name: name,
 		member: cluster.Member{
-			Name: name, Addr: name, Incarnation: c.incarnation, State: cluster.StateAlive,
-			Tags: map[string]string{replication.AddrTag: name},
+			Name: name, Addr: addr, Incarnation: c.incarnation, State: cluster.StateAlive,
+			Tags: map[string]string{replication.AddrTag: addr},
 		},
 	}
 	n.view = &membership{self: n.member, subs: map[chan<- cluster.Event]bool{}}
@@ -123,7 +138,10 @@ func (c *Cluster) Start(name string) *Node {
 		cfg.Logger = c.opts.Logger.With("node", name)
 	}
 	cfg.Membership = n.view
-	cfg.Transport = c.Net.Node(name)
+	if tr == nil {
+		tr = c.Net.Node(name)
+	}
+	cfg.Transport = tr
 	s, err := replication.New(cfg)
 	require.NoError(c.t, err)
 	n.Store = s
@@ -228,23 +246,61 @@ func (c *Cluster) WaitReady(t testing.TB) {
 	}, 10*time.Second, 5*time.Millisecond, "stores not ready")
 }
 
-// WaitConverged waits until every live store holds the same sessions (equal
-// digests) and is ready.
+// WaitConverged waits until the cluster is at rest: every live store is
+// ready and fully replicated, holds records only of partitions it owns, and
+// the owners of every partition (all nodes in AllToAll mode, n+1 of them
+// with Backups(n)) hold it completely with equal digests.
 func (c *Cluster) WaitConverged(t testing.TB) {
 	t.Helper()
-	var last string
-	ok := waitFor(20*time.Second, func() bool {
-		nodes := c.Nodes()
-		last = ""
-		for _, n := range nodes {
-			last += fmt.Sprintf("%s: ready=%v digest=%x sessions=%d\n", n.Name, n.Store.IsReady(), n.Store.Digest(), n.Store.Stats().Sessions)
-			if !n.Store.IsReady() || n.Store.Digest() != nodes[0].Store.Digest() {
-				return false
+	var why string
+	ok := waitFor(30*time.Second, func() bool {
+		why = c.converged()
+		return why == ""
+	})
+	require.True(t, ok, "stores did not converge: %s", why)
+}
+
+// converged returns why the cluster has not converged, or "".
+func (c *Cluster) converged() string {
+	nodes := c.Nodes()
+	if len(nodes) == 0 {
+		return ""
+	}
+	type copyOf struct {
+		node   string
+		digest uint64
+	}
+	copies := map[int][]copyOf{}
+	for _, n := range nodes {
+		st := n.Store.Stats()
+		switch {
+		case !st.Ready:
+			return n.Name + " is not ready"
+		case !n.Store.FullyReplicated():
+			return fmt.Sprintf("%s reports %d partitions under-replicated", n.Name, st.UnderReplicated)
+		case st.HeldPartitions > 0:
+			return fmt.Sprintf("%s still holds %d partitions it does not own", n.Name, st.HeldPartitions)
+		}
+		for p, d := range n.Store.PartitionDigests() {
+			copies[p] = append(copies[p], copyOf{n.Name, d})
+		}
+	}
+	want := len(nodes)
+	if m := nodes[0].Store.Mode(); m != replication.AllToAll {
+		want = min(want, m.Copies())
+	}
+	for p := 0; p < replication.Partitions; p++ {
+		cs := copies[p]
+		if len(cs) != want {
+			return fmt.Sprintf("partition %d has %d complete copies %v, want %d", p, len(cs), cs, want)
+		}
+		for _, cp := range cs[1:] {
+			if cp.digest != cs[0].digest {
+				return fmt.Sprintf("partition %d differs between owners: %v", p, cs)
 			}
 		}
-		return true
-	})
-	require.True(t, ok, "stores did not converge:\n%s", last)
+	}
+	return ""
 }
 
 func waitFor(d time.Duration, cond func() bool) bool {

@@ -1,0 +1,272 @@
+package replication_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/internal/memnet"
+	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+func modeCluster(t *testing.T, seed int64, mode replication.Mode, names ...string) *testcluster.Cluster {
+	// Maintenance rounds poll every peer: pace them to the cluster size.
+	interval := time.Duration(10*len(names)) * time.Millisecond
+	c := testcluster.New(t, testcluster.Options{Seed: seed, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Mode = mode
+		cfg.AntiEntropyInterval = interval
+		return cfg
+	}})
+	for _, n := range names {
+		c.Start(n)
+	}
+	c.WaitConverged(t)
+	return c
+}
+
+func nodeNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("n%02d", i)
+	}
+	return out
+}
+
+// requireAllReadable checks that every node serves sessions 0..n-1 with
+// their value.
+func requireAllReadable(t *testing.T, c *testcluster.Cluster, n int) {
+	t.Helper()
+	for _, node := range c.Nodes() {
+		for i := 0; i < n; i++ {
+			v, ok := value(t, node.Store, fmt.Sprint("s", i), "n")
+			require.True(t, ok, "node %s lost session %d", node.Name, i)
+			require.Equal(t, fmt.Sprint(i), v)
+		}
+	}
+}
+
+func writeSessions(t *testing.T, c *testcluster.Cluster, n int) {
+	t.Helper()
+	nodes := c.Nodes()
+	for i := 0; i < n; i++ {
+		require.NoError(t, nodes[i%len(nodes)].Store.Save(context.Background(), fmt.Sprint("s", i), put("n", fmt.Sprint(i))))
+	}
+}
+
+func totalSessions(c *testcluster.Cluster) int {
+	total := 0
+	for _, n := range c.Nodes() {
+		total += n.Store.Stats().Sessions
+	}
+	return total
+}
+
+func TestBackups_EverySessionHasExactlyItsCopies(t *testing.T) {
+	c := modeCluster(t, 1, replication.Backups(1), nodeNames(5)...)
+	writeSessions(t, c, 300)
+	assert.Equal(t, 600, totalSessions(c), "a primary and one backup of each session, nothing elsewhere")
+	requireAllReadable(t, c, 300)
+	c.WaitConverged(t)
+	for _, n := range c.Nodes() {
+		st := n.Store.Stats()
+		assert.Less(t, st.Sessions, 300, "node %s holds a share, not everything", n.Name)
+		assert.Positive(t, st.RemoteReads, "node %s read sessions it does not own through their owners", n.Name)
+	}
+}
+
+func TestBackups_AllToAllWhenTooFewMembers(t *testing.T) {
+	c := modeCluster(t, 2, replication.Backups(2), "a", "b")
+	writeSessions(t, c, 50)
+	assert.Equal(t, 100, totalSessions(c), "with n+1 members or fewer every member owns everything")
+}
+
+func TestBackups_KillThenReReplicateThenKillAgain(t *testing.T) {
+	c := modeCluster(t, 3, replication.Backups(1), nodeNames(5)...)
+	writeSessions(t, c, 300)
+	start := time.Now()
+	c.Kill("n01")
+	c.WaitConverged(t)
+	t.Logf("300 sessions fully replicated again %v after a kill", time.Since(start))
+	requireAllReadable(t, c, 300)
+	assert.Equal(t, 600, totalSessions(c))
+	c.Kill("n03")
+	requireAllReadable(t, c, 300)
+	c.WaitConverged(t)
+	assert.Equal(t, 600, totalSessions(c))
+}
+
+func TestBackups_JoinMovesPartitionsAndDropsOldCopies(t *testing.T) {
+	c := modeCluster(t, 4, replication.Backups(1), "n00", "n01", "n02")
+	writeSessions(t, c, 300)
+	c.Start("n03")
+	c.Start("n04")
+	requireAllReadable(t, c, 300) // also while the newcomers copy
+	c.WaitConverged(t)
+	assert.Equal(t, 600, totalSessions(c), "old owners dropped what moved")
+	assert.Positive(t, c.Node("n03").Store.Stats().Sessions)
+	var handedOff uint64
+	for _, n := range c.Nodes() {
+		handedOff += n.Store.Stats().HandedOff
+	}
+	assert.Positive(t, handedOff)
+	requireAllReadable(t, c, 300)
+}
+
+// A rolling restart where each node leaves gracefully loses nothing, even
+// with a single copy of each session.
+func TestBackups_RollingRestartWithZeroBackupsLosesNothing(t *testing.T) {
+	c := modeCluster(t, 5, replication.Backups(0), nodeNames(4)...)
+	writeSessions(t, c, 200)
+	assert.Equal(t, 200, totalSessions(c))
+	for _, name := range nodeNames(4) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, c.Node(name).Store.Leave(ctx))
+		cancel()
+		assert.Zero(t, c.Node(name).Store.Stats().Sessions, "%s handed everything over", name)
+		c.Kill(name)
+		requireAllReadable(t, c, 200)
+		c.Start(name)
+		c.WaitConverged(t)
+	}
+	requireAllReadable(t, c, 200)
+	assert.Equal(t, 200, totalSessions(c))
+}
+
+func TestBackups_WritesDuringLeaveAreKept(t *testing.T) {
+	c := modeCluster(t, 6, replication.Backups(0), nodeNames(3)...)
+	writeSessions(t, c, 100)
+	leaver := c.Node("n01").Store
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- leaver.Leave(ctx)
+	}()
+	ctx := context.Background()
+	for i := 100; i < 200; i++ {
+		require.NoError(t, c.Nodes()[i%3].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i))))
+	}
+	require.NoError(t, <-done)
+	// Writes that reached the leaving node after its hand-off started are
+	// handed over by another round before Leave returns.
+	require.NoError(t, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return leaver.Leave(ctx)
+	}())
+	c.Kill("n01")
+	requireAllReadable(t, c, 200)
+}
+
+func TestBackups_AntiEntropyRepairsDroppedWrites(t *testing.T) {
+	c := modeCluster(t, 7, replication.Backups(1), nodeNames(5)...)
+	for _, from := range nodeNames(5) {
+		for _, to := range nodeNames(5) {
+			if from != to {
+				c.Net.DropResponses(from, to, 0.2) // applied, but the writer hears nothing
+				c.Net.Drop(from, to, 0.1)          // never applied
+			}
+		}
+	}
+	ctx := context.Background()
+	for i := 0; i < 300; i++ {
+		_ = c.Nodes()[i%5].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))
+	}
+	c.Net.Heal()
+	c.WaitConverged(t)
+	// Every session that reached at least one owner is now on both.
+	for _, n := range c.Nodes() {
+		assert.Zero(t, n.Store.Stats().HeldPartitions)
+	}
+}
+
+// TestBackups_BytesPerWrite measures the replication traffic of one write
+// (a non-owner reads the session from its owner first, then writes to
+// every owner) in clusters of 3, 5 and 9 nodes: flat with Backups(1),
+// growing with the cluster in AllToAll mode.
+func TestBackups_BytesPerWrite(t *testing.T) {
+	const writes = 300
+	measure := func(mode replication.Mode, nodes int) float64 {
+		c := testcluster.New(t, testcluster.Options{Seed: int64(nodes), Config: func(string) replication.Config {
+			cfg := replication.DefaultLocalConfig()
+			cfg.Mode = mode
+			cfg.AntiEntropyInterval = time.Hour // no background traffic while measuring
+			return cfg
+		}})
+		for _, n := range nodeNames(nodes) {
+			c.Start(n)
+		}
+		c.WaitReady(t)
+		sum := func() uint64 {
+			var b uint64
+			for _, st := range c.Net.Stats() {
+				b += st.RequestBytes + st.ResponseBytes
+			}
+			return b
+		}
+		before := sum()
+		value := make([]byte, 1024)
+		ctx := context.Background()
+		ns := c.Nodes()
+		for i := 0; i < writes; i++ {
+			id := fmt.Sprintf("session-%04d", i)
+			require.NoError(t, ns[i%len(ns)].Store.Save(ctx, id, replication.Changes{Set: map[string][]byte{"v": value}, Lifetime: time.Hour}))
+		}
+		perWrite := float64(sum()-before) / writes
+		c.Close()
+		return perWrite
+	}
+	results := map[string][]float64{}
+	for _, mode := range []replication.Mode{replication.Backups(1), replication.AllToAll} {
+		for _, n := range []int{3, 5, 9} {
+			b := measure(mode, n)
+			results[mode.String()] = append(results[mode.String()], b)
+			t.Logf("%-11s %d nodes: %6.0f bytes of replication traffic per 1 KiB write", mode, n, b)
+		}
+	}
+	// With Backups(1) a write reaches 2 owners: from an owner, 1 copy
+	// travels; from a non-owner, 2 (plus the read of the session). The
+	// share of non-owners grows with the cluster, so the cost rises
+	// towards 2 copies and stays there.
+	b1, all := results["backups(1)"], results["all-to-all"]
+	for i, b := range b1 {
+		assert.Less(t, b, 2.2*1024, "backups(1), %d nodes: at most 2 copies of a 1 KiB write", []int{3, 5, 9}[i])
+	}
+	assert.Less(t, b1[2], 1.5*b1[0], "backups(1): 9 nodes cost about what 3 do")
+	assert.Greater(t, all[2], 3*all[0], "all-to-all: 9 nodes cost 4x what 3 do")
+}
+
+// TestBackups_TwentyNodesRandomKillsAndJoins kills and starts nodes at
+// random (waiting for full replication before each kill, as the copy count
+// demands) and checks the cluster converges with every session on exactly
+// its owners.
+func TestBackups_TwentyNodesRandomKillsAndJoins(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 nodes")
+	}
+	rng := rand.New(rand.NewPCG(42, 42))
+	c := modeCluster(t, 8, replication.Backups(1), nodeNames(20)...)
+	writeSessions(t, c, 500)
+	next := 20
+	for step := 0; step < 8; step++ {
+		live := c.Nodes()
+		if rng.IntN(2) == 0 && len(live) > 4 {
+			c.Kill(live[rng.IntN(len(live))].Name)
+		} else {
+			c.Start(fmt.Sprintf("n%02d", next))
+			next++
+		}
+		c.WaitConverged(t)
+	}
+	assert.Equal(t, 1000, totalSessions(c))
+	requireAllReadable(t, c, 500)
+}
+
+var _ replication.Transport = (*memnet.Node)(nil)

@@ -1,0 +1,309 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// touchFraction sets how far a read must move the idle deadline before the
+// extension is replicated: one eighth of the idle timeout. Other nodes may
+// therefore see an idle deadline up to IdleTimeout/8 older than the last
+// read implies; they never see one later.
+const touchFraction = 8
+
+// maxBackgroundSends bounds the writes in flight to one degraded peer. When
+// it is reached, further writes skip that peer and anti-entropy repairs it.
+const maxBackgroundSends = 64
+
+// Save applies changes to session id, creating it if it does not exist,
+// and replicates them to every owner of the session. With the default
+// (synchronous) write concern it returns once every live owner has
+// acknowledged the write, or has failed (a crashed peer is skipped at once),
+// or has not answered within WriteTimeout (the peer is then marked degraded
+// and repaired by anti-entropy). It returns ErrSessionEnded when the
+// session has been destroyed or has expired.
+func (s *Store) Save(ctx context.Context, id string, c Changes) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	if !validID(id) {
+		return fmt.Errorf("save session: %w", ErrInvalidID)
+	}
+	v, pi := s.view.Load(), partitionOf(id)
+	cur, err := s.current(ctx, v, pi, id)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	var delta *record
+	switch {
+	case cur == nil:
+		delta = &record{id: id, created: now, idleMs: c.IdleTimeout.Milliseconds()}
+		if c.Lifetime > 0 {
+			delta.expires = now + c.Lifetime.Milliseconds()
+		}
+	case !cur.live(now):
+		return ErrSessionEnded
+	default:
+		delta = &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
+	}
+	if delta.idleMs > 0 {
+		delta.idleUntil = now + delta.idleMs
+	}
+	delta.attrs = s.changedAttrs(c)
+	if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	return s.write(ctx, v, delta)
+}
+
+// changedAttrs turns c into attributes sorted by name, all with one new
+// version.
+func (s *Store) changedAttrs(c Changes) []attr {
+	if c.empty() {
+		return nil
+	}
+	v := version{time: s.clock.Now(), node: s.node}
+	as := make([]attr, 0, len(c.Set)+len(c.Delete))
+	for name, value := range c.Set {
+		as = append(as, attr{name: name, value: value, version: v})
+	}
+	for _, name := range c.Delete {
+		if _, set := c.Set[name]; !set {
+			as = append(as, attr{name: name, version: v, deleted: true})
+		}
+	}
+	slices.SortFunc(as, func(a, b attr) int {
+		switch {
+		case a.name < b.name:
+			return -1
+		case a.name > b.name:
+			return 1
+		}
+		return 0
+	})
+	return as
+}
+
+// Touch records that sess (as returned by Get) was just used, extending its
+// idle deadline. The extension is kept locally and replicated only once it
+// has moved by an eighth of the idle timeout, so reads do not turn into
+// replicated writes. It returns ErrSessionEnded when the session is gone.
+func (s *Store) Touch(ctx context.Context, sess Session) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	if sess.r == nil {
+		return ErrSessionEnded
+	}
+	id, pi, now := sess.r.id, partitionOf(sess.r.id), s.now()
+	cur := sess.r
+	if p := s.parts[pi]; p.ready.Load() {
+		cur = p.get(id) // the live record, whose local touch is shared
+	}
+	if cur == nil || !cur.live(now) {
+		return ErrSessionEnded
+	}
+	if cur.idleMs <= 0 {
+		return nil
+	}
+	until := now + cur.idleMs
+	for {
+		t := cur.touched.Load()
+		if t >= until || cur.touched.CompareAndSwap(t, until) {
+			break
+		}
+	}
+	if until-cur.idleUntil < cur.idleMs/touchFraction {
+		return nil
+	}
+	delta := &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs, idleUntil: until}
+	return s.write(ctx, s.view.Load(), delta)
+}
+
+// Destroy ends session id everywhere. Its tombstone stays until the
+// session's absolute deadline, so no late or re-sent write can bring it
+// back. Destroying a session that does not exist is not an error.
+func (s *Store) Destroy(ctx context.Context, id string) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	if !validID(id) {
+		return nil
+	}
+	v, pi := s.view.Load(), partitionOf(id)
+	cur, err := s.current(ctx, v, pi, id)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, v, s.tombstone(id, cur))
+}
+
+// tombstone returns the record that destroys id, whose current record is
+// cur (nil when unknown).
+func (s *Store) tombstone(id string, cur *record) *record {
+	t := &record{id: id, destroyed: true, expires: s.now() + s.cfg.TombstoneTTL.Milliseconds()}
+	if cur != nil && cur.expires != 0 {
+		t.created, t.expires, t.idleMs = cur.created, cur.expires, cur.idleMs
+	}
+	return t
+}
+
+// Rename moves session oldID to newID, applies changes to it, and destroys
+// oldID, as one write: an owner of both applies the new session and the old
+// tombstone together, and Rename returns once both are on every live owner,
+// so the old ID stops working everywhere when the new one starts to. Call it
+// when a user logs in (session fixation). The session keeps its creation
+// time and absolute deadline. Writes to oldID that race with Rename are
+// lost. It returns ErrSessionEnded when oldID is gone.
+func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	if !validID(oldID) || !validID(newID) || oldID == newID {
+		return fmt.Errorf("rename session: %w", ErrInvalidID)
+	}
+	v := s.view.Load()
+	cur, err := s.current(ctx, v, partitionOf(oldID), oldID)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	if cur == nil || !cur.live(now) {
+		return ErrSessionEnded
+	}
+	moved := &record{id: newID, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
+	if moved.idleMs > 0 {
+		moved.idleUntil = now + moved.idleMs
+	}
+	for _, a := range cur.attrs {
+		if !a.deleted {
+			moved.attrs = append(moved.attrs, a)
+		}
+	}
+	moved = merge(moved, &record{id: newID, attrs: s.changedAttrs(c)})
+	if err := s.cfg.Limits.checkRecord(moved); err != nil {
+		return fmt.Errorf("rename session: %w", err)
+	}
+	return s.write(ctx, v, moved, s.tombstone(oldID, cur))
+}
+
+// write applies records on this node where it owns them and sends each
+// owner the records it owns, all of them in one message, so a peer applies
+// them together. It waits as Save documents.
+func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
+	now := s.now()
+	type send struct {
+		q   *peer
+		rs  []*record
+		msg []byte
+	}
+	var sends []*send
+	byPeer := map[*peer]*send{}
+	for _, r := range rs {
+		pi := partitionOf(r.id)
+		if v.owns(pi) {
+			s.parts[pi].apply(r, now)
+		}
+		for _, q := range v.targets(pi) {
+			sd := byPeer[q]
+			if sd == nil {
+				sd = &send{q: q}
+				byPeer[q] = sd
+				sends = append(sends, sd)
+			}
+			sd.rs = append(sd.rs, r)
+		}
+	}
+	s.stats.writes.Add(1)
+	if len(sends) == 0 {
+		return nil
+	}
+	// Encode each distinct set of records once.
+	for i, sd := range sends {
+		for _, prev := range sends[:i] {
+			if slices.Equal(prev.rs, sd.rs) {
+				sd.msg = prev.msg
+				break
+			}
+		}
+		if sd.msg == nil {
+			msg, err := encodeApply(sd.rs...)
+			if err != nil {
+				return fmt.Errorf("encode write: %w", err)
+			}
+			sd.msg = msg
+		}
+	}
+	type result struct {
+		q   *peer
+		err error
+	}
+	results := make(chan result, len(sends))
+	waiting := 0
+	for _, sd := range sends {
+		if sd.q.degraded.Load() {
+			s.sendInBackground(sd.q, sd.msg)
+			continue
+		}
+		waiting++
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+			defer cancel()
+			results <- result{sd.q, s.callAck(cctx, sd.q, sd.msg)}
+		}()
+	}
+	for ; waiting > 0; waiting-- {
+		r := <-results
+		switch {
+		case r.err == nil:
+		case ctx.Err() != nil:
+			// The caller gave up; the write is applied and sent.
+		case errors.Is(r.err, context.DeadlineExceeded):
+			if !r.q.degraded.Swap(true) {
+				s.log.Warn("peer did not acknowledge a write in time; not waiting for it until repaired",
+					"peer", r.q.name, "timeout", s.cfg.WriteTimeout)
+			}
+			s.stats.degradedWrites.Add(1)
+		case errors.Is(r.err, ErrUnreachable):
+			// A crashed or restarting peer: it catches up when it comes back.
+			s.log.Debug("peer unreachable", "peer", r.q.name, "err", r.err)
+		default:
+			s.stats.writeErrors.Add(1)
+			s.log.Warn("peer refused a write", "peer", r.q.name, "err", r.err)
+		}
+	}
+	return ctx.Err()
+}
+
+// callAck sends msg to q and checks its acknowledgement.
+func (s *Store) callAck(ctx context.Context, q *peer, msg []byte) error {
+	resp, err := s.tr.Call(ctx, q.addr, msg)
+	if err != nil {
+		return err
+	}
+	return decodeAckReply(resp)
+}
+
+// sendInBackground sends msg to a degraded peer without waiting, within the
+// bound of maxBackgroundSends.
+func (s *Store) sendInBackground(q *peer, msg []byte) {
+	if q.background.Add(1) > maxBackgroundSends {
+		q.background.Add(-1)
+		s.stats.skippedSends.Add(1)
+		return
+	}
+	started := s.goroutine(func() {
+		defer q.background.Add(-1)
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
+		defer cancel()
+		if err := s.callAck(ctx, q, msg); err != nil {
+			s.log.Debug("background send failed", "peer", q.name, "err", err)
+		}
+	})
+	if !started {
+		q.background.Add(-1)
+	}
+}
