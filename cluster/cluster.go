@@ -27,7 +27,8 @@ type Cluster struct {
 	events   *eventDelegate
 	merge    *mergeDelegate
 	self     selfAddrs
-	local    Member // immutable after New; Tags copied on the way out
+	local    Member              // immutable after New; Tags copied on the way out
+	keyring  *memberlist.Keyring // the gossip keys; nil without a SecretKey
 
 	// leaveTimeout bounds each of Leave's two broadcasts.
 	leaveTimeout time.Duration
@@ -87,6 +88,11 @@ func New(cfg Config) (*Cluster, error) {
 	cfg.Seeds = slices.Clone(cfg.Seeds)
 	cfg.Tags = maps.Clone(cfg.Tags)
 	cfg.SecretKey = slices.Clone(cfg.SecretKey)
+	secondary := make([][]byte, len(cfg.SecondaryKeys))
+	for i, k := range cfg.SecondaryKeys {
+		secondary[i] = slices.Clone(k)
+	}
+	cfg.SecondaryKeys = secondary
 
 	logger := cfg.Logger.With("node", cfg.NodeName)
 	incarnation := uint64(time.Now().UnixNano())
@@ -178,11 +184,12 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mlc.DeadNodeReclaimTime = max(cfg.DeadNodeReclaimTime, 0)
 
 	if len(cfg.SecretKey) > 0 {
-		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
+		kr, err := memberlist.NewKeyring(cfg.SecondaryKeys, cfg.SecretKey)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: SecretKey: %w", err)
 		}
 		mlc.Keyring = kr
+		c.keyring = kr
 	}
 	mlc.Label = cfg.Label
 

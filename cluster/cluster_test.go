@@ -380,6 +380,90 @@ func TestCluster_SecretKeyAndLabel(t *testing.T) {
 	}
 }
 
+// TestCluster_RotateKey rotates the gossip key of a running 3-node cluster:
+// nobody fails or leaves, a node restarted mid-rotation joins with both
+// keys, and at the end only the new key opens the cluster.
+func TestCluster_RotateKey(t *testing.T) {
+	oldKey := []byte("0123456789abcdef0123456789abcdef")
+	newKey := []byte("fedcba9876543210fedcba9876543210")
+	var nodes []*Cluster
+	events := make(chan Event, 1024)
+	for _, name := range []string{"a", "b", "c"} {
+		cfg := testConfig(name)
+		if len(nodes) > 0 {
+			cfg.Seeds = []string{nodes[0].LocalMember().Addr}
+		}
+		cfg.SecretKey = oldKey
+		n := start(t, cfg)
+		nodes = append(nodes, n)
+	}
+	waitFor(t, "three members", sees([]string{"a", "b", "c"}, nodes...))
+	nodes[0].Notify(events)
+
+	joins := func(name string, keys ...[]byte) bool {
+		cfg := testConfig(name, nodes[0].LocalMember().Addr)
+		cfg.SecretKey, cfg.SecondaryKeys = keys[0], keys[1:]
+		x := start(t, cfg)
+		defer func() { require.NoError(t, x.Close()) }()
+		waitFor(t, name+" settled", func() bool { return isSettled(x) })
+		_, ok := member(x, "a")
+		return ok
+	}
+	for _, n := range nodes {
+		require.NoError(t, n.InstallKey(newKey))
+	}
+	assert.True(t, joins("mid-rotation", newKey, oldKey), "a node with both keys joins")
+	for _, n := range nodes {
+		require.NoError(t, n.UseKey(newKey))
+	}
+	for _, n := range nodes {
+		require.NoError(t, n.RemoveKey(oldKey))
+		assert.Equal(t, [][]byte{newKey}, n.Keys())
+	}
+	assert.False(t, joins("stale", oldKey), "the old key still opens the cluster")
+	assert.True(t, joins("fresh", newKey), "the new key opens the cluster")
+	for _, ev := range drain(events) {
+		if ev.Member.Name == "b" || ev.Member.Name == "c" {
+			assert.Equal(t, EventUpdate, ev.Type, "event %v during the rotation", ev)
+		}
+	}
+	waitFor(t, "three members", sees([]string{"a", "b", "c"}, nodes...))
+}
+
+func TestCluster_KeyManagementErrors(t *testing.T) {
+	k1 := []byte("0123456789abcdef")
+	k2 := []byte("0123456789abcdef01234567")
+	cfg := testConfig("a")
+	cfg.SecretKey = k1
+	c := start(t, cfg)
+	assert.ErrorIs(t, c.UseKey(k2), ErrUnknownKey)
+	assert.ErrorIs(t, c.RemoveKey(k1), ErrPrimaryKey)
+	assert.NoError(t, c.RemoveKey(k2), "removing a key that is not installed does nothing")
+	assert.Error(t, c.InstallKey([]byte("short")))
+	require.NoError(t, c.InstallKey(k2))
+	require.NoError(t, c.InstallKey(k2))
+	assert.Equal(t, [][]byte{k1, k2}, c.Keys())
+	c.Keys()[0][0] = 'x'
+	assert.Equal(t, k1, c.Keys()[0], "Keys returns copies")
+	require.NoError(t, c.Close())
+	assert.ErrorIs(t, c.InstallKey(k2), ErrClosed)
+
+	plain := start(t, testConfig("plain"))
+	assert.ErrorIs(t, plain.InstallKey(k1), ErrNoKeyring)
+	assert.ErrorIs(t, plain.UseKey(k1), ErrNoKeyring)
+	assert.ErrorIs(t, plain.RemoveKey(k1), ErrNoKeyring)
+	assert.Nil(t, plain.Keys())
+
+	bad := testConfig("bad")
+	bad.SecondaryKeys = [][]byte{k1}
+	_, err := New(bad)
+	assert.ErrorContains(t, err, "require a SecretKey")
+	bad.SecretKey = k1
+	bad.SecondaryKeys = [][]byte{[]byte("short")}
+	_, err = New(bad)
+	assert.ErrorContains(t, err, "SecondaryKeys[0]")
+}
+
 // A member whose metadata is garbage (here a bare memberlist node) is still
 // reported, with zero Incarnation and nil Tags.
 func TestCluster_ForeignMetadata(t *testing.T) {

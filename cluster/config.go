@@ -62,9 +62,17 @@ type Config struct {
 
 	// SecretKey, when set, encrypts and authenticates all gossip with
 	// AES-GCM. It must be 16, 24 or 32 bytes (AES-128/192/256) and the same
-	// on every member; a node with another key cannot join. Default: none
-	// (gossip in clear text: use only on a trusted network).
+	// on every member; a node with another key cannot join. It is the
+	// primary key of the node's keyring; rotate it with InstallKey, UseKey
+	// and RemoveKey. Default: none (gossip in clear text: use only on a
+	// trusted network).
 	SecretKey []byte
+
+	// SecondaryKeys are further gossip keys that are accepted but not used
+	// to seal messages, like keys installed with InstallKey: give them to a
+	// node that restarts in the middle of a key rotation. Each must be 16,
+	// 24 or 32 bytes. Requires SecretKey. Default: none.
+	SecondaryKeys [][]byte
 
 	// Label, when set, is prepended to every gossip packet and stream (and is
 	// authenticated data when SecretKey is set); members with different
@@ -255,6 +263,16 @@ func (c Config) validate() error {
 	case 0, 16, 24, 32:
 	default:
 		return fmt.Errorf("cluster: SecretKey is %d bytes, want 16, 24 or 32", len(c.SecretKey))
+	}
+	if len(c.SecondaryKeys) > 0 && len(c.SecretKey) == 0 {
+		return fmt.Errorf("cluster: SecondaryKeys require a SecretKey")
+	}
+	for i, k := range c.SecondaryKeys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("cluster: SecondaryKeys[%d] is %d bytes, want 16, 24 or 32", i, len(k))
+		}
 	}
 	if len(c.Label) > maxLabelLen {
 		return fmt.Errorf("cluster: Label is %d bytes, more than %d", len(c.Label), maxLabelLen)

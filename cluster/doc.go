@@ -161,6 +161,17 @@
 // share a network apart. Without a key, gossip is clear text and any host
 // that can reach the port can join.
 //
+// Rotate the key on a running cluster without downtime in three steps, each
+// applied to every member before the next starts:
+//
+//	c.InstallKey(newKey) // accepted from now on
+//	c.UseKey(newKey)     // sealed with from now on
+//	c.RemoveKey(oldKey)  // refused from now on
+//
+// A node that restarts in the middle gets every key still in use:
+// SecretKey (the primary) and SecondaryKeys. The replication transport has
+// the same three calls for its own keyring (replication.TCPTransport).
+//
 // # Concurrency contract
 //
 // All methods of Cluster are safe for concurrent use by multiple goroutines.

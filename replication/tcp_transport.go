@@ -3,6 +3,7 @@ package replication
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -69,6 +70,52 @@ type TCPConfig struct {
 	// 1024.
 	MaxInboundConns int
 
+	// MaxInboundConnsPerHost caps the accepted connections from one IP
+	// address, those still in their handshake included, so that one host
+	// cannot take every slot of MaxInboundConns. A peer normally holds one
+	// connection (two briefly while one is retired). Default 64.
+	MaxInboundConnsPerHost int
+
+	// SecretKey is the cluster secret, the same on every node: 32 random
+	// bytes (SecretKeySize) are recommended; 16 and 24 are accepted too,
+	// like cluster.Config.SecretKey, so that one secret serves both. With it, every connection is a TLS 1.3 connection
+	// on which both sides prove that they hold the secret (see InstallKey
+	// for rotation); peers without it cannot connect, read or write.
+	// Default: none, and the connections carry frames in clear text: use
+	// that only on a network where every host that can reach the port is
+	// trusted.
+	SecretKey []byte
+
+	// SecondaryKeys are further cluster secrets that are accepted but not
+	// presented, like keys installed with InstallKey: give them to a node
+	// that restarts in the middle of a key rotation. Requires SecretKey.
+	// Default: none.
+	SecondaryKeys [][]byte
+
+	// Label is the cluster label; set it to the cluster's Label
+	// (cluster.Config.Label). The dialer announces it and the acceptor
+	// closes connections from other labels, and with a SecretKey it is
+	// mixed into the keys, so clusters with different labels never talk
+	// even when they share a secret. At most 255 bytes. Default: empty.
+	Label string
+
+	// TLSConfig, when set, runs every connection over mutual TLS with the
+	// caller's own certificates instead of a cluster secret (the two are
+	// exclusive). The same configuration serves both roles: as a server it
+	// must hold a certificate (Certificates or GetCertificate) and verify
+	// client certificates (ClientCAs; a ClientAuth left at NoClientCert
+	// becomes RequireAndVerifyClientCert); as a client it presents its
+	// certificate and verifies the server's against RootCAs and, unless
+	// ServerName is set, the host of the address dialed (usually an IP:
+	// issue certificates with IP SANs). TLS versions below 1.3 are
+	// refused. Default: none.
+	TLSConfig *tls.Config
+
+	// DrainTimeout is how long an inbound connection that was retired by
+	// RemoveKey stays open for its peer to finish its calls in flight
+	// before it is closed. Default 5s.
+	DrainTimeout time.Duration
+
 	// Logger receives the transport's logs: connection failures, rejected
 	// connections and frames, handler panics. Default: logs are discarded.
 	Logger *slog.Logger
@@ -86,6 +133,9 @@ func DefaultTCPConfig(bindAddr string) TCPConfig {
 		HandshakeTimeout: 5 * time.Second,
 		FrameTimeout:     10 * time.Second,
 		MaxInboundConns:  1024,
+
+		MaxInboundConnsPerHost: 64,
+		DrainTimeout:           5 * time.Second,
 	}
 }
 
@@ -108,6 +158,7 @@ func (c TCPConfig) withDefaults() (TCPConfig, error) {
 		{"MaxFrameSize", &c.MaxFrameSize, d.MaxFrameSize},
 		{"QueueSize", &c.QueueSize, d.QueueSize},
 		{"MaxInboundConns", &c.MaxInboundConns, d.MaxInboundConns},
+		{"MaxInboundConnsPerHost", &c.MaxInboundConnsPerHost, d.MaxInboundConnsPerHost},
 	} {
 		switch {
 		case *f.v < 0:
@@ -125,12 +176,34 @@ func (c TCPConfig) withDefaults() (TCPConfig, error) {
 		{"RedialBackoff", &c.RedialBackoff, d.RedialBackoff},
 		{"HandshakeTimeout", &c.HandshakeTimeout, d.HandshakeTimeout},
 		{"FrameTimeout", &c.FrameTimeout, d.FrameTimeout},
+		{"DrainTimeout", &c.DrainTimeout, d.DrainTimeout},
 	} {
 		switch {
 		case *f.v < 0:
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %v", f.name, *f.v))
 		case *f.v == 0:
 			*f.v = f.def
+		}
+	}
+	if len(c.Label) > wire.MaxLabelLen {
+		errs = append(errs, fmt.Errorf("Label is %d bytes, more than %d", len(c.Label), wire.MaxLabelLen))
+	}
+	switch {
+	case c.SecretKey != nil && c.TLSConfig != nil:
+		errs = append(errs, errors.New("SecretKey and TLSConfig are exclusive"))
+	case c.SecretKey == nil && len(c.SecondaryKeys) > 0:
+		errs = append(errs, errors.New("SecondaryKeys require a SecretKey"))
+	}
+	for i, k := range append([][]byte{c.SecretKey}, c.SecondaryKeys...) {
+		if i == 0 && c.SecretKey == nil {
+			continue
+		}
+		if err := checkSecretLen(k); err != nil {
+			name := "SecretKey"
+			if i > 0 {
+				name = fmt.Sprintf("SecondaryKeys[%d]", i-1)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
 	if len(errs) > 0 {
@@ -148,11 +221,17 @@ type TCPStats struct {
 	// Accepted counts inbound connections that completed the handshake.
 	Accepted uint64
 	// RejectedConns counts inbound connections closed at once because
-	// MaxInboundConns was reached.
+	// MaxInboundConns or MaxInboundConnsPerHost was reached.
 	RejectedConns uint64
-	// HandshakeFailures counts inbound connections closed for a wrong,
-	// short or late preface.
+	// HandshakeFailures counts inbound connections closed before they
+	// carried a frame: a wrong, short or late preface, another cluster's
+	// label or another security mode, or a failed TLS handshake (a peer
+	// without the cluster secret or a valid certificate).
 	HandshakeFailures uint64
+	// RetiredConns counts connections retired because the key that
+	// authenticated them was removed, or because the peer asked to (a
+	// go-away frame).
+	RetiredConns uint64
 	// ConnFailures counts established connections closed by an error: the
 	// peer closed or reset it, a read or write failed or timed out, or it
 	// broke the protocol.
@@ -182,6 +261,7 @@ type TCPStats struct {
 // tcpCounters are the atomic counters behind TCPStats.
 type tcpCounters struct {
 	dials, dialFailures, accepted, rejectedConns, handshakeFailures, connFailures atomic.Uint64
+	retiredConns                                                                  atomic.Uint64
 	framesSent, bytesSent, flushes, framesReceived, bytesReceived                 atomic.Uint64
 	rejectedFrames, handlerPanics                                                 atomic.Uint64
 }
@@ -197,8 +277,10 @@ const (
 	tcpMaxPooledBuf = 64 << 10
 )
 
-// Texts of the error frames a transport answers with instead of a response.
+// Texts of the error frames a transport answers with instead of a response,
+// and of its go-away frames.
 var (
+	tcpGoAwayText   = []byte("key removed")
 	tcpNoHandler    = []byte("no handler")
 	tcpHandlerPanic = []byte("handler panicked")
 	tcpRespTooLarge = []byte("response too large")
@@ -220,9 +302,22 @@ var errTCPWrongFrame = errors.New("replication: protocol violation: frame kind n
 // delayed. When a connection fails, every call pending on it fails at once
 // with ErrUnreachable, without waiting for the failure detector.
 //
-// Inbound connections must start with the wire preface. Their requests are
-// handed to the handler one at a time, in the connection's reader goroutine,
-// in arrival order; requests on different connections run concurrently.
+// Inbound connections must start with the wire preface, announcing the
+// same security mode and cluster label as this transport, and then (with a
+// SecretKey or a TLSConfig) complete a mutual TLS 1.3 handshake, all within
+// HandshakeTimeout; otherwise they are closed. Their requests are handed to
+// the handler one at a time, in the connection's reader goroutine, in
+// arrival order; requests on different connections run concurrently. While
+// the answers waiting to be written on a connection exceed MaxFrameSize
+// bytes (or QueueSize frames), its next request is not read, which pushes
+// back on the peer through TCP: a peer that sends requests and does not
+// read the answers holds little memory, and is disconnected after
+// FrameTimeout.
+//
+// Input from the network is never trusted: a frame over MaxFrameSize or
+// with a malformed header closes its connection before its payload is read
+// or allocated, a frame of the wrong kind for its direction closes it too,
+// and each is counted in Stats.
 //
 // Stats exposes counters for metrics. TCPTransport is safe for concurrent
 // use.
@@ -236,6 +331,13 @@ type TCPTransport struct {
 
 	handler atomic.Pointer[func([]byte) []byte]
 
+	// security is the mode announced in prefaces; keyring holds the cluster
+	// secrets (secret mode) and userTLS the caller's configuration (TLS
+	// mode).
+	security byte
+	keyring  *tcpKeyring
+	userTLS  *tls.Config
+
 	// ctx is canceled by Close; it aborts dials in progress.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -247,10 +349,12 @@ type TCPTransport struct {
 	// after checking closed, so Close's Wait sees every Add.
 	wg sync.WaitGroup
 
-	mu      sync.RWMutex          // guards the fields below
-	closed  bool                  // set by Close
-	peers   map[string]*tcpPeer   // by address, for outbound connections
-	inbound map[net.Conn]*tcpConn // accepted connections; nil while in the handshake
+	mu       sync.RWMutex          // guards the fields below
+	closed   bool                  // set by Close
+	peers    map[string]*tcpPeer   // by address, for outbound connections
+	outbound map[*tcpConn]struct{} // open outbound connections, retired ones included
+	inbound  map[net.Conn]*tcpConn // accepted connections; nil while in the handshake
+	perHost  map[string]int        // accepted connections by remote IP
 }
 
 var _ Transport = (*TCPTransport)(nil)
@@ -276,12 +380,26 @@ func ListenTCP(cfg TCPConfig) (*TCPTransport, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &TCPTransport{
-		cfg:     cfg,
-		log:     log.With("transport", addr),
-		ln:      ln,
-		addr:    addr,
-		peers:   map[string]*tcpPeer{},
-		inbound: map[net.Conn]*tcpConn{},
+		cfg:      cfg,
+		log:      log.With("transport", addr),
+		ln:       ln,
+		addr:     addr,
+		peers:    map[string]*tcpPeer{},
+		outbound: map[*tcpConn]struct{}{},
+		inbound:  map[net.Conn]*tcpConn{},
+		perHost:  map[string]int{},
+	}
+	switch {
+	case cfg.SecretKey != nil:
+		t.security = wire.SecuritySecret
+		t.keyring, err = newTCPKeyring(cfg.Label, cfg.SecretKey, cfg.SecondaryKeys)
+	case cfg.TLSConfig != nil:
+		t.security = wire.SecurityTLS
+		t.userTLS, err = userTLS(cfg.TLSConfig)
+	}
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("replication: %w", err)
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.wg.Add(1)
@@ -336,6 +454,7 @@ func (t *TCPTransport) Stats() TCPStats {
 		Accepted:          t.st.accepted.Load(),
 		RejectedConns:     t.st.rejectedConns.Load(),
 		HandshakeFailures: t.st.handshakeFailures.Load(),
+		RetiredConns:      t.st.retiredConns.Load(),
 		ConnFailures:      t.st.connFailures.Load(),
 		FramesSent:        t.st.framesSent.Load(),
 		BytesSent:         t.st.bytesSent.Load(),
@@ -347,11 +466,9 @@ func (t *TCPTransport) Stats() TCPStats {
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for _, p := range t.peers {
-		if c := p.conn.Load(); c != nil {
-			s.OpenConns++
-			s.QueuedFrames += len(c.queue)
-		}
+	for c := range t.outbound {
+		s.OpenConns++
+		s.QueuedFrames += len(c.queue)
 	}
 	for _, c := range t.inbound {
 		s.OpenConns++
@@ -383,11 +500,22 @@ func (t *TCPTransport) Call(ctx context.Context, addr string, request []byte) ([
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c, err := t.connect(ctx, p)
-	if err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		c, err := t.connect(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.roundTrip(ctx, request)
+		if err != errTCPRetired {
+			return resp, err
+		}
+		// The connection was retired before the call was sent: it goes on
+		// the connection that replaces it.
+		if attempt == tcpMaxRetiredAttempts {
+			return nil, fmt.Errorf("replication: call to %s: %w: connections retired %d times in a row",
+				addr, ErrUnreachable, attempt)
+		}
 	}
-	return c.roundTrip(ctx, request)
 }
 
 // Close stops listening, closes every connection, fails pending calls with
@@ -403,10 +531,8 @@ func (t *TCPTransport) Close() error {
 	t.closed = true
 	var conns []*tcpConn
 	var raws []net.Conn
-	for _, p := range t.peers {
-		if c := p.conn.Load(); c != nil {
-			conns = append(conns, c)
-		}
+	for c := range t.outbound {
+		conns = append(conns, c)
 	}
 	for raw, c := range t.inbound {
 		if c != nil {
@@ -536,7 +662,7 @@ func (t *TCPTransport) dial(ctx context.Context, p *tcpPeer) (*tcpConn, error) {
 		}
 		return nil, err
 	}
-	nc, err := t.clientConn(dctx, raw)
+	nc, hs, err := t.clientConn(dctx, raw, p.addr)
 	if err != nil {
 		_ = raw.Close()
 		if t.ctx.Err() != nil {
@@ -544,15 +670,22 @@ func (t *TCPTransport) dial(ctx context.Context, p *tcpPeer) (*tcpConn, error) {
 		}
 		return nil, err
 	}
-	c := t.newConn(nc, p.addr, true)
+	c := t.newConn(nc, raw, hs, p.addr, true)
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		_ = nc.Close()
+		_ = raw.Close()
 		return nil, ErrClosed
 	}
-	c.onClose = func() { p.conn.CompareAndSwap(c, nil) }
+	c.onClose = func() {
+		p.conn.CompareAndSwap(c, nil)
+		t.mu.Lock()
+		delete(t.outbound, c)
+		t.mu.Unlock()
+	}
+	c.peer = p
 	p.conn.Store(c)
+	t.outbound[c] = struct{}{}
 	t.wg.Add(2)
 	t.mu.Unlock()
 	go func() {
@@ -563,42 +696,89 @@ func (t *TCPTransport) dial(ctx context.Context, p *tcpPeer) (*tcpConn, error) {
 		defer t.wg.Done()
 		c.readLoop()
 	}()
+	if !t.keysInstalled(hs) { // RemoveKey ran during the handshake
+		c.retire("key removed")
+	}
 	return c, nil
 }
 
 // clientConn turns a freshly dialed connection into one ready to carry
-// frames: it sends the preface within ctx's deadline. It is the place to
-// wrap raw in TLS (tls.Client and HandshakeContext before the preface).
-func (t *TCPTransport) clientConn(ctx context.Context, raw net.Conn) (net.Conn, error) {
+// frames: it sends the preface and, with a cluster secret or a TLSConfig,
+// runs the TLS handshake as the client, all within ctx's deadline. hs is
+// the keys the handshake used (nil without a cluster secret).
+func (t *TCPTransport) clientConn(ctx context.Context, raw net.Conn, addr string) (nc net.Conn, hs *tcpHandshake, err error) {
 	if d, ok := ctx.Deadline(); ok {
-		if err := raw.SetWriteDeadline(d); err != nil {
-			return nil, err
+		if err := raw.SetDeadline(d); err != nil {
+			return nil, nil, err
 		}
 	}
-	var preface [wire.PrefaceSize]byte
-	if _, err := raw.Write(wire.AppendPreface(preface[:0])); err != nil {
-		return nil, fmt.Errorf("send preface: %w", err)
+	var preface [wire.MaxPrefaceSize]byte
+	if _, err := raw.Write(wire.AppendPreface(preface[:0], wire.Preface{Security: t.security, Label: t.cfg.Label})); err != nil {
+		return nil, nil, fmt.Errorf("send preface: %w", err)
 	}
-	if err := raw.SetWriteDeadline(time.Time{}); err != nil {
-		return nil, err
+	nc = raw
+	switch t.security {
+	case wire.SecuritySecret:
+		hs = &tcpHandshake{}
+		nc, err = tlsHandshake(ctx, tls.Client(raw, t.keyring.secretTLS(false, hs)))
+	case wire.SecurityTLS:
+		nc, err = tlsHandshake(ctx, tls.Client(raw, userClientTLS(t.userTLS, addr)))
 	}
-	return raw, nil
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := raw.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, err
+	}
+	return nc, hs, nil
+}
+
+// tlsHandshake runs the handshake of tc.
+func tlsHandshake(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
 }
 
 // serverConn turns an accepted connection into one ready to carry frames:
-// it checks the peer's preface within HandshakeTimeout. It is the place to
-// wrap raw in TLS (tls.Server and its handshake before the preface).
-func (t *TCPTransport) serverConn(raw net.Conn) (net.Conn, error) {
-	if err := raw.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout)); err != nil {
-		return nil, err
+// within HandshakeTimeout, it checks the peer's preface (version, security
+// mode and label) and, with a cluster secret or a TLSConfig, runs the TLS
+// handshake as the server. hs is the keys the handshake used (nil without a
+// cluster secret).
+func (t *TCPTransport) serverConn(raw net.Conn) (nc net.Conn, hs *tcpHandshake, err error) {
+	deadline := time.Now().Add(t.cfg.HandshakeTimeout)
+	if err := raw.SetDeadline(deadline); err != nil {
+		return nil, nil, err
 	}
-	if err := wire.ReadPreface(raw); err != nil {
-		return nil, err
+	p, err := wire.ReadPreface(raw)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case p.Security != t.security:
+		return nil, nil, fmt.Errorf("%w: peer's security is %s, this transport's %s",
+			wire.ErrBadPreface, securityName(p.Security), securityName(t.security))
+	case p.Label != t.cfg.Label:
+		return nil, nil, fmt.Errorf("%w: peer belongs to the cluster labelled %q, this transport to %q",
+			wire.ErrBadPreface, p.Label, t.cfg.Label)
 	}
-	if err := raw.SetReadDeadline(time.Time{}); err != nil {
-		return nil, err
+	nc = raw
+	ctx, cancel := context.WithDeadline(t.ctx, deadline)
+	defer cancel()
+	switch t.security {
+	case wire.SecuritySecret:
+		hs = &tcpHandshake{}
+		nc, err = tlsHandshake(ctx, tls.Server(raw, t.keyring.secretTLS(true, hs)))
+	case wire.SecurityTLS:
+		nc, err = tlsHandshake(ctx, tls.Server(raw, t.userTLS))
 	}
-	return raw, nil
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := raw.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, err
+	}
+	return nc, hs, nil
 }
 
 // acceptLoop accepts connections until the listener is closed.
@@ -624,38 +804,58 @@ func (t *TCPTransport) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		host := remoteHost(raw)
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
 			_ = raw.Close()
 			return
 		}
-		if len(t.inbound) >= t.cfg.MaxInboundConns {
+		if len(t.inbound) >= t.cfg.MaxInboundConns || t.perHost[host] >= t.cfg.MaxInboundConnsPerHost {
 			t.mu.Unlock()
 			t.st.rejectedConns.Add(1)
 			_ = raw.Close()
 			t.log.Warn("replication: too many inbound connections; closed one",
-				"remote", raw.RemoteAddr().String(), "limit", t.cfg.MaxInboundConns)
+				"remote", raw.RemoteAddr().String(), "limit", t.cfg.MaxInboundConns,
+				"limit_per_host", t.cfg.MaxInboundConnsPerHost)
 			continue
 		}
 		t.inbound[raw] = nil
+		t.perHost[host]++
 		t.wg.Add(1)
 		t.mu.Unlock()
 		go func() {
 			defer t.wg.Done()
-			t.serveConn(raw)
+			t.serveConn(raw, host)
 		}()
 	}
 }
 
+// remoteHost returns the IP address of c's peer.
+func remoteHost(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
+
+// dropInbound unregisters the accepted connection raw; it reports whether
+// the transport is closed. The caller holds t.mu.
+func (t *TCPTransport) dropInbound(raw net.Conn, host string) bool {
+	delete(t.inbound, raw)
+	if t.perHost[host]--; t.perHost[host] <= 0 {
+		delete(t.perHost, host)
+	}
+	return t.closed
+}
+
 // serveConn runs an accepted connection: the handshake, then its reader.
-func (t *TCPTransport) serveConn(raw net.Conn) {
+func (t *TCPTransport) serveConn(raw net.Conn, host string) {
 	remote := raw.RemoteAddr().String()
-	nc, err := t.serverConn(raw)
+	nc, hs, err := t.serverConn(raw)
 	if err != nil {
 		t.mu.Lock()
-		delete(t.inbound, raw)
-		closed := t.closed
+		closed := t.dropInbound(raw, host)
 		t.mu.Unlock()
 		if !closed {
 			t.st.handshakeFailures.Add(1)
@@ -664,17 +864,17 @@ func (t *TCPTransport) serveConn(raw net.Conn) {
 		_ = raw.Close()
 		return
 	}
-	c := t.newConn(nc, remote, false)
+	c := t.newConn(nc, raw, hs, remote, false)
 	c.onClose = func() {
 		t.mu.Lock()
-		delete(t.inbound, raw)
+		t.dropInbound(raw, host)
 		t.mu.Unlock()
 	}
 	t.mu.Lock()
 	if t.closed {
-		delete(t.inbound, raw)
+		t.dropInbound(raw, host)
 		t.mu.Unlock()
-		_ = nc.Close()
+		_ = raw.Close()
 		return
 	}
 	t.inbound[raw] = c
@@ -685,6 +885,9 @@ func (t *TCPTransport) serveConn(raw net.Conn) {
 		defer t.wg.Done()
 		c.writeLoop()
 	}()
+	if !t.keysInstalled(hs) { // RemoveKey ran during the handshake
+		c.retire("key removed")
+	}
 	c.readLoop()
 }
 
@@ -758,29 +961,63 @@ func (t *TCPTransport) getResult() chan tcpResult {
 // requests and their responses) or inbound (the peer's requests).
 type tcpConn struct {
 	t        *TCPTransport
-	nc       net.Conn
+	nc       net.Conn      // what frames are read from and written to: raw, or TLS over raw
+	raw      net.Conn      // the TCP connection, closed by fail
+	hs       *tcpHandshake // the keys that authenticated it; nil without a cluster secret
 	remote   string
 	outbound bool
+	peer     *tcpPeer       // the peer of an outbound connection
 	queue    chan *tcpFrame // frames for writeLoop
 	closing  chan struct{}  // closed by fail
 	once     sync.Once
 	onClose  func() // unregisters the connection; set before its goroutines start
 
-	mu      sync.Mutex // guards the fields below
-	dead    bool       // set by fail
-	failErr error      // what calls on a dead connection return
-	nextID  uint64
-	pending map[uint64]chan tcpResult // outbound calls awaiting a response
+	// queuedBytes counts the bytes of the frames in queue; room receives a
+	// value when writeLoop has taken some out. An inbound connection's
+	// reader waits for room while its answers exceed MaxFrameSize bytes.
+	queuedBytes atomic.Int64
+	room        chan struct{}
+
+	// goAway is closed by retire on an inbound connection: writeLoop then
+	// sends a go-away frame.
+	goAway     chan struct{}
+	retireOnce sync.Once
+
+	mu         sync.Mutex // guards the fields below
+	dead       bool       // set by fail
+	draining   bool       // retired: no new calls; closed when pending is empty
+	failErr    error      // what calls on a dead connection return
+	nextID     uint64
+	pending    map[uint64]chan tcpResult // outbound calls awaiting a response
+	drainTimer *time.Timer               // closes a retired inbound connection
 }
 
-func (t *TCPTransport) newConn(nc net.Conn, remote string, outbound bool) *tcpConn {
+// Errors that end or retire connections without being failures.
+var (
+	// errTCPRetired is returned by roundTrip on a retired connection
+	// before anything was sent: Call then uses a new connection.
+	errTCPRetired = errors.New("replication: connection retired")
+	// errTCPDrained closes a retired connection whose calls are all
+	// answered.
+	errTCPDrained = errors.New("replication: retired connection drained")
+)
+
+// tcpMaxRetiredAttempts bounds how many retired connections one Call
+// tries before it gives up.
+const tcpMaxRetiredAttempts = 3
+
+func (t *TCPTransport) newConn(nc, raw net.Conn, hs *tcpHandshake, remote string, outbound bool) *tcpConn {
 	c := &tcpConn{
 		t:        t,
 		nc:       nc,
+		raw:      raw,
+		hs:       hs,
 		remote:   remote,
 		outbound: outbound,
 		queue:    make(chan *tcpFrame, t.cfg.QueueSize),
 		closing:  make(chan struct{}),
+		room:     make(chan struct{}, 1),
+		goAway:   make(chan struct{}),
 	}
 	if outbound {
 		c.pending = map[uint64]chan tcpResult{}
@@ -788,15 +1025,61 @@ func (t *TCPTransport) newConn(nc net.Conn, remote string, outbound bool) *tcpCo
 	return c
 }
 
+// usesKey reports whether pub authenticated c, on either side.
+func (c *tcpConn) usesKey(pub pubKey) bool {
+	return c.hs != nil && (c.hs.local == pub || c.hs.peer == pub)
+}
+
+// retire takes c out of service without failing a call. An outbound
+// connection stops taking calls, so that the next call dials a new one,
+// and closes once its pending calls are answered. An inbound connection
+// asks its peer to do the same with a go-away frame and is closed after
+// DrainTimeout at the latest.
+func (c *tcpConn) retire(reason string) {
+	c.retireOnce.Do(func() {
+		c.mu.Lock()
+		dead := c.dead
+		c.mu.Unlock()
+		if dead {
+			return
+		}
+		c.t.st.retiredConns.Add(1)
+		c.t.log.Info("replication: retiring connection", "remote", c.remote, "outbound", c.outbound, "reason", reason)
+		if !c.outbound {
+			c.mu.Lock()
+			if !c.dead {
+				c.drainTimer = time.AfterFunc(c.t.cfg.DrainTimeout, func() {
+					c.fail(fmt.Errorf("%w: the peer did not close it within %v", errTCPDrained, c.t.cfg.DrainTimeout))
+				})
+			}
+			c.mu.Unlock()
+			close(c.goAway)
+			return
+		}
+		c.peer.conn.CompareAndSwap(c, nil)
+		c.mu.Lock()
+		c.draining = true
+		idle := len(c.pending) == 0
+		c.mu.Unlock()
+		if idle {
+			c.fail(errTCPDrained)
+		}
+	})
+}
+
 // roundTrip sends one request on an outbound connection and waits for its
-// answer.
+// answer. It returns errTCPRetired, having sent nothing, when c has been
+// retired.
 func (c *tcpConn) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 	t := c.t
 	ch := t.getResult()
 	f := t.getFrame(wire.FrameLen(len(req)))
 	c.mu.Lock()
-	if c.dead {
+	if c.dead || c.draining {
 		err := c.failErr
+		if c.draining || errors.Is(err, errTCPDrained) {
+			err = errTCPRetired
+		}
 		c.mu.Unlock()
 		t.results.Put(ch)
 		t.putFrame(f)
@@ -808,15 +1091,17 @@ func (c *tcpConn) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 	c.mu.Unlock()
 	f.b = wire.AppendFrame(f.b[:0], id, wire.KindRequest, req)
 
-	select {
-	case c.queue <- f:
-	default: // full: wait for room (back-pressure)
+	if !c.enqueue(f) {
+		n := int64(len(f.b))
+		c.queuedBytes.Add(n)
 		select {
-		case c.queue <- f:
+		case c.queue <- f: // the queue was full: wait for room (back-pressure)
 		case <-c.closing:
 			// fail has taken the pending entry and answers ch.
+			c.queuedBytes.Add(-n)
 			t.putFrame(f)
 		case <-ctx.Done():
+			c.queuedBytes.Add(-n)
 			t.putFrame(f)
 			return nil, c.abandon(id, ch, ctx.Err())
 		}
@@ -837,14 +1122,32 @@ func (c *tcpConn) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 	}
 }
 
+// enqueue queues f for writeLoop if there is room, and reports whether it
+// did.
+func (c *tcpConn) enqueue(f *tcpFrame) bool {
+	n := int64(len(f.b))
+	c.queuedBytes.Add(n)
+	select {
+	case c.queue <- f:
+		return true
+	default:
+		c.queuedBytes.Add(-n)
+		return false
+	}
+}
+
 // abandon removes the pending call id whose caller gave up, and returns err.
 func (c *tcpConn) abandon(id uint64, ch chan tcpResult, err error) error {
 	c.mu.Lock()
 	_, mine := c.pending[id]
 	delete(c.pending, id)
+	drained := c.draining && len(c.pending) == 0
 	c.mu.Unlock()
 	if mine { // nobody else will send on ch
 		c.t.results.Put(ch)
+	}
+	if drained {
+		c.fail(errTCPDrained)
 	}
 	return err
 }
@@ -855,10 +1158,11 @@ func (c *tcpConn) abandon(id uint64, ch chan tcpResult, err error) error {
 func (c *tcpConn) fail(cause error) {
 	c.once.Do(func() {
 		callErr := ErrClosed
+		quiet := errors.Is(cause, ErrClosed) || errors.Is(cause, errTCPDrained)
 		if !errors.Is(cause, ErrClosed) {
 			callErr = fmt.Errorf("replication: connection to %s: %w: %w", c.remote, ErrUnreachable, cause)
 		}
-		if !errors.Is(cause, ErrClosed) {
+		if !quiet {
 			c.t.st.connFailures.Add(1)
 		}
 		c.mu.Lock()
@@ -866,9 +1170,14 @@ func (c *tcpConn) fail(cause error) {
 		c.failErr = callErr
 		pending := c.pending
 		c.pending = nil
+		if c.drainTimer != nil {
+			c.drainTimer.Stop()
+		}
 		c.mu.Unlock()
 		close(c.closing)
-		_ = c.nc.Close()
+		// The TCP connection, not the TLS one: a TLS close_notify could
+		// block on a peer that does not read.
+		_ = c.raw.Close()
 		for _, ch := range pending {
 			ch <- tcpResult{err: callErr}
 		}
@@ -878,8 +1187,8 @@ func (c *tcpConn) fail(cause error) {
 		}
 		level := slog.LevelInfo
 		switch {
-		case errors.Is(cause, io.EOF):
-			level = slog.LevelDebug // the peer closed it: a restart or a Close
+		case errors.Is(cause, io.EOF), errors.Is(cause, errTCPDrained):
+			level = slog.LevelDebug // the peer closed it (a restart or a Close), or it was retired
 		case errors.Is(cause, ErrFrameTooLarge), errors.Is(cause, wire.ErrMalformed), errors.Is(cause, errTCPWrongFrame):
 			level = slog.LevelWarn
 		}
@@ -894,10 +1203,16 @@ func (c *tcpConn) fail(cause error) {
 func (c *tcpConn) writeLoop() {
 	t := c.t
 	bw := bufio.NewWriterSize(&tcpTimedWriter{nc: c.nc, timeout: t.cfg.FrameTimeout}, tcpWriteBufSize)
+	goAway := c.goAway
 	for {
 		var f *tcpFrame
 		select {
 		case f = <-c.queue:
+		case <-goAway:
+			goAway = nil
+			f = t.getFrame(wire.FrameLen(len(tcpGoAwayText)))
+			f.b = wire.AppendFrame(f.b[:0], 0, wire.KindGoAway, tcpGoAwayText)
+			c.queuedBytes.Add(int64(len(f.b)))
 		case <-c.closing:
 			return
 		}
@@ -908,7 +1223,12 @@ func (c *tcpConn) writeLoop() {
 			t.st.framesSent.Add(1)
 			t.st.bytesSent.Add(uint64(len(f.b)))
 			_, err := bw.Write(f.b)
+			c.queuedBytes.Add(-int64(len(f.b)))
 			t.putFrame(f)
+			select {
+			case c.room <- struct{}{}:
+			default:
+			}
 			if err != nil {
 				c.fail(err)
 				return
@@ -966,6 +1286,9 @@ func (c *tcpConn) readLoop() {
 		deadlineSet bool
 	)
 	for {
+		if !c.outbound && !c.awaitRoom() {
+			return
+		}
 		if err := c.awaitFrame(br, &deadlineSet); err != nil {
 			c.fail(err)
 			return
@@ -988,12 +1311,16 @@ func (c *tcpConn) readLoop() {
 		t.st.framesReceived.Add(1)
 		t.st.bytesReceived.Add(uint64(wire.FrameLen(len(f.Payload))))
 		if c.outbound {
-			if f.Kind == wire.KindRequest {
+			switch f.Kind {
+			case wire.KindRequest:
 				t.st.rejectedFrames.Add(1)
 				c.fail(errTCPWrongFrame)
 				return
+			case wire.KindGoAway:
+				c.retire("the peer asked: " + string(f.Payload[:min(len(f.Payload), 64)]))
+			default:
+				c.deliver(f)
 			}
-			c.deliver(f)
 			continue
 		}
 		if f.Kind != wire.KindRequest {
@@ -1004,16 +1331,35 @@ func (c *tcpConn) readLoop() {
 		kind, resp := t.handle(f.Payload)
 		out := t.getFrame(wire.FrameLen(len(resp)))
 		out.b = wire.AppendFrame(out.b, f.ID, kind, resp)
-		select {
-		case c.queue <- out:
-		case <-c.closing:
-			t.putFrame(out)
-			return
+		if !c.enqueue(out) {
+			n := int64(len(out.b))
+			c.queuedBytes.Add(n)
+			select {
+			case c.queue <- out:
+			case <-c.closing:
+				c.queuedBytes.Add(-n)
+				t.putFrame(out)
+				return
+			}
 		}
 		if buf = b; cap(buf) > tcpMaxPooledBuf {
 			buf = nil
 		}
 	}
+}
+
+// awaitRoom waits while the answers queued on an inbound connection exceed
+// MaxFrameSize bytes, so that a peer that does not read them cannot make
+// the node hold more. It reports false when the connection closes first.
+func (c *tcpConn) awaitRoom() bool {
+	for c.queuedBytes.Load() > int64(c.t.cfg.MaxFrameSize) {
+		select {
+		case <-c.room:
+		case <-c.closing:
+			return false
+		}
+	}
+	return true
 }
 
 // awaitFrame waits without a deadline for the first byte of the next frame,
@@ -1043,13 +1389,18 @@ func (c *tcpConn) awaitFrame(br *bufio.Reader, deadlineSet *bool) error {
 }
 
 // deliver hands a response or error frame to its pending call. A frame for
-// a call that gave up is dropped.
+// a call that gave up is dropped. A retired connection closes when its last
+// call is answered.
 func (c *tcpConn) deliver(f wire.Frame) {
 	c.mu.Lock()
 	ch, ok := c.pending[f.ID]
 	delete(c.pending, f.ID)
+	drained := c.draining && len(c.pending) == 0
 	c.mu.Unlock()
 	if ok {
 		ch <- tcpResult{kind: f.Kind, payload: f.Payload}
+	}
+	if drained {
+		c.fail(errTCPDrained)
 	}
 }

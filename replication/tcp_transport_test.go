@@ -448,7 +448,7 @@ func TestTCPTransport_HostileInput(t *testing.T) {
 	})
 	srv.Serve(echo)
 	client := listenTCP(t, nil)
-	preface := wire.AppendPreface(nil)
+	preface := wire.AppendPreface(nil, wire.Preface{})
 
 	tests := []struct {
 		name  string
@@ -458,7 +458,9 @@ func TestTCPTransport_HostileInput(t *testing.T) {
 		closeWrite bool
 	}{
 		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false},
-		{"wrong version", []byte("SMSH\x02"), false},
+		{"version 1", []byte("SMSH\x01"), false},
+		{"wrong label", []byte("SMSH\x02\x00\x05other"), false},
+		{"wrong security", []byte("SMSH\x02\x01\x00"), false},
 		{"nothing", nil, false},
 		{"half a preface", []byte("SM"), false},
 		{"truncated frame", append(append(preface, frameHeader(100, 1, wire.KindRequest)...), "short"...), true},
@@ -488,7 +490,7 @@ func TestTCPTransport_HostileInput(t *testing.T) {
 		})
 	}
 	st := srv.Stats()
-	assert.Equal(t, uint64(4), st.HandshakeFailures)
+	assert.Equal(t, uint64(6), st.HandshakeFailures)
 	assert.Equal(t, uint64(4), st.RejectedFrames)
 	waitFor(t, func() bool { return srv.Stats().OpenConns == 1 }, "only the good client's connection is left")
 }
@@ -501,7 +503,7 @@ func TestTCPTransport_LargeAnnouncedFrameAllocatesAsItArrives(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	c := rawConn(t, srv.Addr())
-	in := append(wire.AppendPreface(nil), frameHeader(9+60<<20, 1, wire.KindRequest)...)
+	in := append(wire.AppendPreface(nil, wire.Preface{}), frameHeader(9+60<<20, 1, wire.KindRequest)...)
 	_, err := c.Write(append(in, make([]byte, 4096)...))
 	require.NoError(t, err)
 	require.NoError(t, c.(*net.TCPConn).CloseWrite())
@@ -515,7 +517,7 @@ func TestTCPTransport_MaxInboundConns(t *testing.T) {
 	srv.Serve(echo)
 	for range 2 {
 		c := rawConn(t, srv.Addr())
-		_, err := c.Write(wire.AppendPreface(nil))
+		_, err := c.Write(wire.AppendPreface(nil, wire.Preface{}))
 		require.NoError(t, err)
 	}
 	waitFor(t, func() bool { return srv.Stats().Accepted == 2 }, "two connections accepted")
@@ -537,7 +539,7 @@ func fakePeer(t *testing.T, script func(c net.Conn)) string {
 			return
 		}
 		defer c.Close()
-		if err := wire.ReadPreface(c); err != nil {
+		if _, err := wire.ReadPreface(c); err != nil {
 			t.Errorf("preface: %v", err)
 			return
 		}
@@ -683,43 +685,17 @@ func BenchmarkTCPTransport_Call(b *testing.B) {
 // BenchmarkRawLoopback is the floor: one request of benchPayload bytes and
 // a one-byte ack over a bare TCP connection, one in flight.
 func BenchmarkRawLoopback(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(b, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 4+benchPayload)
-		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return
-			}
-			if _, err := c.Write(buf[:1]); err != nil {
-				return
-			}
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(b, err)
-	req := binary.BigEndian.AppendUint32(nil, benchPayload)
-	req = append(req, bytes.Repeat([]byte{'x'}, benchPayload)...)
-	ack := make([]byte, 1)
+	raw := newRawLoopback(b) // see bench_test.go; closed when b ends
+	lat := newLatencies()    // p50/p99, for BenchmarkReplicatedWrite's targets
 	b.ReportAllocs()
 	b.SetBytes(benchPayload)
 	for b.Loop() {
-		if _, err := c.Write(req); err != nil {
+		t0 := time.Now()
+		if err := raw.roundTrip(); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := io.ReadFull(c, ack); err != nil {
-			b.Fatal(err)
-		}
+		lat.record(time.Since(t0))
 	}
 	b.StopTimer()
-	_ = c.Close()
-	_ = ln.Close()
-	<-done
+	lat.report(b)
 }

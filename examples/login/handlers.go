@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
 	"net/http"
@@ -35,7 +36,7 @@ func (n *node) index(w http.ResponseWriter, _ *http.Request) {
 
 func (n *node) login(w http.ResponseWriter, r *http.Request) {
 	user, password := r.PostFormValue("user"), r.PostFormValue("password")
-	if user == "" || len(user) > 256 || password != "demo" {
+	if user == "" || len(user) > 256 || subtle.ConstantTimeCompare([]byte(password), []byte("demo")) != 1 {
 		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "wrong user or password"})
 		return
 	}
@@ -89,7 +90,8 @@ func (n *node) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 // healthz answers 200 once the node has joined the cluster (or found itself
-// alone) and holds every session, 503 before; the body says why.
+// alone) and holds every session it owns, 503 before; the body says why, and
+// whether every session has its full number of copies.
 func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 	settled := false
 	select {
@@ -110,12 +112,17 @@ func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	n.reply(w, code, map[string]any{
-		"joined":         settled,
-		"ready":          st.Ready,
-		"members":        members,
-		"sessions":       st.Sessions,
-		"peers":          st.Peers,
-		"degraded_peers": st.DegradedPeers,
+		"joined":           settled,
+		"ready":            st.Ready,
+		"fully_replicated": n.store.FullyReplicated(),
+		"under_replicated": st.UnderReplicated,
+		"mode":             n.store.Mode().String(),
+		"members":          members,
+		"sessions":         st.Sessions,
+		"owned_partitions": st.OwnedPartitions,
+		"ready_partitions": st.ReadyPartitions,
+		"peers":            st.Peers,
+		"degraded_peers":   st.DegradedPeers,
 	})
 }
 

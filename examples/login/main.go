@@ -9,7 +9,9 @@
 // Endpoints:
 //
 //	GET  /         a page to log in, see who you are and which node answered, visit, log out
-//	GET  /healthz  200 once the node has joined (or is alone) and holds every session, else 503
+//	GET  /healthz  200 once the node has joined (or is alone) and holds every session it owns, else 503;
+//	               the JSON body says whether every session has its full number of copies
+//	               ("fully_replicated": the next failure is safe)
 //	POST /login    form fields user and password (any user, password "demo"): 200, or 401
 //	GET  /me       200 {"user":...,"node":...,"visits":...} when logged in, else 401
 //	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
@@ -17,6 +19,17 @@
 //
 // SIGTERM and SIGINT leave the cluster gracefully; after SIGKILL the other
 // nodes still hold every session.
+//
+// Give every node the same cluster secret (32 random bytes, e.g. from
+// "openssl rand -hex 32") in the environment variable SESSIONMESH_SECRET,
+// with -secret, or in a -secret-file: gossip is then encrypted and the
+// replication connections run mutually authenticated TLS 1.3, so a host
+// without the secret can neither join nor read or write a session. A
+// comma-separated list (or one secret per line in the file) gives the
+// primary first and further accepted ones; on SIGHUP the node re-reads
+// -secret-file and installs exactly its keys, which rotates the secret
+// without downtime (see docs/security.md). Without a secret the cluster
+// traffic is clear text.
 package main
 
 import (
@@ -30,11 +43,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/httpsession"
+	"github.com/sessionmesh/sessionmesh/internal/pprofserve"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -42,7 +57,10 @@ type options struct {
 	name, httpAddr, gossipAddr, replAddr, seeds string
 	timers, logLevel                            string
 	cookieSecure                                bool
+	backups                                     int
+	secret, secretFile, label                   string
 	idleTimeout, lifetime                       time.Duration
+	pprofAddr                                   string
 }
 
 func main() {
@@ -54,9 +72,14 @@ func main() {
 	flag.StringVar(&o.seeds, "seeds", "", "comma-separated gossip addresses to join; may include this node's own; any may be down")
 	flag.StringVar(&o.timers, "timers", "local", `failure-detection timers: "local" (fast, for one machine) or "lan"`)
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.IntVar(&o.backups, "backups", -1, "backup copies of each session besides its primary (-1: every node holds every session)")
 	flag.BoolVar(&o.cookieSecure, "cookie-secure", false, "mark the session cookie Secure (serve over HTTPS then)")
+	flag.StringVar(&o.secret, "secret", "", "cluster secret(s): 32 random bytes in hex or base64, comma-separated, primary first (default: $"+secretEnv+"; prefer it: flags show in ps)")
+	flag.StringVar(&o.secretFile, "secret-file", "", "file with the cluster secret(s), one per line, primary first; re-read on SIGHUP (overrides -secret)")
+	flag.StringVar(&o.label, "label", "", "cluster label: nodes with another label never talk to this one")
 	flag.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "end sessions unused for this long (0: never)")
 	flag.DurationVar(&o.lifetime, "lifetime", 24*time.Hour, "end sessions this long after login")
+	flag.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address (default: off)")
 	flag.Parse()
 
 	var level slog.Level
@@ -76,16 +99,26 @@ func main() {
 // node is one running copy of the application: membership, session store
 // and HTTP server.
 type node struct {
-	name     string
-	cluster  *cluster.Cluster
-	store    *replication.Store
-	sessions *httpsession.Manager
+	name      string
+	cluster   *cluster.Cluster
+	transport *replication.TCPTransport
+	store     *replication.Store
+	sessions  *httpsession.Manager
 }
 
 func run(ctx context.Context, o options, log *slog.Logger) error {
 	n, err := start(o, log)
 	if err != nil {
 		return err
+	}
+	if o.pprofAddr != "" {
+		ps, err := pprofserve.ListenAndServe(o.pprofAddr)
+		if err != nil {
+			n.close()
+			return err
+		}
+		defer ps.Close()
+		log.Info("serving pprof", "addr", "http://"+ps.Addr()+"/debug/pprof/")
 	}
 	srv := &http.Server{Addr: o.httpAddr, Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", o.httpAddr)
@@ -97,6 +130,13 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		"gossip", n.cluster.LocalMember().Addr)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if o.secretFile != "" {
+		reloadDone := make(chan struct{})
+		var reload sync.WaitGroup
+		reload.Go(func() { n.reloadSecretsOnHUP(o, log, reloadDone) })
+		defer reload.Wait()
+		defer close(reloadDone)
+	}
 
 	select {
 	case err := <-serveErr:
@@ -146,7 +186,20 @@ func start(o options, log *slog.Logger) (*node, error) {
 		}
 		replAddr = net.JoinHostPort(host, "0")
 	}
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: replAddr, Logger: log})
+	keys, err := loadSecrets(o)
+	if err != nil {
+		return nil, err
+	}
+	tcfg := replication.TCPConfig{BindAddr: replAddr, Label: o.label, Logger: log}
+	if len(keys) > 0 {
+		tcfg.SecretKey, tcfg.SecondaryKeys = keys[0], keys[1:]
+		ccfg.SecretKey, ccfg.SecondaryKeys = keys[0], keys[1:]
+	} else {
+		log.Warn("no cluster secret: gossip and replication run in clear text and unauthenticated; " +
+			"set " + secretEnv + ", -secret or -secret-file")
+	}
+	ccfg.Label = o.label
+	tr, err := replication.ListenTCP(tcfg)
 	if err != nil {
 		return nil, fmt.Errorf("listen replication: %w", err)
 	}
@@ -159,6 +212,9 @@ func start(o options, log *slog.Logger) (*node, error) {
 	if err != nil {
 		_ = tr.Close()
 		return nil, fmt.Errorf("start cluster: %w", err)
+	}
+	if o.backups >= 0 {
+		rcfg.Mode = replication.Backups(o.backups)
 	}
 	rcfg.Membership = cl
 	rcfg.Transport = tr
@@ -174,7 +230,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 	sessions.IdleTimeout = o.idleTimeout
 	sessions.Lifetime = o.lifetime
 	sessions.Logger = log
-	return &node{name: cl.LocalMember().Name, cluster: cl, store: st, sessions: sessions}, nil
+	return &node{name: cl.LocalMember().Name, cluster: cl, transport: tr, store: st, sessions: sessions}, nil
 }
 
 func (n *node) close() {

@@ -52,20 +52,34 @@ func FuzzReadFrame(f *testing.F) {
 	})
 }
 
-// FuzzReadPreface checks that exactly the streams starting with the magic
-// and the current version are accepted.
+// FuzzReadPreface checks that exactly the streams starting with the magic,
+// the current version and a known security mode, followed by a whole label,
+// are accepted, that they are read to the end of the label and no further,
+// and that what is accepted encodes back to the same bytes. Seeds live in
+// testdata/fuzz/FuzzReadPreface.
 func FuzzReadPreface(f *testing.F) {
+	f.Add(wire.AppendPreface(nil, wire.Preface{}))
+	f.Add(wire.AppendPreface(nil, wire.Preface{Security: wire.SecuritySecret, Label: "prod"}))
 	f.Add([]byte("SMSH\x01"))
-	f.Add([]byte("SMSH\x02"))
 	f.Add([]byte("GET / HTTP/1.1\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		err := wire.ReadPreface(bytes.NewReader(data))
-		want := len(data) >= wire.PrefaceSize && string(data[:wire.PrefaceSize]) == wire.Magic+string(wire.Version)
+		r := bytes.NewReader(data)
+		p, err := wire.ReadPreface(r)
+		n := wire.MinPrefaceSize
+		want := len(data) >= n && string(data[:len(wire.Magic)+1]) == wire.Magic+string(wire.Version) &&
+			data[len(wire.Magic)+1] <= wire.SecurityTLS && len(data) >= n+int(data[n-1])
 		if (err == nil) != want {
 			t.Fatalf("ReadPreface(%q) = %v", data, err)
 		}
-		if err != nil && !errors.Is(err, wire.ErrBadPreface) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-			t.Fatalf("undocumented error %v", err)
+		if err != nil {
+			if !errors.Is(err, wire.ErrBadPreface) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("undocumented error %v", err)
+			}
+			return
+		}
+		enc := wire.AppendPreface(nil, p)
+		if consumed := len(data) - r.Len(); !bytes.Equal(enc, data[:consumed]) {
+			t.Fatalf("preface %+v re-encodes to %x, read from %x", p, enc, data[:consumed])
 		}
 	})
 }

@@ -8,7 +8,10 @@ const (
 
 	// Version is the protocol version the dialer announces in its preface.
 	// The acceptor closes connections that announce another version.
-	Version byte = 1
+	// Version 1 had a five-byte preface (Magic and Version) and no
+	// KindGoAway; version 2 adds the security mode and the cluster label
+	// to the preface.
+	Version byte = 2
 
 	// KindRequest carries a request for the remote handler.
 	KindRequest byte = 1
@@ -19,15 +22,45 @@ const (
 	// to its handler; the payload is UTF-8 error text (for example
 	// "no handler").
 	KindError byte = 3
+	// KindGoAway is sent by the acceptor to ask the dialer to stop sending
+	// requests on the connection: the dialer finishes the calls in flight,
+	// sends new ones on a new connection and closes this one. Its ID is 0
+	// and its payload, UTF-8 text, says why. An acceptor sends it when the
+	// key that authenticated the connection has been removed.
+	KindGoAway byte = 4
 
 	// maxKind is the highest kind this version understands.
-	maxKind = KindError
+	maxKind = KindGoAway
+)
+
+// Security modes a dialer announces in its preface: how the connection
+// continues after the preface. Append only; values are protocol.
+const (
+	// SecurityNone: frames follow in clear text.
+	SecurityNone byte = 0
+	// SecuritySecret: a TLS 1.3 handshake follows in which both sides
+	// authenticate with keys derived from a shared cluster secret; frames
+	// follow inside TLS.
+	SecuritySecret byte = 1
+	// SecurityTLS: a TLS handshake follows with certificates the operator
+	// issued (mutual TLS); frames follow inside TLS.
+	SecurityTLS byte = 2
+
+	// maxSecurity is the highest mode this version understands.
+	maxSecurity = SecurityTLS
 )
 
 // Sizes of the fixed parts of the format.
 const (
-	// PrefaceSize is the length of the connection preface: Magic and Version.
-	PrefaceSize = len(Magic) + 1
+	// MinPrefaceSize is the length of a preface with an empty label:
+	// Magic, Version, the security mode and the label's length.
+	MinPrefaceSize = len(Magic) + 3
+
+	// MaxLabelLen is the longest cluster label a preface carries.
+	MaxLabelLen = 255
+
+	// MaxPrefaceSize is the length of a preface with the longest label.
+	MaxPrefaceSize = MinPrefaceSize + MaxLabelLen
 
 	// lenSize is the size of the big-endian length N that starts a frame.
 	lenSize = 4

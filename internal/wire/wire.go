@@ -1,15 +1,18 @@
 // Package wire is the framing of sessionmesh's peer-to-peer connections.
 //
-// A connection starts with a preface sent by the dialer: the four bytes
-// "SMSH" and one protocol version byte. The acceptor checks it (under a
-// deadline of its choosing) and closes the connection on a mismatch. After
-// the preface both directions carry length-prefixed frames:
+// A connection starts with a preface sent by the dialer (see Preface): the
+// four bytes "SMSH", a protocol version byte, the security mode and the
+// cluster label. The acceptor checks it (under a deadline of its choosing)
+// and closes the connection on a mismatch. With a security mode other than
+// SecurityNone a TLS handshake follows, the dialer being the TLS client.
+// Then both directions carry length-prefixed frames:
 //
 //	[4-byte big-endian N][8-byte big-endian request ID][1-byte kind][payload: N-9 bytes]
 //
 // N counts the ID, the kind and the payload. A request frame is answered by a
 // response or error frame with the same request ID; IDs let many requests be
-// in flight on one connection at once.
+// in flight on one connection at once. The acceptor may also send a go-away
+// frame (KindGoAway) to retire the connection.
 //
 // The reader never trusts a length from the wire: N is checked against the
 // caller's limit before anything is allocated, and a large payload's buffer
@@ -164,32 +167,60 @@ func unexpected(err error) error {
 	return err
 }
 
-// AppendPreface appends the connection preface (Magic and Version) to dst.
-func AppendPreface(dst []byte) []byte {
-	return append(append(dst, Magic...), Version)
+// Preface is what a dialer sends before anything else: the security mode
+// the connection continues with and the cluster label. On the wire it is
+//
+//	"SMSH" [1-byte version] [1-byte security mode] [1-byte label length] [label]
+//
+// The preface travels in clear text, before any TLS handshake: it lets an
+// acceptor turn away a peer of another cluster or with another security
+// setting with a precise reason and before spending a handshake on it. It
+// proves nothing; authentication is the handshake's job.
+type Preface struct {
+	// Security is SecurityNone, SecuritySecret or SecurityTLS.
+	Security byte
+	// Label is the cluster label, at most MaxLabelLen bytes.
+	Label string
 }
 
-// ReadPreface reads the connection preface from r and checks it. It returns
-// an error wrapping ErrBadPreface when the magic or the version does not
-// match, and the read error (io.ErrUnexpectedEOF for a short preface) when r
-// fails first. Set a deadline on the underlying connection: a peer that
-// sends nothing would otherwise hold ReadPreface forever.
-func ReadPreface(r io.Reader) error {
-	var p [PrefaceSize]byte
-	if _, err := io.ReadFull(r, p[:]); err != nil {
-		return err
+// AppendPreface appends the preface p (with Magic and Version) to dst. It
+// panics if p.Label is longer than MaxLabelLen; callers validate labels
+// when they are configured.
+func AppendPreface(dst []byte, p Preface) []byte {
+	if len(p.Label) > MaxLabelLen {
+		panic(fmt.Sprintf("wire: label of %d bytes, limit %d", len(p.Label), MaxLabelLen))
 	}
-	return CheckPreface(p[:])
+	dst = append(append(dst, Magic...), Version, p.Security, byte(len(p.Label)))
+	return append(dst, p.Label...)
 }
 
-// CheckPreface checks a preface read by the caller: exactly PrefaceSize
-// bytes of magic and version.
-func CheckPreface(p []byte) error {
-	if len(p) != PrefaceSize || string(p[:len(Magic)]) != Magic {
-		return fmt.Errorf("%w: no magic", ErrBadPreface)
+// ReadPreface reads a connection preface from r and checks its magic,
+// version and security mode. It returns an error wrapping ErrBadPreface
+// when one of them is wrong, and the read error (io.EOF before the first
+// byte, io.ErrUnexpectedEOF for a short preface) when r fails first. It
+// reads exactly the preface's bytes and never more than MaxPrefaceSize.
+// Set a deadline on the underlying connection: a peer that sends nothing
+// would otherwise hold ReadPreface forever.
+func ReadPreface(r io.Reader) (Preface, error) {
+	var buf [MaxPrefaceSize]byte
+	fixed := buf[:MinPrefaceSize]
+	if _, err := io.ReadFull(r, fixed); err != nil {
+		return Preface{}, err
 	}
-	if v := p[len(Magic)]; v != Version {
-		return fmt.Errorf("%w: unsupported protocol version %d (want %d)", ErrBadPreface, v, Version)
+	if string(fixed[:len(Magic)]) != Magic {
+		return Preface{}, fmt.Errorf("%w: no magic", ErrBadPreface)
 	}
-	return nil
+	if v := fixed[len(Magic)]; v != Version {
+		return Preface{}, fmt.Errorf("%w: unsupported protocol version %d (want %d)", ErrBadPreface, v, Version)
+	}
+	p := Preface{Security: fixed[len(Magic)+1]}
+	if p.Security > maxSecurity {
+		return Preface{}, fmt.Errorf("%w: unknown security mode %d", ErrBadPreface, p.Security)
+	}
+	label := buf[MinPrefaceSize : MinPrefaceSize+int(fixed[len(Magic)+2])]
+	if _, err := io.ReadFull(r, label); err != nil {
+		return Preface{}, unexpected(err)
+	}
+	p.Label = string(label)
+	return p, nil
 }

@@ -100,7 +100,7 @@ func TestReadFrame_Errors(t *testing.T) {
 		{"length below header", header(8, 1, wire.KindRequest), wire.ErrMalformed},
 		{"zero length", header(0, 1, wire.KindRequest), wire.ErrMalformed},
 		{"kind zero", header(9, 1, 0), wire.ErrMalformed},
-		{"unknown kind", header(9, 1, 4), wire.ErrMalformed},
+		{"unknown kind", header(9, 1, 5), wire.ErrMalformed},
 		{"over limit", header(9+limit+1, 1, wire.KindRequest), wire.ErrFrameTooLarge},
 		{"4 GiB announced", header(0xFFFFFFFF, 1, wire.KindRequest), wire.ErrFrameTooLarge},
 	}
@@ -142,13 +142,37 @@ type errReader struct{ err error }
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 func TestPreface(t *testing.T) {
-	good := wire.AppendPreface(nil)
-	assert.Equal(t, []byte("SMSH\x01"), good)
-	require.NoError(t, wire.ReadPreface(bytes.NewReader(append(good, "trailing"...))))
+	good := wire.AppendPreface(nil, wire.Preface{Security: wire.SecuritySecret, Label: "prod"})
+	assert.Equal(t, []byte("SMSH\x02\x01\x04prod"), good)
+	p, err := wire.ReadPreface(bytes.NewReader(append(good, "trailing"...)))
+	require.NoError(t, err)
+	assert.Equal(t, wire.Preface{Security: wire.SecuritySecret, Label: "prod"}, p)
 
-	assert.ErrorIs(t, wire.ReadPreface(bytes.NewReader([]byte("GET / HTTP/1.1\r\n"))), wire.ErrBadPreface)
-	assert.ErrorIs(t, wire.ReadPreface(bytes.NewReader([]byte("SMSH\x02"))), wire.ErrBadPreface)
-	assert.ErrorIs(t, wire.ReadPreface(bytes.NewReader([]byte("SMS"))), io.ErrUnexpectedEOF)
-	assert.ErrorIs(t, wire.ReadPreface(bytes.NewReader(nil)), io.EOF)
-	assert.ErrorIs(t, wire.CheckPreface([]byte("SMSH")), wire.ErrBadPreface)
+	r := bytes.NewReader(append(wire.AppendPreface(nil, wire.Preface{}), "next"...))
+	p, err = wire.ReadPreface(r)
+	require.NoError(t, err)
+	assert.Equal(t, wire.Preface{}, p)
+	assert.Equal(t, 4, r.Len(), "reads exactly the preface")
+
+	long := strings.Repeat("l", wire.MaxLabelLen)
+	p, err = wire.ReadPreface(bytes.NewReader(wire.AppendPreface(nil, wire.Preface{Label: long})))
+	require.NoError(t, err)
+	assert.Equal(t, long, p.Label)
+	assert.Panics(t, func() { wire.AppendPreface(nil, wire.Preface{Label: long + "x"}) })
+
+	for name, in := range map[string]string{
+		"http":          "GET / HTTP/1.1\r\n",
+		"version 1":     "SMSH\x01\x00\x00",
+		"future":        "SMSH\x03\x00\x00",
+		"security mode": "SMSH\x02\x03\x00",
+	} {
+		_, err := wire.ReadPreface(bytes.NewReader([]byte(in)))
+		assert.ErrorIs(t, err, wire.ErrBadPreface, name)
+	}
+	_, err = wire.ReadPreface(bytes.NewReader([]byte("SMS")))
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	_, err = wire.ReadPreface(bytes.NewReader([]byte("SMSH\x02\x00\x05ab")))
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "label cut short")
+	_, err = wire.ReadPreface(bytes.NewReader(nil))
+	assert.ErrorIs(t, err, io.EOF)
 }

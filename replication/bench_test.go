@@ -1,0 +1,474 @@
+package replication_test
+
+// Benchmarks of the store's hot paths, each next to the baseline it is
+// judged against in the same run (see docs/benchmarks.md for the targets):
+//
+//	BenchmarkLocalRead        Store.Get of a 1 KiB session vs a 64-shard RWMutex map
+//	BenchmarkStore_Save       an attribute put on a single node
+//	BenchmarkReplicatedWrite  a sync write of 1 KiB to 1 and 2 peers over loopback
+//	                          TCP, with p50/p99, vs BenchmarkRawLoopback
+//	BenchmarkStateTransfer    a node joining a store that holds N sessions
+//
+// On a shared machine whose load changes from second to second, two
+// benchmarks run one after the other can see different machines. So the
+// ratios the targets are about are also measured "paired": the operation
+// and its baseline alternate within one loop (LocalRead/paired,
+// ReplicatedWrite/paired-peers=1), which reports the ratio itself.
+//
+// Every benchmark also runs correctly with -benchtime=1x (CI runs them once).
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/internal/loadgen"
+	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+const (
+	// benchSessions is how many sessions the read and write benchmarks
+	// cycle through: enough to leave the CPU caches.
+	benchSessions = 10000
+	// sessionBytes is the payload of a benchmark session.
+	sessionBytes = 1024
+)
+
+// benchIDs returns n session IDs shaped like httpsession's (43 characters of
+// URL-safe base64), the same for every run.
+func benchIDs(n int) []string {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids := make([]string, n)
+	var b [32]byte
+	for i := range ids {
+		for j := 0; j < len(b); j += 8 {
+			v := rng.Uint64()
+			for k := range 8 {
+				b[j+k] = byte(v >> (8 * k))
+			}
+		}
+		ids[i] = base64.RawURLEncoding.EncodeToString(b[:])
+	}
+	return ids
+}
+
+// benchSession returns the attributes of session i: a user name, a visit
+// count and a cart that fills the session up to sessionBytes of payload.
+func benchSession(i int) map[string][]byte {
+	user := []byte("user-" + strconv.Itoa(i))
+	visits := []byte{byte(i)}
+	cart := make([]byte, sessionBytes-len(user)-len(visits))
+	for j := range cart {
+		cart[j] = byte('a' + (i+j)%26)
+	}
+	return map[string][]byte{"user": user, "visits": visits, "cart": cart}
+}
+
+// benchConfig is the store configuration of the benchmarks: the local
+// defaults, so that background work (anti-entropy) runs as in the demo.
+func benchConfig(string) replication.Config { return replication.DefaultLocalConfig() }
+
+// benchCluster starts nodes stores named n0, n1, ... over loopback TCP (or
+// the in-memory network when tcp is false) and waits until they are ready.
+func benchCluster(b *testing.B, nodes int, tcp bool) []*replication.Store {
+	b.Helper()
+	c := testcluster.New(b, testcluster.Options{Seed: 1, Config: benchConfig, TCP: tcp})
+	stores := make([]*replication.Store, nodes)
+	for i := range stores {
+		stores[i] = c.Start("n" + strconv.Itoa(i)).Store
+	}
+	c.WaitReady(b)
+	return stores
+}
+
+// fill saves one benchmark session per ID into st, from a few goroutines.
+func fill(b *testing.B, st *replication.Store, ids []string) {
+	b.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < len(ids); i += 4 {
+				if err := st.Save(ctx, ids[i], replication.Changes{Set: benchSession(i), Lifetime: time.Hour}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatalf("fill: %v", err)
+	}
+}
+
+// shardedMap is the baseline of a local read: a map split into 64 shards,
+// each under its own RWMutex, keyed by an FNV-1a hash of the ID (the usual
+// concurrent map, e.g. orcaman/concurrent-map).
+type shardedMap struct {
+	shards [64]mapShard
+}
+
+type mapShard struct {
+	mu sync.RWMutex
+	m  map[string]map[string][]byte // guards: sessions by ID
+}
+
+func newShardedMap() *shardedMap {
+	s := &shardedMap{}
+	for i := range s.shards {
+		s.shards[i].m = map[string]map[string][]byte{}
+	}
+	return s
+}
+
+func (s *shardedMap) shard(id string) *mapShard {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return &s.shards[h%uint64(len(s.shards))]
+}
+
+func (s *shardedMap) get(id string) (map[string][]byte, bool) {
+	sh := s.shard(id)
+	sh.mu.RLock()
+	v, ok := sh.m[id]
+	sh.mu.RUnlock()
+	return v, ok
+}
+
+func (s *shardedMap) put(id string, v map[string][]byte) {
+	sh := s.shard(id)
+	sh.mu.Lock()
+	sh.m[id] = v
+	sh.mu.Unlock()
+}
+
+// BenchmarkLocalRead reads 1 KiB sessions from a ready single-node store
+// (a local read: no network) and, as the baseline, the same sessions from
+// a 64-shard RWMutex map, sequentially and from parallel goroutines.
+// Target: store <= 1.5x map64.
+func BenchmarkLocalRead(b *testing.B) {
+	ids := benchIDs(benchSessions)
+	ctx := context.Background()
+
+	// Both hold the same sessions; they live as long as the parent
+	// benchmark, across its sub-benchmarks.
+	st := benchCluster(b, 1, false)[0]
+	fill(b, st, ids)
+	m := newShardedMap()
+	for i, id := range ids {
+		m.put(id, benchSession(i))
+	}
+	// A read is what a handler does: find the session, read one attribute.
+	readStore := func(b *testing.B, st *replication.Store, i int) {
+		s, ok, err := st.Get(ctx, ids[i%len(ids)])
+		if err != nil || !ok {
+			b.Fatalf("Get: %v %v", ok, err)
+		}
+		if v, _ := s.Value("user"); len(v) == 0 {
+			b.Fatal("no user")
+		}
+	}
+	readMap := func(b *testing.B, m *shardedMap, i int) {
+		s, ok := m.get(ids[i%len(ids)])
+		if !ok {
+			b.Fatal("get: not found")
+		}
+		if v := s["user"]; len(v) == 0 {
+			b.Fatal("no user")
+		}
+	}
+
+	b.Run("store", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; b.Loop(); i++ {
+			readStore(b, st, i)
+		}
+	})
+	b.Run("map64", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; b.Loop(); i++ {
+			readMap(b, m, i)
+		}
+	})
+	// Alternating batches of store and map reads: the ratio holds even when
+	// the machine's speed drifts during the run.
+	b.Run("paired", func(b *testing.B) {
+		const batch = 64
+		var storeTime, mapTime time.Duration
+		reads := 0
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			t0 := time.Now()
+			for j := range batch {
+				readStore(b, st, i*batch+j)
+			}
+			t1 := time.Now()
+			for j := range batch {
+				readMap(b, m, i*batch+j)
+			}
+			storeTime += t1.Sub(t0)
+			mapTime += time.Since(t1)
+			reads += batch
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(storeTime.Nanoseconds())/float64(reads), "store-ns/read")
+		b.ReportMetric(float64(mapTime.Nanoseconds())/float64(reads), "map64-ns/read")
+		b.ReportMetric(storeTime.Seconds()/mapTime.Seconds(), "x-map64")
+	})
+	b.Run("store-parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := rand.IntN(len(ids)); pb.Next(); i++ {
+				readStore(b, st, i)
+			}
+		})
+	})
+	b.Run("map64-parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := rand.IntN(len(ids)); pb.Next(); i++ {
+				readMap(b, m, i)
+			}
+		})
+	})
+}
+
+// BenchmarkStore_Save puts one small attribute (the visit count) into
+// existing 1 KiB sessions of a single node: the write path without
+// replication.
+func BenchmarkStore_Save(b *testing.B) {
+	ids := benchIDs(benchSessions)
+	st := benchCluster(b, 1, false)[0]
+	fill(b, st, ids)
+	ctx := context.Background()
+	c := replication.Changes{Set: map[string][]byte{"visits": {42}}, Lifetime: time.Hour}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if err := st.Save(ctx, ids[i%len(ids)], c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// latencies records the latency of each operation of a benchmark and
+// reports p50 and p99 (in ns) next to ns/op, so that tail latencies can be
+// compared with a baseline measured in the same run.
+type latencies struct{ h *loadgen.Histogram }
+
+// newLatencies returns an empty record; recording never allocates.
+func newLatencies() *latencies { return &latencies{h: loadgen.NewHistogram()} }
+
+func (l *latencies) record(d time.Duration) { l.h.Record(d) }
+
+func (l *latencies) report(b *testing.B) {
+	if l.h.Count() == 0 {
+		return
+	}
+	b.ReportMetric(float64(l.h.Quantile(0.50).Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(l.h.Quantile(0.99).Nanoseconds()), "p99-ns")
+}
+
+// rawLoopback is a bare TCP connection over loopback to a server that
+// answers each request of benchPayload bytes (after a 4-byte length) with
+// a one-byte ack: the floor of a replicated write.
+type rawLoopback struct {
+	c        net.Conn
+	req, ack []byte
+}
+
+// newRawLoopback starts the server and connects to it; both end with b.
+func newRawLoopback(b *testing.B) *rawLoopback {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4+benchPayload)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:1]); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		_ = ln.Close()
+		<-done
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = c.Close()
+		_ = ln.Close()
+		<-done
+	})
+	req := binary.BigEndian.AppendUint32(nil, benchPayload)
+	req = append(req, bytes.Repeat([]byte{'x'}, benchPayload)...)
+	return &rawLoopback{c: c, req: req, ack: make([]byte, 1)}
+}
+
+// roundTrip sends one request and waits for its ack.
+func (r *rawLoopback) roundTrip() error {
+	if _, err := r.c.Write(r.req); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(r.c, r.ack)
+	return err
+}
+
+// BenchmarkReplicatedWrite writes 1 KiB of a session (one attribute) with
+// the default synchronous write concern to a cluster of 2 and 3 nodes over
+// loopback TCP (1 and 2 peers to acknowledge), one write in flight, and
+// reports p50 and p99 next to the floor: BenchmarkRawLoopback, a bare TCP
+// request/ack of the same payload, in the same run. Targets for 1 peer:
+// p50 <= 2x and p99 <= 5x the raw loopback. paired-peers=1 alternates one
+// raw round trip and one write, and reports both and their ratios.
+func BenchmarkReplicatedWrite(b *testing.B) {
+	b.Run("raw-loopback", BenchmarkRawLoopback)
+	cart := benchSession(0)["cart"]
+	payload := make([]byte, sessionBytes)
+	copy(payload, cart)
+	c := replication.Changes{Set: map[string][]byte{"cart": payload}, Lifetime: time.Hour}
+	ctx := context.Background()
+	for _, peers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("peers=%d", peers), func(b *testing.B) {
+			stores := benchCluster(b, peers+1, true)
+			ids := benchIDs(1000)
+			fill(b, stores[0], ids)
+			lat := newLatencies()
+			b.ReportAllocs()
+			b.SetBytes(sessionBytes)
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				t0 := time.Now()
+				if err := stores[0].Save(ctx, ids[i%len(ids)], c); err != nil {
+					b.Fatal(err)
+				}
+				lat.record(time.Since(t0))
+			}
+			b.StopTimer()
+			lat.report(b)
+			if st := stores[0].Stats(); st.DegradedWrites > 0 || st.WriteErrors > 0 {
+				b.Fatalf("writes did not reach every peer: %+v", st)
+			}
+		})
+	}
+	b.Run("paired-peers=1", func(b *testing.B) {
+		stores := benchCluster(b, 2, true)
+		ids := benchIDs(1000)
+		fill(b, stores[0], ids)
+		raw := newRawLoopback(b)
+		rawLat, writeLat := newLatencies(), newLatencies()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; b.Loop(); i++ {
+			t0 := time.Now()
+			if err := raw.roundTrip(); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if err := stores[0].Save(ctx, ids[i%len(ids)], c); err != nil {
+				b.Fatal(err)
+			}
+			writeLat.record(time.Since(t1))
+			rawLat.record(t1.Sub(t0))
+		}
+		b.StopTimer()
+		writeLat.report(b)
+		r50, r99 := rawLat.h.Quantile(0.50), rawLat.h.Quantile(0.99)
+		w50, w99 := writeLat.h.Quantile(0.50), writeLat.h.Quantile(0.99)
+		b.ReportMetric(float64(r50.Nanoseconds()), "raw-p50-ns")
+		b.ReportMetric(float64(r99.Nanoseconds()), "raw-p99-ns")
+		b.ReportMetric(w50.Seconds()/r50.Seconds(), "x-raw-p50")
+		b.ReportMetric(w99.Seconds()/r99.Seconds(), "x-raw-p99")
+	})
+}
+
+// BenchmarkStateTransfer measures how fast a node joining the cluster
+// copies the sessions it owns: a node holds N sessions of 1 KiB, and each
+// iteration starts a second node over loopback TCP and waits until it is
+// ready (holds every session), then kills it. It reports sessions/s and
+// MB/s of payload, and the heap per session of the source node and of the
+// joined replica (target: <= 1.3x payload + 200 bytes). Target for 100k
+// sessions: a join in <= 2 s.
+func BenchmarkStateTransfer(b *testing.B) {
+	for _, n := range []int{10000, 100000} {
+		b.Run("sessions="+strconv.Itoa(n), func(b *testing.B) {
+			c := testcluster.New(b, testcluster.Options{Seed: 1, Config: benchConfig, TCP: true})
+			src := c.Start("src").Store
+			c.WaitReady(b)
+			ids := benchIDs(n)
+			before := heapInUse()
+			fill(b, src, ids)
+			perSession := float64(heapInUse()-before) / float64(n)
+
+			var replica float64
+			b.SetBytes(int64(n) * sessionBytes)
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				before := heapInUse()
+				b.StartTimer()
+				joiner := c.Start("joiner").Store
+				select {
+				case <-joiner.Ready():
+				case <-time.After(2 * time.Minute):
+					b.Fatalf("joiner not ready after 2 minutes: %+v", joiner.Stats())
+				}
+				b.StopTimer()
+				if got := joiner.Stats().Sessions; got < n {
+					b.Fatalf("joiner holds %d sessions, want %d", got, n)
+				}
+				if i == 0 {
+					replica = float64(heapInUse()-before) / float64(n)
+				}
+				c.Kill("joiner")
+				b.StartTimer()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "sessions/s")
+			b.ReportMetric(perSession, "src-heap-B/session")
+			b.ReportMetric(replica, "replica-heap-B/session")
+		})
+	}
+}
+
+// heapInUse returns the bytes of live heap objects after a full GC.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
