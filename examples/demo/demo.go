@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,12 +16,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sessionmesh/sessionmesh/internal/procs"
 	"github.com/sessionmesh/sessionmesh/internal/rrproxy"
 )
+
+// secretEnv is the environment variable in which the login servers find the
+// cluster secret.
+const secretEnv = "SESSIONMESH_SECRET"
 
 // errChecksFailed is returned by run when checks failed; the summary has
 // listed them already.
@@ -38,6 +43,7 @@ type demo struct {
 	outMu sync.Mutex // guards writes to out
 
 	logDir   string
+	secret   string // the cluster secret of this run, hex; empty with -no-secret
 	group    *procs.Group
 	nodes    []*node
 	victim   *node
@@ -52,10 +58,14 @@ type demo struct {
 	failures []string   // the first maxListedFailures
 	nFail    int
 
-	// Results of the kill and restart.
-	firstOKAfterKill atomic.Int64 // ns from the SIGKILL to the first good answer; 0 = none yet
-	killAt           time.Time
-	restartHealthy   time.Duration
+	// Results of the kills and restarts.
+	victim2        *node         // backups: the second node to SIGKILL
+	kills          []*killRecord // in order
+	restartHealthy time.Duration // kill: the restarted victim
+	rereplicated   *replWait     // backups: after the first SIGKILL
+	restarts       []*restartRecord
+	load           *load // rolling: the background load
+	mode           string
 }
 
 // node is one login server.
@@ -77,6 +87,12 @@ type user struct {
 	loggedIn bool
 	visits   int  // the last count the servers confirmed
 	known    bool // visits is certain (false after a visit whose outcome is unknown)
+
+	// The rolling scenario's background load.
+	acked      int    // visits acknowledged since login
+	loadErrors int    // visits that failed
+	lastErr    string // the last failure, for messages
+	loggedOut  int    // visits answered 401 (not logged in)
 }
 
 func newDemo(cfg config, out io.Writer) *demo {
@@ -100,8 +116,17 @@ func (d *demo) println(format string, args ...any) {
 // run runs the whole scenario. ctx ends on Ctrl-C.
 func (d *demo) run(ctx context.Context) (err error) {
 	c := d.cfg
-	d.printf("sessionmesh demo: %d login servers behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; will SIGKILL %s",
-		c.nodes, c.users, c.visits, c.concurrency, c.kill)
+	switch c.scenario {
+	case scenarioBackups:
+		d.printf("sessionmesh demo, scenario backups: %d login servers with %q behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; will SIGKILL %s, wait until the cluster is fully replicated again, then SIGKILL %s",
+			c.nodes, strings.Join(c.nodeArgs, " "), c.users, c.visits, c.concurrency, c.kill, nextNode(c))
+	case scenarioRolling:
+		d.printf("sessionmesh demo, scenario rolling: %d login servers with %q behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; then a graceful rolling restart of every node while the users keep visiting",
+			c.nodes, strings.Join(c.nodeArgs, " "), c.users, c.visits, c.concurrency)
+	default:
+		d.printf("sessionmesh demo: %d login servers behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; will SIGKILL %s",
+			c.nodes, c.users, c.visits, c.concurrency, c.kill)
+	}
 
 	removeLogs := false
 	if d.logDir = c.logDir; d.logDir == "" {
@@ -138,6 +163,14 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer cleanBin()
+	if !c.noSecret {
+		var b [32]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+		d.secret = hex.EncodeToString(b[:])
+		d.printf("cluster secret: a random one for this run, given to every node in $%s (not on the command line, which ps shows): gossip encrypted, replication over mutual TLS 1.3", secretEnv)
+	} else {
+		d.printf("no cluster secret (-no-secret): cluster traffic in clear text")
+	}
 	if err := d.startNodes(sctx, bin); err != nil {
 		return err
 	}
@@ -215,15 +248,22 @@ func (d *demo) startNodes(ctx context.Context, bin string) error {
 		spec := procs.Spec{Name: n.name, Path: bin, Args: args, HealthURL: n.url + "/healthz"}
 		if c.race && os.Getenv("GORACE") == "" {
 			// A race-enabled binary sleeps 1s at exit unless told not to.
-			spec.Env = []string{"GORACE=atexit_sleep_ms=0"}
+			spec.Env = append(spec.Env, "GORACE=atexit_sleep_ms=0")
+		}
+		if d.secret != "" {
+			spec.Env = append(spec.Env, secretEnv+"="+d.secret)
 		}
 		n.proc, err = d.group.Start(spec)
 		if err != nil {
 			return err
 		}
 		d.nodes = append(d.nodes, n)
-		if n.name == c.kill {
+		switch {
+		case c.scenario == scenarioRolling:
+		case n.name == c.kill:
 			d.victim = n
+		case c.scenario == scenarioBackups && n.name == nextNode(c):
+			d.victim2 = n
 		}
 		d.printf("started %s (pid %d): http %s, gossip %s", n.name, n.proc.Pid(), n.url, n.gossip)
 	}
@@ -304,9 +344,16 @@ func (d *demo) keepRunning(ctx context.Context) {
 	d.printf("-keep: the cluster keeps running. Open in a browser (any user, password \"demo\"):")
 	d.println("proxy  %s/   (round robin: every reload may land on another node)", d.proxySrv.URL)
 	for _, n := range d.nodes {
+		if !n.proc.Running() {
+			d.println("%-6s %s/   (killed, log %s)", n.name, n.url, n.proc.LogPath())
+			continue
+		}
 		d.println("%-6s %s/   (pid %d, log %s)", n.name, n.url, n.proc.Pid(), n.proc.LogPath())
 	}
 	d.println("Kill a node (kill -9 PID) and reload: you stay logged in. Press Ctrl-C to stop everything.")
+	if d.secret != "" {
+		d.println("To start another node: %s=%s go run ./examples/login -seeds %s ...", secretEnv, d.secret, d.nodes[0].gossip)
+	}
 	<-ctx.Done()
 }
 
@@ -324,6 +371,9 @@ func (d *demo) stopCluster() {
 	start := time.Now()
 	var times, bad []string
 	for _, n := range d.nodes {
+		if !n.proc.Running() {
+			continue // killed by the scenario
+		}
 		t := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := n.proc.Stop(ctx)
@@ -372,6 +422,17 @@ func (d *demo) fail(ph *phase, format string, args ...any) {
 	if d.cfg.verbose {
 		d.printf("FAILED %s", msg)
 	}
+}
+
+// nextNode returns the name of the node after c.kill, cyclically: the
+// second node the backups scenario kills.
+func nextNode(c config) string {
+	for i := range c.nodes {
+		if nodeName(i) == c.kill {
+			return nodeName((i + 1) % c.nodes)
+		}
+	}
+	return ""
 }
 
 // round rounds a duration for printing.

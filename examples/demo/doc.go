@@ -26,6 +26,30 @@
 //  7. stop the nodes one at a time with SIGTERM (graceful leave) and check
 //     their logs for data races and panics.
 //
+// Two more scenarios exercise the backup mode (issue 3's acceptance):
+//
+//	go run ./examples/demo -scenario backups
+//	go run ./examples/demo -scenario rolling
+//
+// -scenario backups starts 5 servers with -backups 1 (each session on a
+// primary and one backup), runs steps 2 and 3, SIGKILLs -kill (n2) and
+// checks every user through the proxy at once while polling every
+// survivor's /healthz until each reports "fully_replicated": true, sees
+// exactly the survivors and holds every partition it owns (the time this
+// took is printed; -ready-timeout bounds it), then SIGKILLs the next node
+// (n3) and checks every user through the proxy and directly on each
+// survivor.
+//
+// -scenario rolling starts 5 servers with -backups 0 (each session on one
+// server only), runs steps 2 and 3, then restarts every server gracefully,
+// one at a time: SIGTERM (the server hands its sessions over and exits),
+// start it again with the same flags, wait until it is healthy and every
+// server reports fully replicated, then the next. Meanwhile -concurrency
+// users keep visiting through the proxy; a visit that fails is counted, not
+// resent (the user's next visit goes on), and a 401 is a failed check.
+// Finally GET /me through the proxy and directly on every server must show
+// every user logged in with exactly the visits acknowledged.
+//
 // It prints a summary with the answer distribution per node, the time the
 // restarted node took to become healthy and the timing of each phase, and
 // exits with status 1 if any check failed (listing the first failures).
@@ -35,11 +59,12 @@
 //
 // Flags:
 //
-//	-nodes 3             login servers (at least 2)
+//	-scenario kill       kill, backups or rolling
+//	-nodes 3             login servers (at least 2; 5 for backups and rolling)
 //	-users 300           users to log in, each with its own cookie jar
 //	-visits 5            visits per user before the kill
 //	-concurrency 32      users served at the same time
-//	-kill n2             the node to SIGKILL (default: the second)
+//	-kill n2             the node to SIGKILL (default: the second; backups: then the next one)
 //	-keep                leave the cluster and proxy running until Ctrl-C and print their URLs
 //	-node-args "..."     extra flags for every login server, split like a shell would
 //	-bin path            run this login binary instead of building examples/login
@@ -48,7 +73,13 @@
 //	-proxy 127.0.0.1:0   proxy listen address (e.g. 127.0.0.1:8080 to bookmark it with -keep)
 //	-logs dir            node log directory (kept)
 //	-timeout 3m          give up on the whole scenario after this long
-//	-ready-timeout 30s   how long a node may take to become healthy
+//	-ready-timeout 30s   how long a node may take to become healthy (and the cluster fully replicated)
 //	-request-timeout 10s timeout of one HTTP request
 //	-v                   print every failed check as it happens
+//	-no-secret           run the nodes without a cluster secret (clear-text cluster traffic)
+//
+// Every run makes a random cluster secret and gives it to every node in the
+// environment variable SESSIONMESH_SECRET (not as a flag, which ps would
+// show): gossip is encrypted and the replication connections run mutually
+// authenticated TLS 1.3. A restarted node gets the same secret.
 package main

@@ -15,6 +15,7 @@ import (
 
 // config holds the command-line flags.
 type config struct {
+	scenario       string
 	nodes          int
 	users          int
 	visits         int
@@ -31,6 +32,7 @@ type config struct {
 	readyTimeout   time.Duration
 	requestTimeout time.Duration
 	verbose        bool
+	noSecret       bool
 }
 
 func main() {
@@ -82,13 +84,20 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: go run ./examples/demo [flags]")
 		fmt.Fprintln(stderr, "Starts login servers behind a round-robin proxy, logs users in, SIGKILLs one server and checks nobody was logged out.")
+		fmt.Fprintln(stderr, "Scenarios (-scenario):")
+		fmt.Fprintln(stderr, "  kill     3 nodes, every node holds every session: SIGKILL one, check every user, restart it (the default)")
+		fmt.Fprintln(stderr, "  backups  5 nodes with -backups 1: SIGKILL one, wait until every survivor reports fully replicated,")
+		fmt.Fprintln(stderr, "           SIGKILL another (the node after -kill), check every user through the proxy and on each survivor")
+		fmt.Fprintln(stderr, "  rolling  5 nodes with -backups 0: graceful rolling restart of every node (SIGTERM, restart, wait until")
+		fmt.Fprintln(stderr, "           healthy and fully replicated) under a background load of visits; no acknowledged visit may be lost")
 		fs.PrintDefaults()
 	}
-	fs.IntVar(&c.nodes, "nodes", 3, "number of login servers (at least 2)")
+	fs.StringVar(&c.scenario, "scenario", scenarioKill, "kill, backups or rolling (see above)")
+	fs.IntVar(&c.nodes, "nodes", 3, "number of login servers (at least 2; default 5 for -scenario backups and rolling)")
 	fs.IntVar(&c.users, "users", 300, "number of users to log in")
-	fs.IntVar(&c.visits, "visits", 5, "visits per user before the kill")
-	fs.IntVar(&c.concurrency, "concurrency", 32, "users served at the same time")
-	fs.StringVar(&c.kill, "kill", "", "name of the node to SIGKILL (default: the second, n2)")
+	fs.IntVar(&c.visits, "visits", 5, "visits per user before the kill (or the rolling restart)")
+	fs.IntVar(&c.concurrency, "concurrency", 32, "users served at the same time (rolling: also the users visiting during the restart)")
+	fs.StringVar(&c.kill, "kill", "", "name of the node to SIGKILL (default: the second, n2; backups: the first of two, the second is the next node)")
 	fs.BoolVar(&c.keep, "keep", false, "leave the cluster and proxy running after the scenario, until Ctrl-C")
 	fs.StringVar(&nodeArgs, "node-args", "", `extra flags for every login server, split like a shell would (e.g. "-log-level debug")`)
 	fs.StringVar(&c.bin, "bin", "", "run this login binary instead of building examples/login")
@@ -97,20 +106,42 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.proxyAddr, "proxy", "127.0.0.1:0", "listen address of the round-robin proxy (port 0: any free port)")
 	fs.StringVar(&c.logDir, "logs", "", "directory for the node logs (default: a new temporary directory)")
 	fs.DurationVar(&c.timeout, "timeout", 3*time.Minute, "give up on the whole scenario after this long")
-	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "how long a node may take to answer /healthz with 200")
+	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "how long a node may take to answer /healthz with 200 (backups, rolling: also the cluster to be fully replicated again)")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 10*time.Second, "timeout of one HTTP request")
 	fs.BoolVar(&c.verbose, "v", false, "print every failed check as it happens")
+	fs.BoolVar(&c.noSecret, "no-secret", false, "run the nodes without a cluster secret (clear-text cluster traffic); by default each run makes a random one")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q (flags go before them? see -h)", fs.Args())
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	if c.nodeArgs, err = splitArgs(nodeArgs); err != nil {
 		return c, fmt.Errorf("-node-args: %w", err)
 	}
+	// The scenario's node flags go first, so that -node-args can override
+	// them (the last occurrence of a flag wins).
+	switch c.scenario {
+	case scenarioKill:
+	case scenarioBackups:
+		c.nodeArgs = append([]string{"-backups", "1"}, c.nodeArgs...)
+	case scenarioRolling:
+		c.nodeArgs = append([]string{"-backups", "0"}, c.nodeArgs...)
+		if set["kill"] {
+			return c, errors.New("-kill: the rolling scenario kills no node (it restarts every node gracefully)")
+		}
+	default:
+		return c, fmt.Errorf("-scenario %q: want %s, %s or %s", c.scenario, scenarioKill, scenarioBackups, scenarioRolling)
+	}
+	if c.scenario != scenarioKill && !set["nodes"] {
+		c.nodes = 5
+	}
 	switch {
+	case c.scenario == scenarioBackups && c.nodes < 3:
+		return c, errors.New("-nodes must be at least 3 for -scenario backups: two are killed and another must keep the sessions")
 	case c.nodes < 2:
 		return c, errors.New("-nodes must be at least 2: one is killed and another must keep the sessions")
 	case c.users < 1:
@@ -134,6 +165,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	return c, nil
 }
+
+// The scenarios.
+const (
+	scenarioKill    = "kill"
+	scenarioBackups = "backups"
+	scenarioRolling = "rolling"
+)
 
 // nodeName returns the name of the i-th node (from 0): n1, n2, ...
 func nodeName(i int) string { return fmt.Sprintf("n%d", i+1) }

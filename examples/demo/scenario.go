@@ -6,17 +6,30 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
-// scenario runs the checked steps. It returns an error only when it cannot
-// go on (ctx ended, nobody could log in); failed checks are recorded and
-// reported by summary.
+// scenario runs the checked steps of the chosen scenario. It returns an
+// error only when it cannot go on (ctx ended, nobody could log in); failed
+// checks are recorded and reported by summary.
 func (d *demo) scenario(ctx context.Context) error {
-	V := d.cfg.visits
-	victim := d.victim
+	switch d.cfg.scenario {
+	case scenarioBackups:
+		return d.runBackups(ctx)
+	case scenarioRolling:
+		return d.runRolling(ctx)
+	default:
+		return d.runKill(ctx)
+	}
+}
 
+// loginAndVisit is the first phase of every scenario: every user logs in
+// and visits -visits times through the proxy.
+func (d *demo) loginAndVisit(ctx context.Context) error {
+	V := d.cfg.visits
 	ph := d.beginPhase(fmt.Sprintf("log in + %d visits through the proxy", V))
 	d.printf("phase 1: %d users log in and visit %d times each through the proxy, %d at a time", len(d.users), V, d.cfg.concurrency)
 	d.sanityChecks(ctx, ph)
@@ -30,7 +43,7 @@ func (d *demo) scenario(ctx context.Context) error {
 			}
 		}
 	})
-	if err := d.endPhase(ctx, ph, nil); err != nil {
+	if err := d.endPhase(ctx, ph); err != nil {
 		return err
 	}
 	loggedIn := 0
@@ -42,44 +55,39 @@ func (d *demo) scenario(ctx context.Context) error {
 	if loggedIn == 0 {
 		return fmt.Errorf("no user could log in: %s", strings.Join(d.failures, "; "))
 	}
+	return nil
+}
 
-	ph = d.beginPhase("GET /me directly on every node")
+// meEverywhere is the second phase of every scenario: GET /me of every user
+// directly on every node.
+func (d *demo) meEverywhere(ctx context.Context) error {
+	ph := d.beginPhase("GET /me directly on every node")
 	d.printf("phase 2: GET /me of every user directly on each of the %d nodes (the session cookie copied to each)", len(d.nodes))
 	d.forEachUser(ctx, false, func(ctx context.Context, u *user) {
 		for _, n := range d.nodes {
 			d.me(ctx, ph, u, n)
 		}
 	})
-	if err := d.endPhase(ctx, ph, nil); err != nil {
+	return d.endPhase(ctx, ph)
+}
+
+// runKill is the default scenario: SIGKILL one node, check every user,
+// restart it, check again.
+func (d *demo) runKill(ctx context.Context) error {
+	victim := d.victim
+	if err := d.loginAndVisit(ctx); err != nil {
+		return err
+	}
+	if err := d.meEverywhere(ctx); err != nil {
 		return err
 	}
 
 	d.printf("phase 3: SIGKILL %s (pid %d), then at once GET /me + 1 visit per user through the proxy", victim.name, victim.proc.Pid())
-	before := d.backendErrors(victim)
-	ph = d.beginPhase(fmt.Sprintf("after SIGKILL of %s: /me + visit via proxy", victim.name))
-	d.killAt = time.Now()
-	ph.start = d.killAt
-	if err := victim.proc.Kill(); err != nil {
+	if err := d.killAndCheck(ctx, victim, nil, nil); err != nil {
 		return err
 	}
-	d.printf("%s is dead (%v); it stays in the proxy's rotation, as behind a load balancer that has not noticed yet",
-		victim.name, victim.proc.ExitError())
-	d.forEachUser(ctx, false, func(ctx context.Context, u *user) {
-		if d.me(ctx, ph, u, nil) {
-			d.noteOKAfterKill()
-		}
-		if d.visit(ctx, ph, u, nil) {
-			d.noteOKAfterKill()
-		}
-	})
-	if err := d.endPhase(ctx, ph, victim); err != nil {
-		return err
-	}
-	retried := d.backendErrors(victim) - before
-	d.println("first good answer %s after the SIGKILL; %d requests found %s dead and were retried on the next node by the proxy",
-		round(time.Duration(d.firstOKAfterKill.Load())), retried, victim.name)
 
-	ph = d.beginPhase("restart " + victim.name)
+	ph := d.beginPhase("restart " + victim.name)
 	d.printf("phase 4: restart %s with the same flags and wait for GET /healthz = 200", victim.name)
 	if err := victim.proc.Restart(); err != nil {
 		return err
@@ -104,7 +112,7 @@ func (d *demo) scenario(ctx context.Context) error {
 		d.me(ctx, ph, u, victim)
 		d.visit(ctx, ph, u, victim)
 	})
-	if err := d.endPhase(ctx, ph, nil); err != nil {
+	if err := d.endPhase(ctx, ph); err != nil {
 		return err
 	}
 
@@ -118,12 +126,12 @@ func (d *demo) scenario(ctx context.Context) error {
 			d.me(ctx, ph, u, n)
 		}
 	})
-	return d.endPhase(ctx, ph, nil)
+	return d.endPhase(ctx, ph)
 }
 
-// endPhase closes a phase, prints its line, and checks that no node but
-// dead died.
-func (d *demo) endPhase(ctx context.Context, ph *phase, dead *node) error {
+// endPhase closes a phase, prints its line if it made requests, and checks
+// that no node but those in dead died.
+func (d *demo) endPhase(ctx context.Context, ph *phase, dead ...*node) error {
 	ph.end()
 	if err := ctx.Err(); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -135,11 +143,13 @@ func (d *demo) endPhase(ctx context.Context, ph *phase, dead *node) error {
 	if f := ph.failures.Load(); f > 0 {
 		status = fmt.Sprintf("%d FAILED", f)
 	}
-	d.printf("%s: %d requests in %s (p50 %s, p99 %s, max %s), answered by %s",
-		status, ph.requests.Load(), round(ph.dur), round(ph.percentile(50)), round(ph.percentile(99)),
-		round(ph.percentile(100)), distribution(ph.byNode))
+	if ph.requests.Load() > 0 {
+		d.printf("%s: %d requests in %s (p50 %s, p99 %s, max %s), answered by %s",
+			status, ph.requests.Load(), round(ph.dur), round(ph.percentile(50)), round(ph.percentile(99)),
+			round(ph.percentile(100)), distribution(ph.byNode))
+	}
 	for _, n := range d.nodes {
-		if n != dead && !n.proc.Running() {
+		if !slices.Contains(dead, n) && !n.proc.Running() {
 			d.fail(ph, "%s exited unexpectedly (%v); its log ends with:\n%s", n.name, n.proc.ExitError(), n.proc.LogTail(15))
 		}
 	}
@@ -227,13 +237,56 @@ func (d *demo) visit(ctx context.Context, ph *phase, u *user, n *node) bool {
 	return ok
 }
 
-// noteOKAfterKill records the time from the SIGKILL to the first good
-// answer.
-func (d *demo) noteOKAfterKill() {
-	since := int64(time.Since(d.killAt))
+// killRecord is one SIGKILL and what followed it.
+type killRecord struct {
+	node    *node
+	at      time.Time
+	firstOK atomic.Int64 // ns from the SIGKILL to the first good answer; 0 = none yet
+	ph      *phase       // the phase that starts with the SIGKILL
+	retried int64        // requests the proxy found the node dead for and retried elsewhere
+}
+
+// killAndCheck SIGKILLs n and at once, through the proxy, checks GET /me
+// and one more visit of every user. dead are the nodes killed before.
+// afterKill, if not nil, is called right after the SIGKILL. It returns an
+// error only when the scenario cannot go on.
+func (d *demo) killAndCheck(ctx context.Context, n *node, dead []*node, afterKill func(*killRecord)) error {
+	before := d.backendErrors(n)
+	k := &killRecord{node: n, ph: d.beginPhase(fmt.Sprintf("after SIGKILL of %s: /me + visit via proxy", n.name))}
+	d.kills = append(d.kills, k)
+	k.at = time.Now()
+	k.ph.start = k.at
+	if err := n.proc.Kill(); err != nil {
+		return err
+	}
+	d.printf("%s is dead (%v); it stays in the proxy's rotation, as behind a load balancer that has not noticed yet",
+		n.name, n.proc.ExitError())
+	if afterKill != nil {
+		afterKill(k)
+	}
+	d.forEachUser(ctx, false, func(ctx context.Context, u *user) {
+		if d.me(ctx, k.ph, u, nil) {
+			k.noteOK()
+		}
+		if d.visit(ctx, k.ph, u, nil) {
+			k.noteOK()
+		}
+	})
+	if err := d.endPhase(ctx, k.ph, append(dead, n)...); err != nil {
+		return err
+	}
+	k.retried = d.backendErrors(n) - before
+	d.println("first good answer %s after the SIGKILL; %d requests found %s dead and were retried on the next node by the proxy",
+		round(time.Duration(k.firstOK.Load())), k.retried, n.name)
+	return nil
+}
+
+// noteOK records the time from the SIGKILL to the first good answer.
+func (k *killRecord) noteOK() {
+	since := int64(time.Since(k.at))
 	for {
-		cur := d.firstOKAfterKill.Load()
-		if (cur != 0 && cur <= since) || d.firstOKAfterKill.CompareAndSwap(cur, since) {
+		cur := k.firstOK.Load()
+		if (cur != 0 && cur <= since) || k.firstOK.CompareAndSwap(cur, since) {
 			return
 		}
 	}

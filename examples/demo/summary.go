@@ -37,28 +37,46 @@ func (d *demo) summary() {
 		proxyLines = append(proxyLines, fmt.Sprintf("%s %d answered/%d connection errors", name, b.Responses, b.Errors))
 	}
 
+	before := "the kill"
+	switch d.cfg.scenario {
+	case scenarioBackups:
+		before = "the first kill"
+	case scenarioRolling:
+		before = "the rolling restart"
+	}
 	d.printf("summary")
-	d.println("users         %d logged in of %d, %d visits each before the kill", loggedIn, len(d.users), d.cfg.visits)
+	if d.mode != "" {
+		d.println("mode          %s (node flags %q)", d.mode, strings.Join(d.cfg.nodeArgs, " "))
+	}
+	d.println("users         %d logged in of %d, %d visits each before %s", loggedIn, len(d.users), d.cfg.visits, before)
 	d.println("requests      %d (health polls not counted)", requests)
 	d.println("failures      %d", d.nFail)
 	d.println("answered by   %s", distribution(byNode))
 	d.println("proxy         %d requests, %d retried on the next node, %d failed (502): %s",
 		ps.Requests, ps.Retries, ps.Failed, strings.Join(proxyLines, ", "))
-	if d.victim != nil && !d.killAt.IsZero() {
+	for i, k := range d.kills {
 		first := "none"
-		if ns := d.firstOKAfterKill.Load(); ns > 0 {
+		if ns := k.firstOK.Load(); ns > 0 {
 			first = round(time.Duration(ns)).String() + " after the SIGKILL"
 		}
-		var errs int64
-		for _, ph := range d.phases {
-			if strings.HasPrefix(ph.name, "after SIGKILL") {
-				errs = ph.failures.Load()
-			}
+		d.println("SIGKILL %-5s first good answer %s, %d errors after it", k.node.name, first, k.ph.failures.Load())
+		if i == 0 && d.rereplicated != nil {
+			d.println("              %s", d.describeRereplication())
 		}
-		d.println("SIGKILL %-5s first good answer %s, %d errors after it", d.victim.name, first, errs)
-		if d.restartHealthy > 0 {
-			d.println("restart %-5s healthy %s after the restart", d.victim.name, round(d.restartHealthy))
+	}
+	if d.restartHealthy > 0 {
+		d.println("restart %-5s healthy %s after the restart", d.victim.name, round(d.restartHealthy))
+	}
+	if len(d.restarts) > 0 {
+		var parts []string
+		for _, r := range d.restarts {
+			parts = append(parts, r.String())
 		}
+		d.println("restarts      %s", strings.Join(parts, ", "))
+	}
+	if l := d.load; l != nil {
+		d.println("load          %d visits acknowledged during the rolling restart, %d failed and were not resent, %d answered 401 (not logged in)",
+			l.acked.Load(), l.errors.Load(), l.loggedOut.Load())
 	}
 	d.println("phases:")
 	var total time.Duration
@@ -73,8 +91,17 @@ func (d *demo) summary() {
 	}
 	d.println("  %-52s %8s", "total (since the demo started)", round(time.Since(d.start)))
 	if d.nFail == 0 {
-		d.printf("PASS: %d users stayed logged in through the SIGKILL of %s and its restart; every visit was counted exactly once",
-			loggedIn, d.victim.name)
+		switch d.cfg.scenario {
+		case scenarioBackups:
+			d.printf("PASS: %d users stayed logged in through the SIGKILL of %s, the re-replication and the SIGKILL of %s; every visit was counted exactly once",
+				loggedIn, d.victim.name, d.victim2.name)
+		case scenarioRolling:
+			d.printf("PASS: %d users stayed logged in through a graceful rolling restart of all %d nodes; every acknowledged visit was counted exactly once",
+				loggedIn, len(d.nodes))
+		default:
+			d.printf("PASS: %d users stayed logged in through the SIGKILL of %s and its restart; every visit was counted exactly once",
+				loggedIn, d.victim.name)
+		}
 		return
 	}
 	d.printf("FAIL: %d checks failed; the first %d:", d.nFail, len(d.failures))
