@@ -1,7 +1,7 @@
-// Package replication is the replicated session store of sessionmesh: every
-// node holds sessions in its own memory and copies every write to its peers
-// over persistent TCP connections, so any node can serve any session and a
-// node's death loses nothing.
+// Package replication is the replicated session store of sessionmesh:
+// nodes hold sessions in their own memory and copy every write to the other
+// owners of the session over persistent TCP connections, so any node can
+// serve any session and a node's death loses nothing.
 //
 // # Using it
 //
@@ -56,38 +56,76 @@
 // the extension is replicated only when it has moved by an eighth of the
 // idle timeout, so reads do not become writes.
 //
-// # Replication and write concern
+// # Ownership: AllToAll or Backups(n)
 //
-// Every node holds every session (all-to-all, like Tomcat's DeltaManager):
-// reads are local. A write is applied locally, encoded once and sent to
-// every peer; Save returns when every peer has acknowledged it. A peer
-// whose connection fails (a killed process: the kernel resets the
-// connection at once) is skipped immediately; it catches up by state
-// transfer when it comes back. A peer that does not answer within
-// WriteTimeout (a frozen process, a black-holed network) is marked
-// degraded: writes are still sent to it but no longer waited for, and
-// anti-entropy repairs it and clears the mark once it answers again. So a
-// dead or stuck peer delays writes at most once by WriteTimeout, and never
-// beyond the failure detector's bound; writes degrade rather than fail.
+// Session IDs hash to 256 partitions. Config.Mode says who owns them:
 //
-// # Joining, restarting, repairing
+//   - AllToAll (the default): every member owns every partition, like
+//     Tomcat's DeltaManager. Every read is local; every write goes to every
+//     node. Right for a handful of servers.
+//   - Backups(n): each partition has a primary and n backups, chosen among
+//     the live members by rendezvous (highest random weight) hashing of the
+//     partition and the member's name, like Tomcat's BackupManager or
+//     Hazelcast's backup-count. A write costs n+1 copies whatever the
+//     cluster size; a join or a departure moves only the partitions that
+//     must move. A node that does not own a session reads it from the
+//     owners (primary first, then backups) and writes to every owner, so
+//     any node serves any session. It keeps no copy: there is no cache that
+//     could serve a stale session to the browser that just wrote it.
 //
-// A node that starts waits until it has joined the cluster, says hello to
-// every peer until each lists it as a member (so their writes now reach
-// it), then copies every partition from a ready peer in chunks, merging as
-// it goes. Until a partition is copied, reads of its sessions are answered
-// by a ready peer. When everything is copied the store closes Ready
-// (the example's /healthz turns 200). Nodes never wait for each other's
-// transfers: two that start together find no ready peer and are both ready
-// at once (they hold nothing anybody needs), which avoids the start-up
-// stall of Tomcat's cluster.
+// # Write concern
 //
-// Anti-entropy runs every AntiEntropyInterval against a random peer: the
-// nodes compare 256 per-partition digests (XORs of per-session hashes,
-// maintained on every apply), then, for partitions that differ, per-session
-// digests, and exchange only the sessions that differ, in both directions.
-// It heals writes missed while a peer was slow, partitioned or not yet
-// known.
+// A write is applied on this node if it owns the session, encoded once per
+// distinct set of records and sent to every other owner; Save returns when
+// every live owner has acknowledged it. A peer whose connection fails (a
+// killed process: the kernel resets the connection at once) is skipped
+// immediately; it catches up by state transfer when it comes back. A peer
+// that does not answer within WriteTimeout (a frozen process, a
+// black-holed network) is marked degraded: writes are still sent to it but
+// no longer waited for, and anti-entropy repairs it and clears the mark
+// once it answers again. So a dead or stuck peer delays writes at most once
+// by WriteTimeout, never beyond the failure detector's bound: writes
+// degrade rather than fail.
+//
+// # Joining, failing, leaving, repairing
+//
+// One maintenance loop per node (maintain.go) moves data in the
+// background. A node that starts waits until it has joined the cluster,
+// says hello to every peer until each lists it as a member (so their
+// writes now reach it), then runs rounds, at once after every membership
+// change and otherwise every AntiEntropyInterval:
+//
+//   - It polls every peer's per-partition readiness, digest and record
+//     count.
+//   - State transfer: it copies, in chunks, every partition it owns but
+//     does not hold completely from an owner that does (after a join, a
+//     restart, or when it inherits the partitions of a failed member: this
+//     is re-replication). When no owner is complete (a rebalance moved every
+//     copy, or the cluster is starting) it merges what every holder has.
+//     Writes that arrive meanwhile are merged too: the merge is a CRDT, so a
+//     write and a copy of the same session combine correctly in any order.
+//     Until a partition is complete, its reads go to a complete owner, or
+//     merge what every node holds. Nodes never wait for each other's
+//     transfers: nodes that start together find nothing to copy and are
+//     ready at once, which avoids the start-up stall of Tomcat's cluster.
+//   - Anti-entropy: with each peer, for every partition both hold
+//     completely and whose 64-bit digests (XORs of per-session hashes,
+//     maintained on every apply) differ, it compares per-session digests
+//     and exchanges only the sessions that differ, in both directions. It
+//     heals writes missed while a peer was slow, frozen, partitioned or not
+//     yet known.
+//   - Hand-off: it pushes the records of partitions it no longer owns to
+//     their owners, and drops them once every owner is complete.
+//   - It counts the partitions below their copy count: FullyReplicated.
+//     Membership changes reach it through the failure detector, so right
+//     after a crash FullyReplicated can still say true until the crash is
+//     detected (about a second with the local timers, 6 s on a LAN).
+//
+// Leave announces the departure to every peer, which stop giving the node
+// partitions, then hands everything over: a rolling restart that leaves
+// gracefully loses nothing, even with Backups(0). With Backups(n), n+1
+// nodes dying before re-replication completes lose the sessions they
+// alone held; the replica count protects the window between failures.
 //
 // # Security
 //
@@ -117,9 +155,11 @@
 // and never queue behind a control loop. The pure parts are pure functions
 // and are tested as such: merge (record.go), digests and the wire codec
 // (messages.go). The control work has one owner goroutine each: the peer
-// set is written only by the membership watcher and published as an
-// immutable snapshot; catching up, anti-entropy and sweeping each run in
-// their own goroutine, all stopped and awaited by Close.
+// view (peers and partition owners) is written only by the membership
+// watcher and published as an immutable snapshot; the maintenance loop and
+// the sweeper each run in their own goroutine, all stopped and awaited by
+// Close. Ownership (ownersOf) is a pure function of the partition and the
+// member names.
 //
 // The wire format (messages.go) is msgpack with hand-written encoders and
 // decoders: every count and length from the wire is checked against a limit
