@@ -267,7 +267,7 @@ func (s *Store) copyPartition(ctx context.Context, q *peer, pi int, complete boo
 			return err
 		}
 		if complete && !chunk.ready {
-			return errors.New("source no longer holds the partition completely")
+			return errNotComplete
 		}
 		if err := s.applyRemote(chunk.records); err != nil {
 			return err
@@ -472,6 +472,10 @@ func (s *Store) countUnderReplicated(v *view, since time.Time) {
 	}
 	s.replicated.Store(int32(under))
 }
+
+// errNotComplete reports a peer that no longer holds a partition
+// completely.
+var errNotComplete = errors.New("peer no longer holds the partition completely")
 
 // callTimeout calls q with the write timeout.
 func (s *Store) callTimeout(ctx context.Context, q *peer, req []byte) ([]byte, error) {

@@ -141,8 +141,13 @@ func (p *partition) snapshot() []*record {
 		rs = append(rs, r)
 	}
 	p.mu.RUnlock()
-	sort.Slice(rs, func(i, j int) bool { return rs[i].id < rs[j].id })
+	sortRecords(rs)
 	return rs
+}
+
+// sortRecords sorts records by ID.
+func sortRecords(rs []*record) {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].id < rs[j].id })
 }
 
 // stats returns the number of records and the digest.

@@ -121,6 +121,11 @@ type Changes struct {
 	// active it is. Zero means no absolute lifetime (the session then
 	// needs an IdleTimeout). Used only when the write creates the session.
 	Lifetime time.Duration
+	// ExpiresAt, when not zero, moves the session's absolute deadline to
+	// at least this time, on creation or later (deadlines only move
+	// forward: replicas merge them by maximum). Adapters for libraries that
+	// manage expiry themselves, such as scs, use it.
+	ExpiresAt time.Time
 }
 
 func (c Changes) empty() bool { return len(c.Set) == 0 && len(c.Delete) == 0 }

@@ -54,6 +54,7 @@ type storeCounters struct {
 	remoteReads, repairs, repairedRecords             atomic.Uint64
 	transferred, handedOff                            atomic.Uint64
 	rejected, expired                                 atomic.Uint64
+	writeLatency                                      latencyHistogram
 }
 
 // New starts a store on cfg.Membership and cfg.Transport. It returns at
@@ -204,25 +205,26 @@ func (s *Store) Close() error {
 
 // Stats is a snapshot of a store's counters.
 type Stats struct {
-	Sessions        int    // sessions held, tombstones included
-	Peers           int    // other members with a replication address
-	DegradedPeers   int    // peers not waited for until repaired
-	OwnedPartitions int    // partitions this node owns
-	ReadyPartitions int    // owned partitions it holds a complete copy of
-	HeldPartitions  int    // partitions it holds records of without owning them (being handed over)
-	UnderReplicated int    // partitions below their copy count at the last round; -1 before the first
-	Ready           bool   // Ready is closed
-	Writes          uint64 // writes applied and replicated
-	WriteErrors     uint64 // writes a peer refused
-	DegradedWrites  uint64 // writes that stopped waiting for a peer at WriteTimeout
-	SkippedSends    uint64 // sends to degraded peers dropped to bound memory
-	RemoteReads     uint64 // reads answered by a peer
-	Transferred     uint64 // records copied in by state transfer
-	HandedOff       uint64 // records handed to their new owners and dropped here
-	Repairs         uint64 // anti-entropy exchanges that found differences
-	RepairedRecords uint64 // records exchanged by anti-entropy
-	Rejected        uint64 // messages or records refused (malformed, clock too far ahead)
-	Expired         uint64 // sessions and tombstones removed by the sweeper
+	Sessions        int              // sessions held, tombstones included
+	Peers           int              // other members with a replication address
+	DegradedPeers   int              // peers not waited for until repaired
+	OwnedPartitions int              // partitions this node owns
+	ReadyPartitions int              // owned partitions it holds a complete copy of
+	HeldPartitions  int              // partitions it holds records of without owning them (being handed over)
+	UnderReplicated int              // partitions below their copy count at the last round; -1 before the first
+	Ready           bool             // Ready is closed
+	Writes          uint64           // writes applied and replicated
+	WriteErrors     uint64           // writes a peer refused
+	DegradedWrites  uint64           // writes that stopped waiting for a peer at WriteTimeout
+	SkippedSends    uint64           // sends to degraded peers dropped to bound memory
+	RemoteReads     uint64           // reads answered by a peer
+	Transferred     uint64           // records copied in by state transfer
+	HandedOff       uint64           // records handed to their new owners and dropped here
+	Repairs         uint64           // anti-entropy exchanges that found differences
+	RepairedRecords uint64           // records exchanged by anti-entropy
+	Rejected        uint64           // messages or records refused (malformed, clock too far ahead)
+	Expired         uint64           // sessions and tombstones removed by the sweeper
+	WriteLatency    LatencyHistogram // time writes took, replication included
 }
 
 // Stats returns the store's counters.
@@ -241,6 +243,7 @@ func (s *Store) Stats() Stats {
 		RepairedRecords: s.stats.repairedRecords.Load(),
 		Rejected:        s.stats.rejected.Load(),
 		Expired:         s.stats.expired.Load(),
+		WriteLatency:    s.stats.writeLatency.snapshot(),
 	}
 	v := s.view.Load()
 	for i, p := range s.parts {

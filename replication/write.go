@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // touchFraction sets how far a read must move the idle deadline before the
@@ -51,6 +52,9 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) error {
 	}
 	if delta.idleMs > 0 {
 		delta.idleUntil = now + delta.idleMs
+	}
+	if !c.ExpiresAt.IsZero() {
+		delta.expires = max(delta.expires, c.ExpiresAt.UnixMilli())
 	}
 	delta.attrs = s.changedAttrs(c)
 	if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
@@ -194,6 +198,8 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) erro
 // owner the records it owns, all of them in one message, so a peer applies
 // them together. It waits as Save documents.
 func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
+	start := time.Now()
+	defer func() { s.stats.writeLatency.observe(time.Since(start)) }()
 	now := s.now()
 	type send struct {
 		q   *peer
