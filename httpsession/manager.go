@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sessionmesh/sessionmesh/replication"
@@ -16,11 +17,17 @@ import (
 // Store is what a Manager needs from the session store.
 // *replication.Store implements it.
 type Store interface {
-	Get(ctx context.Context, id string) (replication.Session, bool, error)
-	Save(ctx context.Context, id string, c replication.Changes) error
+	GetAtLeast(ctx context.Context, id string, v replication.Version) (replication.Session, bool, error)
+	Save(ctx context.Context, id string, c replication.Changes) (replication.Version, error)
 	Touch(ctx context.Context, s replication.Session) error
 	Destroy(ctx context.Context, id string) error
-	Rename(ctx context.Context, oldID, newID string, c replication.Changes) error
+	Rename(ctx context.Context, oldID, newID string, c replication.Changes) (replication.Version, error)
+}
+
+// asyncStore is implemented by stores that may acknowledge a write before
+// every owner has it; *replication.Store does.
+type asyncStore interface {
+	WriteConcern() replication.WriteConcern
 }
 
 var _ Store = (*replication.Store)(nil)
@@ -159,17 +166,45 @@ func (m *Manager) LoadAndSave(next http.Handler) http.Handler {
 func (m *Manager) load(r *http.Request) (*sessionData, error) {
 	sd := &sessionData{}
 	c, err := r.Cookie(m.Cookie.Name)
-	if err != nil || !validID(c.Value) {
+	if err != nil {
 		return sd, nil
 	}
-	s, ok, err := m.Store.Get(r.Context(), c.Value)
+	id, version, ok := parseCookie(c.Value)
+	if !ok {
+		return sd, nil
+	}
+	s, ok, err := m.Store.GetAtLeast(r.Context(), id, version)
 	if err != nil {
 		return nil, fmt.Errorf("load session: %w", err)
 	}
 	if ok {
-		sd.id, sd.loaded = c.Value, s
+		sd.id, sd.loaded = id, s
 	}
 	return sd, nil
+}
+
+// parseCookie splits a cookie value into the session ID and the version
+// hint that follows it after a dot, if any. Malformed values are not ok.
+func parseCookie(value string) (id string, v replication.Version, ok bool) {
+	id, hint, hinted := strings.Cut(value, ".")
+	if !validID(id) {
+		return "", 0, false
+	}
+	if hinted {
+		var err error
+		if v, err = replication.ParseVersion(hint); err != nil {
+			return "", 0, false
+		}
+	}
+	return id, v, true
+}
+
+// hints reports whether cookies must carry the version of the session's
+// last write: with asynchronous writes, so that the next request reads its
+// own writes on any node.
+func (m *Manager) hints() bool {
+	a, ok := m.Store.(asyncStore)
+	return ok && a.WriteConcern() == replication.Async
 }
 
 // commit saves the session's changes and sets or clears the cookie. It
@@ -189,24 +224,34 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 		}
 	}
 	changes := sd.storeChanges(m.IdleTimeout, m.Lifetime)
-	var err error
+	var (
+		err       error
+		version   replication.Version
+		setCookie bool
+	)
 	switch {
 	case sd.renew && sd.id != "":
 		newID := newID()
-		err = m.Store.Rename(ctx, sd.id, newID, changes)
+		version, err = m.Store.Rename(ctx, sd.id, newID, changes)
 		if errors.Is(err, replication.ErrSessionEnded) {
-			err = m.Store.Save(ctx, newID, changes)
+			version, err = m.Store.Save(ctx, newID, changes)
 		}
-		sd.id = newID
-		m.writeCookie(w, sd.id)
+		sd.id, setCookie = newID, true
 	case sd.renew || sd.id == "" && len(sd.changes) > 0:
-		sd.id = newID()
-		err = m.Store.Save(ctx, sd.id, changes)
-		m.writeCookie(w, sd.id)
+		sd.id, setCookie = newID(), true
+		version, err = m.Store.Save(ctx, sd.id, changes)
 	case len(sd.changes) > 0:
-		err = m.Store.Save(ctx, sd.id, changes)
+		version, err = m.Store.Save(ctx, sd.id, changes)
+		setCookie = m.hints()
 	case sd.id != "" && m.IdleTimeout > 0:
 		err = m.Store.Touch(ctx, sd.loaded)
+	}
+	if setCookie && err == nil {
+		value := sd.id
+		if m.hints() && version != 0 {
+			value += "." + version.String()
+		}
+		m.writeCookie(w, value)
 	}
 	if errors.Is(err, replication.ErrSessionEnded) {
 		// Destroyed or expired meanwhile, e.g. by a logout in another tab:

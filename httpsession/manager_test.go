@@ -77,7 +77,11 @@ type web struct {
 }
 
 func newWeb(t *testing.T, nodes int) *web {
-	w := &web{c: testcluster.New(t, testcluster.Options{Seed: 1})}
+	return newWebWith(t, nodes, testcluster.Options{Seed: 1})
+}
+
+func newWebWith(t *testing.T, nodes int, opts testcluster.Options) *web {
+	w := &web{c: testcluster.New(t, opts)}
 	for i := 0; i < nodes; i++ {
 		n := w.c.Start(fmt.Sprintf("n%d", i))
 		m := httpsession.New(n.Store)
@@ -354,4 +358,40 @@ func TestManager_WithoutMiddleware(t *testing.T) {
 	assert.ErrorIs(t, m.RenewID(ctx), httpsession.ErrNoSession)
 	assert.ErrorIs(t, m.Destroy(ctx), httpsession.ErrNoSession)
 	assert.Equal(t, "", m.GetString(ctx, "k"))
+}
+
+// With asynchronous replication lagging behind, a browser still reads its
+// own writes on whichever node its next request lands: the cookie carries
+// the version of the last write.
+func TestManager_ReadYourWritesWithAsyncReplication(t *testing.T) {
+	w := newWebWith(t, 3, testcluster.Options{Seed: 2, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.WriteConcern = replication.Async
+		cfg.MaxReadWait = 2 * time.Second
+		return cfg
+	}})
+	for _, a := range w.c.Nodes() {
+		for _, b := range w.c.Nodes() {
+			if a != b {
+				w.c.Net.Delay(a.Name, b.Name, 30*time.Millisecond)
+			}
+		}
+	}
+	c := client(t)
+	code, _, _ := do(t, c, "POST", w.servers[0].URL+"/login", url.Values{"user": {"ann"}})
+	require.Equal(t, 200, code)
+	for i := 0; i < 15; i++ {
+		v := fmt.Sprint(i)
+		_, _, h := do(t, c, "POST", w.servers[i%3].URL+"/put", url.Values{"k": {"n"}, "v": {v}})
+		assert.Contains(t, h.Get("Set-Cookie"), ".", "the cookie carries a version hint")
+		_, got, _ := do(t, c, "GET", w.servers[(i+1)%3].URL+"/get?k=n", nil)
+		require.Equal(t, v, got, "request %d read a stale session", i)
+	}
+	var behind, stale uint64
+	for _, n := range w.c.Nodes() {
+		behind += n.Store.Stats().BehindReads
+		stale += n.Store.Stats().StaleReads
+	}
+	assert.Positive(t, behind, "some reads found replication behind and waited")
+	assert.Zero(t, stale)
 }

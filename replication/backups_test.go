@@ -56,7 +56,7 @@ func writeSessions(t *testing.T, c *testcluster.Cluster, n int) {
 	t.Helper()
 	nodes := c.Nodes()
 	for i := 0; i < n; i++ {
-		require.NoError(t, nodes[i%len(nodes)].Store.Save(context.Background(), fmt.Sprint("s", i), put("n", fmt.Sprint(i))))
+		require.NoError(t, errOf(nodes[i%len(nodes)].Store.Save(context.Background(), fmt.Sprint("s", i), put("n", fmt.Sprint(i)))))
 	}
 }
 
@@ -151,7 +151,7 @@ func TestBackups_WritesDuringLeaveAreKept(t *testing.T) {
 	}()
 	ctx := context.Background()
 	for i := 100; i < 200; i++ {
-		require.NoError(t, c.Nodes()[i%3].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i))))
+		require.NoError(t, errOf(c.Nodes()[i%3].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))))
 	}
 	require.NoError(t, <-done)
 	// Writes that reached the leaving node after its hand-off started are
@@ -177,7 +177,7 @@ func TestBackups_AntiEntropyRepairsDroppedWrites(t *testing.T) {
 	}
 	ctx := context.Background()
 	for i := 0; i < 300; i++ {
-		_ = c.Nodes()[i%5].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))
+		_, _ = c.Nodes()[i%5].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))
 	}
 	c.Net.Heal()
 	c.WaitConverged(t)
@@ -217,7 +217,7 @@ func TestBackups_BytesPerWrite(t *testing.T) {
 		ns := c.Nodes()
 		for i := 0; i < writes; i++ {
 			id := fmt.Sprintf("session-%04d", i)
-			require.NoError(t, ns[i%len(ns)].Store.Save(ctx, id, replication.Changes{Set: map[string][]byte{"v": value}, Lifetime: time.Hour}))
+			require.NoError(t, errOf(ns[i%len(ns)].Store.Save(ctx, id, replication.Changes{Set: map[string][]byte{"v": value}, Lifetime: time.Hour})))
 		}
 		perWrite := float64(sum()-before) / writes
 		c.Close()

@@ -101,7 +101,7 @@ func fill(b *testing.B, st *replication.Store, ids []string) {
 	for w := range 4 {
 		wg.Go(func() {
 			for i := w; i < len(ids); i += 4 {
-				if err := st.Save(ctx, ids[i], replication.Changes{Set: benchSession(i), Lifetime: time.Hour}); err != nil {
+				if _, err := st.Save(ctx, ids[i], replication.Changes{Set: benchSession(i), Lifetime: time.Hour}); err != nil {
 					errs <- err
 					return
 				}
@@ -266,7 +266,7 @@ func BenchmarkStore_Save(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		if err := st.Save(ctx, ids[i%len(ids)], c); err != nil {
+		if _, err := st.Save(ctx, ids[i%len(ids)], c); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -373,7 +373,7 @@ func BenchmarkReplicatedWrite(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				t0 := time.Now()
-				if err := stores[0].Save(ctx, ids[i%len(ids)], c); err != nil {
+				if _, err := stores[0].Save(ctx, ids[i%len(ids)], c); err != nil {
 					b.Fatal(err)
 				}
 				lat.record(time.Since(t0))
@@ -399,7 +399,7 @@ func BenchmarkReplicatedWrite(b *testing.B) {
 				b.Fatal(err)
 			}
 			t1 := time.Now()
-			if err := stores[0].Save(ctx, ids[i%len(ids)], c); err != nil {
+			if _, err := stores[0].Save(ctx, ids[i%len(ids)], c); err != nil {
 				b.Fatal(err)
 			}
 			writeLat.record(time.Since(t1))

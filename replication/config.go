@@ -22,6 +22,15 @@ type Config struct {
 	// the zero Mode) or Backups(n).
 	Mode Mode
 
+	// WriteConcern says when a write returns: Sync (the default) once
+	// every live owner has it, Async once this node has it.
+	WriteConcern WriteConcern
+
+	// MaxReadWait bounds how long GetAtLeast waits for a session to catch
+	// up with the version the caller asks for, before it answers with what
+	// it has (counted as a stale read). Default 1s (500ms local).
+	MaxReadWait time.Duration
+
 	// WriteTimeout bounds how long a write waits for a peer's
 	// acknowledgement. A peer that does not answer in time is marked
 	// degraded: later writes are still sent to it but not waited for, until
@@ -55,6 +64,15 @@ type Config struct {
 	// (which are refused). Default: DefaultLimits().
 	Limits Limits
 
+	// OnSessionEvent, when set, is called for every session created,
+	// destroyed or expired, once per event in the cluster: by the
+	// session's primary owner, not by every replica. It runs on one
+	// goroutine of the store, one event at a time, and must not block for
+	// long: when 1024 events are waiting, further ones are dropped and
+	// counted (Stats.DroppedEvents). Events of writes made while the
+	// primary was down, or moving between owners, are not reported.
+	OnSessionEvent func(SessionEvent)
+
 	// Logger receives the store's logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -71,6 +89,7 @@ func DefaultConfig() Config {
 		MaxClockOffset:      time.Minute,
 		TombstoneTTL:        24 * time.Hour,
 		TransferChunkBytes:  256 << 10,
+		MaxReadWait:         time.Second,
 	}
 }
 
@@ -80,6 +99,7 @@ func DefaultLocalConfig() Config {
 	c := DefaultConfig()
 	c.WriteTimeout = time.Second
 	c.AntiEntropyInterval = 500 * time.Millisecond
+	c.MaxReadWait = 500 * time.Millisecond
 	return c
 }
 
@@ -101,6 +121,9 @@ func (c *Config) validate() error {
 	if c.MaxClockOffset <= 0 {
 		c.MaxClockOffset = d.MaxClockOffset
 	}
+	if c.MaxReadWait <= 0 {
+		c.MaxReadWait = d.MaxReadWait
+	}
 	if c.TombstoneTTL <= 0 {
 		c.TombstoneTTL = d.TombstoneTTL
 	}
@@ -118,4 +141,30 @@ func (c *Config) validate() error {
 		return fmt.Errorf("replication: invalid config: %w", err)
 	}
 	return nil
+}
+
+// WriteConcern says when a write returns.
+type WriteConcern int
+
+const (
+	// Sync writes return once every live owner of the session has
+	// acknowledged them (a crashed owner is skipped at once, a frozen one
+	// after WriteTimeout). A login survives the next request landing on
+	// any node and the crash of the node that took it. The default.
+	Sync WriteConcern = iota
+	// Async writes return once this node has applied them (or, on a node
+	// that does not own the session, once they are queued); owners get
+	// them in the background, batched. Faster, but a write is lost if its
+	// node dies before sending it. Readers on other nodes see a session at
+	// least as new as a Version they pass to GetAtLeast, waiting up to
+	// MaxReadWait.
+	Async
+)
+
+// String returns "sync" or "async".
+func (w WriteConcern) String() string {
+	if w == Async {
+		return "async"
+	}
+	return "sync"
 }

@@ -87,6 +87,18 @@
 // by WriteTimeout, never beyond the failure detector's bound: writes
 // degrade rather than fail.
 //
+// With Config.WriteConcern = Async, a write returns once this node has it;
+// each peer's sender goroutine batches writes into one message per round
+// trip, and a full queue drops writes that anti-entropy then repairs. Save
+// returns the write's Version; a later request that passes it to
+// GetAtLeast, on any node, sees the session at least that new, waiting at
+// most MaxReadWait for replication to catch up (httpsession carries the
+// version in the cookie). docs/consistency.md lists every guarantee, its
+// bound and the test that shows it.
+//
+// Config.OnSessionEvent reports sessions created, destroyed and expired,
+// once in the cluster: by the session's primary owner.
+//
 // # Joining, failing, leaving, repairing
 //
 // One maintenance loop per node (maintain.go) moves data in the

@@ -52,7 +52,7 @@ func ExampleNew() {
 	}
 
 	ctx := context.Background()
-	err := a.Save(ctx, "session-1", replication.Changes{
+	_, err := a.Save(ctx, "session-1", replication.Changes{
 		Set:      map[string][]byte{"user": []byte("ann")},
 		Lifetime: time.Hour,
 	})

@@ -46,12 +46,12 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 			ready:       s.IsReady(),
 		})
 
-	case msgApply:
+	case msgApply, msgRepair:
 		rs := d.records()
 		if err := d.done(); err != nil {
 			return nil, err
 		}
-		if err := s.applyRemote(rs); err != nil {
+		if err := s.applyRecords(rs, req[0] == msgApply); err != nil {
 			return nil, err
 		}
 		return []byte{respOK}, nil
@@ -118,10 +118,15 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 	return nil, fmt.Errorf("%w: unknown request type %d", errMalformed, req[0])
 }
 
-// applyRemote merges records from a peer. Records whose versions are too
-// far ahead of the local clock are refused, all of them, so that a write is
-// applied whole or not at all.
-func (s *Store) applyRemote(rs []*record) error {
+// applyRemote merges records from a peer that are not a write: state
+// transfer, repair, hand-off.
+func (s *Store) applyRemote(rs []*record) error { return s.applyRecords(rs, false) }
+
+// applyRecords merges records from a peer; fromWrite says they are a write
+// (which may report session events) rather than a copy. Records over the
+// limits, or with versions too far ahead of the local clock, are refused,
+// all of them, so that a write is applied whole or not at all.
+func (s *Store) applyRecords(rs []*record, fromWrite bool) error {
 	if err := s.checkRemote(rs); err != nil {
 		return err
 	}
@@ -133,7 +138,9 @@ func (s *Store) applyRemote(rs []*record) error {
 	}
 	now := s.now()
 	for _, r := range rs {
-		s.parts[partitionOf(r.id)].apply(r, now)
+		pi := partitionOf(r.id)
+		out, old, _ := s.parts[pi].apply(r, now)
+		s.sessionEvent(pi, old, out, fromWrite)
 	}
 	return nil
 }

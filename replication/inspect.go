@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -190,5 +192,46 @@ func (h *latencyHistogram) snapshot() LatencyHistogram {
 	if math.IsNaN(out.Sum) {
 		out.Sum = 0
 	}
+	return out
+}
+
+// PeerInfo describes another member as this node sees it.
+type PeerInfo struct {
+	// Name and Addr are the member's name and replication address.
+	Name, Addr string
+	// Incarnation identifies the member's current process life.
+	Incarnation uint64
+	// Degraded reports that the peer missed a write acknowledgement and
+	// is not waited for until repaired.
+	Degraded bool
+	// LastStatus is when the peer last answered a status poll (zero if
+	// never); the fields below come from that answer.
+	LastStatus time.Time
+	// CompletePartitions is the number of partitions the peer holds
+	// completely as an owner.
+	CompletePartitions int
+	// Sessions is the number of records the peer holds, tombstones
+	// included.
+	Sessions int
+}
+
+// Peers returns the other members this node replicates with, by name.
+func (s *Store) Peers() []PeerInfo {
+	v := s.view.Load()
+	out := make([]PeerInfo, 0, len(v.peers))
+	for _, q := range v.peers {
+		info := PeerInfo{Name: q.name, Addr: q.addr, Incarnation: q.incarnation, Degraded: q.degraded.Load()}
+		if st := q.status.Load(); st != nil {
+			info.LastStatus = st.at
+			for i := range st.ready {
+				if st.ready[i] {
+					info.CompletePartitions++
+				}
+				info.Sessions += int(st.counts[i])
+			}
+		}
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b PeerInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

@@ -58,9 +58,9 @@ func TestStore_ExpiresAtExtendsTheDeadline(t *testing.T) {
 	c := startCluster(t, "a", "b")
 	ctx := context.Background()
 	a, b := c.Node("a").Store, c.Node("b").Store
-	require.NoError(t, a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Minute}))
+	require.NoError(t, errOf(a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Minute})))
 	later := time.Now().Add(time.Hour).Truncate(time.Millisecond)
-	require.NoError(t, a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("w")}, ExpiresAt: later}))
+	require.NoError(t, errOf(a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("w")}, ExpiresAt: later})))
 	for _, s := range []*replication.Store{a, b} {
 		sess, ok, err := s.Get(ctx, "s")
 		require.NoError(t, err)
@@ -68,4 +68,25 @@ func TestStore_ExpiresAtExtendsTheDeadline(t *testing.T) {
 		assert.True(t, later.Equal(sess.Expires()), "got %v", sess.Expires())
 	}
 	assert.Equal(t, uint64(2), a.Stats().WriteLatency.Count)
+}
+
+func TestStore_PeersReportWhatTheyHold(t *testing.T) {
+	c := modeCluster(t, 13, replication.Backups(1), nodeNames(3)...)
+	writeSessions(t, c, 90)
+	c.WaitConverged(t)
+	require.Eventually(t, func() bool {
+		total := c.Node("n00").Store.Stats().Sessions
+		for _, p := range c.Node("n00").Store.Peers() {
+			total += p.Sessions
+		}
+		return total == 180
+	}, 10*time.Second, 10*time.Millisecond)
+	peers := c.Node("n00").Store.Peers()
+	require.Len(t, peers, 2)
+	assert.Equal(t, "n01", peers[0].Name)
+	for _, p := range peers {
+		assert.False(t, p.Degraded)
+		assert.Positive(t, p.CompletePartitions)
+		assert.False(t, p.LastStatus.IsZero())
+	}
 }

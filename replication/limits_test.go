@@ -30,15 +30,15 @@ func TestStore_Limits(t *testing.T) {
 	c.WaitReady(t)
 	ctx := context.Background()
 
-	require.NoError(t, a.Store.Save(ctx, "ok", put("k1", "v", "k2", "v")))
-	require.NoError(t, a.Store.Save(ctx, "ok", put("k3", "v", "k4", "v")), "four attributes are allowed")
-	err := a.Store.Save(ctx, "ok", put("k5", "v"))
+	require.NoError(t, errOf(a.Store.Save(ctx, "ok", put("k1", "v", "k2", "v"))))
+	require.NoError(t, errOf(a.Store.Save(ctx, "ok", put("k3", "v", "k4", "v"))), "four attributes are allowed")
+	_, err := a.Store.Save(ctx, "ok", put("k5", "v"))
 	require.ErrorIs(t, err, replication.ErrSessionTooLarge, "a fifth attribute")
-	require.NoError(t, a.Store.Save(ctx, "ok", put("k1", "replaced")), "replacing one is fine")
-	require.ErrorIs(t, a.Store.Save(ctx, "ok", put("k1", strings.Repeat("x", 17))), replication.ErrSessionTooLarge)
-	require.ErrorIs(t, a.Store.Save(ctx, "new", put("a", strings.Repeat("x", 16), "b", strings.Repeat("x", 16),
-		"c", strings.Repeat("x", 16), "d", strings.Repeat("x", 16))), replication.ErrSessionTooLarge, "68 bytes in all")
-	require.ErrorIs(t, a.Store.Rename(ctx, "ok", "renamed", put("k9", "v")), replication.ErrSessionTooLarge)
+	require.NoError(t, errOf(a.Store.Save(ctx, "ok", put("k1", "replaced"))), "replacing one is fine")
+	require.ErrorIs(t, errOf(a.Store.Save(ctx, "ok", put("k1", strings.Repeat("x", 17)))), replication.ErrSessionTooLarge)
+	require.ErrorIs(t, errOf(a.Store.Save(ctx, "new", put("a", strings.Repeat("x", 16), "b", strings.Repeat("x", 16),
+		"c", strings.Repeat("x", 16), "d", strings.Repeat("x", 16)))), replication.ErrSessionTooLarge, "68 bytes in all")
+	require.ErrorIs(t, errOf(a.Store.Rename(ctx, "ok", "renamed", put("k9", "v"))), replication.ErrSessionTooLarge)
 	_, ok, err := a.Store.Get(ctx, "new")
 	require.NoError(t, err)
 	assert.False(t, ok, "a refused write stores nothing")
@@ -48,7 +48,7 @@ func TestStore_Limits(t *testing.T) {
 	for i := range 10 {
 		changes.Set[fmt.Sprint("attr", i)] = []byte("v")
 	}
-	require.NoError(t, big.Store.Save(ctx, "wide", changes))
+	require.NoError(t, errOf(big.Store.Save(ctx, "wide", changes)))
 	assert.NotZero(t, a.Store.Stats().Rejected, "a counts the refused record")
 	_, ok, err = a.Store.Get(ctx, "wide")
 	require.NoError(t, err)

@@ -373,7 +373,7 @@ func (s *Store) exchangeRecords(ctx context.Context, q *peer, pi int, mine []*re
 	for len(push) > 0 {
 		batch := push[:min(len(push), fetchBatch)]
 		push = push[len(batch):]
-		msg, err := encodeApply(batch...)
+		msg, err := encodeRepair(batch...)
 		if err != nil {
 			return n, err
 		}

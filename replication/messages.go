@@ -24,6 +24,7 @@ const (
 	msgFetch      byte = 6 // fetch: records by ID
 	msgFetchRange byte = 7 // fetch range: a chunk of a partition after a cursor (state transfer)
 	msgLeaving    byte = 8 // leaving: the sender is leaving; stop giving it partitions
+	msgRepair     byte = 9 // repair: merge these records (anti-entropy, hand-off): not a write
 )
 
 // Response statuses: the first byte of every response. Append only; values
@@ -393,6 +394,13 @@ func decodeHello(d *decoder) helloMsg {
 
 func encodeApply(rs ...*record) ([]byte, error) {
 	e := newEncoder(msgApply)
+	e.records(rs)
+	return e.finish()
+}
+
+// encodeRepair is encodeApply for records that are copies, not writes.
+func encodeRepair(rs ...*record) ([]byte, error) {
+	e := newEncoder(msgRepair)
 	e.records(rs)
 	return e.finish()
 }

@@ -39,6 +39,7 @@ type partition struct {
 	// proportion to what expires, not to all sessions.
 	expiry    map[int64][]string // guards: the expiry wheel
 	lastSwept int64              // guards: the last bucket swept
+	checked   int                // guards: wheel entries the sweeper has looked at, for tests
 
 	// ready is set once this node holds a complete copy of the partition
 	// (state transfer done, or nothing to transfer). Until then reads go
@@ -62,21 +63,21 @@ func (p *partition) get(id string) *record {
 	return r
 }
 
-// apply merges in into the partition and returns the resulting record and
-// whether anything changed. A record whose deadline has passed at now is
+// apply merges in into the partition and returns the resulting record, the
+// record it replaced (nil if none) and whether anything changed. A record whose deadline has passed at now is
 // not stored: an expired session can't be brought back by a late message.
-func (p *partition) apply(in *record, now int64) (*record, bool) {
+func (p *partition) apply(in *record, now int64) (out, old *record, changed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := p.records[in.id]
+	old = p.records[in.id]
 	if old == nil {
 		if d := in.deadline(); d != 0 && d <= now {
-			return nil, false
+			return nil, nil, false
 		}
 	}
-	out := merge(old, in)
+	out = merge(old, in)
 	if out == old {
-		return old, false
+		return old, old, false
 	}
 	p.records[in.id] = out
 	if old != nil {
@@ -85,7 +86,7 @@ func (p *partition) apply(in *record, now int64) (*record, bool) {
 		p.schedule(out.id, out.deadline())
 	}
 	p.digest ^= out.digest()
-	return out, true
+	return out, old, true
 }
 
 // schedule puts id in the expiry bucket of deadline. Callers hold p.mu.
@@ -98,8 +99,9 @@ func (p *partition) schedule(id string, deadline int64) {
 }
 
 // sweep removes the records whose deadline has passed at now and returns
-// how many it removed.
-func (p *partition) sweep(now int64) int {
+// how many it removed. It calls expired, under the partition's lock, for
+// every live session it removes (not for tombstones).
+func (p *partition) sweep(now int64, expired func(*record)) int {
 	due := now / expiryBucketMs
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -116,6 +118,7 @@ func (p *partition) sweep(now int64) int {
 		ids := p.expiry[b]
 		delete(p.expiry, b)
 		for _, id := range ids {
+			p.checked++
 			r := p.records[id]
 			if r == nil {
 				continue
@@ -127,6 +130,9 @@ func (p *partition) sweep(now int64) int {
 			delete(p.records, id)
 			p.digest ^= r.digest()
 			removed++
+			if !r.destroyed && expired != nil {
+				expired(r)
+			}
 		}
 	}
 	return removed

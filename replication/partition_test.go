@@ -38,7 +38,7 @@ func TestPartition_DigestIsMaintainedIncrementally(t *testing.T) {
 
 func TestPartition_ApplyIgnoresExpiredNewRecord(t *testing.T) {
 	p := newPartitions()[0]
-	r, changed := p.apply(&record{id: "old", expires: 100}, 200)
+	r, _, changed := p.apply(&record{id: "old", expires: 100}, 200)
 	assert.Nil(t, r)
 	assert.False(t, changed)
 	assert.Nil(t, p.get("old"), "a late message can't bring back an expired session")
@@ -52,17 +52,17 @@ func TestPartition_SweepRemovesOnlyWhatExpired(t *testing.T) {
 	p.apply(&record{id: "long", expires: now + 100_000}, now)
 	p.apply(&record{id: "forever"}, now)
 
-	assert.Equal(t, 0, p.sweep(now+1000))
+	assert.Equal(t, 0, p.sweep(now+1000, nil))
 	// A touch moves the idle session's deadline: the sweeper re-checks it later.
 	p.get("idle").touched.Store(now + 5000)
-	assert.Equal(t, 1, p.sweep(now+2000), "short expired")
+	assert.Equal(t, 1, p.sweep(now+2000, nil), "short expired")
 	assert.Nil(t, p.get("short"))
-	assert.Equal(t, 0, p.sweep(now+3000))
+	assert.Equal(t, 0, p.sweep(now+3000, nil))
 	assert.NotNil(t, p.get("idle"))
-	assert.Equal(t, 1, p.sweep(now+6000))
+	assert.Equal(t, 1, p.sweep(now+6000, nil))
 	assert.Nil(t, p.get("idle"))
 
-	assert.Equal(t, 1, p.sweep(now+200_000))
+	assert.Equal(t, 1, p.sweep(now+200_000, nil))
 	assert.NotNil(t, p.get("forever"))
 	n, d := p.stats()
 	assert.Equal(t, 1, n)
@@ -71,3 +71,20 @@ func TestPartition_SweepRemovesOnlyWhatExpired(t *testing.T) {
 }
 
 func uint64ToTS(i int) hlc.Timestamp { return hlc.Timestamp(i + 1) }
+
+func TestPartition_SweepLooksOnlyAtWhatExpires(t *testing.T) {
+	p := newPartitions()[0]
+	now := int64(1_000_000)
+	for i := 0; i < 10_000; i++ {
+		p.apply(&record{id: fmt.Sprint("long", i), expires: now + 86_400_000}, now)
+	}
+	for i := 0; i < 10; i++ {
+		p.apply(&record{id: fmt.Sprint("short", i), expires: now + 5_000}, now)
+	}
+	for t := now; t <= now+60_000; t += 1000 { // a minute of sweeps, one a second
+		p.sweep(t, nil)
+	}
+	n, _ := p.stats()
+	assert.Equal(t, 10_000, n)
+	assert.Equal(t, 10, p.checked, "a minute of sweeping looked at the 10 sessions that expired, not at the 10,000 that did not")
+}

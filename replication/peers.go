@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,9 +23,12 @@ type peer struct {
 	// waited for; the maintenance loop clears the flag once it has
 	// repaired the peer.
 	degraded atomic.Bool
-	// background counts fire-and-forget sends in flight to a degraded
-	// peer, to bound them.
-	background atomic.Int32
+	// queue feeds the peer's background sender (asynchronous writes,
+	// writes to a degraded peer), started on first use; gone is closed when
+	// the peer leaves the view, which stops the sender.
+	queue       chan *record
+	startSender sync.Once
+	gone        chan struct{}
 	// status is what the peer last reported about its partitions.
 	status atomic.Pointer[peerStatus]
 }
@@ -85,7 +89,7 @@ func buildView(mode Mode, self *peer, members []cluster.Member, prev *view, leav
 			q = prev.byName[m.Name]
 		}
 		if q == nil || q.incarnation != m.Incarnation || q.addr != addr {
-			q = &peer{name: m.Name, incarnation: m.Incarnation, addr: addr}
+			q = newPeer(m.Name, m.Incarnation, addr)
 		}
 		v.peers = append(v.peers, q)
 		v.byName[m.Name] = q
@@ -113,4 +117,9 @@ func (v *view) targets(p int) []*peer {
 		}
 	}
 	return out
+}
+
+func newPeer(name string, incarnation uint64, addr string) *peer {
+	return &peer{name: name, incarnation: incarnation, addr: addr,
+		queue: make(chan *record, sendQueue), gone: make(chan struct{})}
 }

@@ -15,6 +15,18 @@ import (
 // that holds the partition completely. During rebalancing, when no such
 // owner answers, it asks every peer and merges what they hold.
 func (s *Store) Get(ctx context.Context, id string) (Session, bool, error) {
+	return s.GetAtLeast(ctx, id, 0)
+}
+
+// GetAtLeast is Get for a caller that knows the session has reached
+// version want (the Version of its last write, carried from the previous
+// request, e.g. in the cookie): when this node's copy is older, it asks
+// every owner and waits for the write to arrive, at most MaxReadWait, then
+// answers with the newest copy it found. That gives read-your-writes on
+// any node with asynchronous writes, and through a degraded or partitioned
+// moment with synchronous ones. Reads that had to wait, and those that
+// gave up, are counted in Stats.
+func (s *Store) GetAtLeast(ctx context.Context, id string, want Version) (Session, bool, error) {
 	if s.closed() {
 		return Session{}, false, ErrClosed
 	}
@@ -31,10 +43,72 @@ func (s *Store) Get(ctx context.Context, id string) (Session, bool, error) {
 			return Session{}, false, err
 		}
 	}
+	if want != 0 && !reached(r, want) {
+		var err error
+		if r, err = s.catchUpRead(ctx, pi, id, want, r); err != nil {
+			return Session{}, false, err
+		}
+	}
 	if r == nil || !r.live(s.now()) {
 		return Session{}, false, nil
 	}
 	return Session{r: r}, true, nil
+}
+
+// reached reports whether r reflects every write up to version want. A
+// destroyed session has reached every version: nothing comes after.
+func reached(r *record, want Version) bool {
+	return r != nil && (r.destroyed || Version(r.maxVersion().time) >= want)
+}
+
+// catchUpRead waits for id to reach version want: it merges the copies of
+// every owner (and of this node) until one shows the version, backing off
+// from 1 ms to 20 ms, for at most MaxReadWait.
+func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version, r *record) (*record, error) {
+	s.stats.behindReads.Add(1)
+	if err := s.clock.Update(toTimestamp(want)); err != nil {
+		// A version from the future is not ours to wait for.
+		s.stats.staleReads.Add(1)
+		return r, nil
+	}
+	deadline := time.Now().Add(s.cfg.MaxReadWait)
+	req, err := encodeGet(id)
+	if err != nil {
+		return nil, err
+	}
+	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
+		v := s.view.Load()
+		p := s.parts[pi]
+		r = merge(r, p.get(id))
+		for _, q := range v.targets(pi) {
+			_, qr, err := s.get(ctx, q, req)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if err == nil && qr != nil && qr.id == id && s.checkRemote([]*record{qr}) == nil &&
+				s.clock.Update(qr.maxVersion().time) == nil {
+				if v.owns(pi) {
+					qr, _, _ = p.apply(qr, s.now())
+				}
+				r = merge(r, qr)
+			}
+		}
+		if reached(r, want) {
+			return r, nil
+		}
+		if time.Now().Add(pause).After(deadline) {
+			s.stats.staleReads.Add(1)
+			s.log.Debug("read gave up waiting for a write", "session_partition", pi, "want", want)
+			return r, nil
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.done:
+			return nil, ErrClosed
+		}
+	}
 }
 
 // current returns the latest record of id that this node can know: its own
@@ -77,7 +151,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 			return err
 		}
 		if owner {
-			merged, _ = p.apply(r, s.now())
+			merged, _, _ = p.apply(r, s.now())
 		} else {
 			merged = merge(merged, r)
 		}

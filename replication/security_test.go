@@ -333,8 +333,8 @@ func TestSecurity_NodeWithoutTheSecretIsShutOut(t *testing.T) {
 			defer cancel()
 			_, found, err := spy.Get(ctx, victimID)
 			assert.False(t, found && err == nil, "the spy read the victim's session")
-			_ = spy.Save(ctx, "injected-session", put("user", "admin"))
-			_ = spy.Save(ctx, victimID, put("user", "admin"))
+			_, _ = spy.Save(ctx, "injected-session", put("user", "admin"))
+			_, _ = spy.Save(ctx, victimID, put("user", "admin"))
 			resp, err := spyTr.Call(ctx, a.tr.Addr(), []byte("anything"))
 			assert.ErrorIs(t, err, replication.ErrUnreachable, "answer %q", resp)
 			require.Eventually(t, func() bool {

@@ -27,6 +27,8 @@ type Store struct {
 	events chan cluster.Event   // membership hints
 	kick   chan struct{}        // asks the maintenance loop for a round now
 
+	eventsOut chan SessionEvent // session events waiting for OnSessionEvent
+
 	leavingMu sync.Mutex
 	leaving   map[string]uint64 // guards: peers that announced they are leaving, by name -> incarnation
 	selfLeave atomic.Bool       // Leave was called
@@ -54,6 +56,8 @@ type storeCounters struct {
 	remoteReads, repairs, repairedRecords             atomic.Uint64
 	transferred, handedOff                            atomic.Uint64
 	rejected, expired                                 atomic.Uint64
+	behindReads, staleReads                           atomic.Uint64
+	droppedEvents                                     atomic.Uint64
 	writeLatency                                      latencyHistogram
 }
 
@@ -70,18 +74,19 @@ func New(cfg Config) (*Store, error) {
 	h.writeString(local.Name)
 	h.writeUint64(local.Incarnation)
 	s := &Store{
-		cfg:     cfg,
-		log:     cfg.Logger.With("node", local.Name),
-		tr:      cfg.Transport,
-		clock:   hlc.NewClock(cfg.Now, cfg.MaxClockOffset),
-		self:    &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
-		node:    h.sum(),
-		parts:   newPartitions(),
-		events:  make(chan cluster.Event, 64),
-		kick:    make(chan struct{}, 1),
-		leaving: map[string]uint64{},
-		readyCh: make(chan struct{}),
-		done:    make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("node", local.Name),
+		tr:        cfg.Transport,
+		clock:     hlc.NewClock(cfg.Now, cfg.MaxClockOffset),
+		self:      &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
+		node:      h.sum(),
+		parts:     newPartitions(),
+		events:    make(chan cluster.Event, 64),
+		kick:      make(chan struct{}, 1),
+		eventsOut: make(chan SessionEvent, eventQueue),
+		leaving:   map[string]uint64{},
+		readyCh:   make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	s.replicated.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -91,11 +96,17 @@ func New(cfg Config) (*Store, error) {
 	s.goroutine(s.watchMembership)
 	s.goroutine(s.maintain)
 	s.goroutine(s.sweep)
+	if cfg.OnSessionEvent != nil {
+		s.goroutine(s.deliverEvents)
+	}
 	return s, nil
 }
 
 // Mode returns the store's replication mode.
 func (s *Store) Mode() Mode { return s.cfg.Mode }
+
+// WriteConcern returns the store's write concern.
+func (s *Store) WriteConcern() WriteConcern { return s.cfg.WriteConcern }
 
 // Ready returns a channel closed once the store has held a complete copy
 // of every session it owns, i.e. once it can serve on its own. It stays
@@ -224,6 +235,9 @@ type Stats struct {
 	RepairedRecords uint64           // records exchanged by anti-entropy
 	Rejected        uint64           // messages or records refused (malformed, clock too far ahead)
 	Expired         uint64           // sessions and tombstones removed by the sweeper
+	DroppedEvents   uint64           // session events dropped because OnSessionEvent fell behind
+	BehindReads     uint64           // GetAtLeast calls that found the session older than asked and waited
+	StaleReads      uint64           // of those, the ones that gave up at MaxReadWait
 	WriteLatency    LatencyHistogram // time writes took, replication included
 }
 
@@ -243,6 +257,9 @@ func (s *Store) Stats() Stats {
 		RepairedRecords: s.stats.repairedRecords.Load(),
 		Rejected:        s.stats.rejected.Load(),
 		Expired:         s.stats.expired.Load(),
+		DroppedEvents:   s.stats.droppedEvents.Load(),
+		BehindReads:     s.stats.behindReads.Load(),
+		StaleReads:      s.stats.staleReads.Load(),
 		WriteLatency:    s.stats.writeLatency.snapshot(),
 	}
 	v := s.view.Load()
@@ -347,6 +364,7 @@ func (s *Store) rebuildView() {
 	}
 	for _, q := range prev.peers {
 		if next.byName[q.name] != q {
+			close(q.gone)
 			s.log.Info("peer gone", "peer", q.name, "addr", q.addr, "incarnation", q.incarnation)
 		}
 	}
@@ -400,8 +418,12 @@ func (s *Store) sleep(d time.Duration) bool {
 func (s *Store) sweep() {
 	for s.sleep(expiryBucketMs * time.Millisecond) {
 		now := s.now()
-		for _, p := range s.parts {
-			if n := p.sweep(now); n > 0 {
+		for pi, p := range s.parts {
+			var expired func(*record)
+			if s.cfg.OnSessionEvent != nil && s.isPrimary(pi) {
+				expired = func(r *record) { s.emit(SessionExpired, r) }
+			}
+			if n := p.sweep(now, expired); n > 0 {
 				s.stats.expired.Add(uint64(n))
 			}
 		}

@@ -49,7 +49,7 @@ func TestStore_SyncWriteIsVisibleOnEveryNodeWhenSaveReturns(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		id := fmt.Sprintf("session-%d", i)
 		writer := c.Nodes()[i%3]
-		require.NoError(t, writer.Store.Save(ctx, id, put("user", "ann", "n", fmt.Sprint(i))))
+		require.NoError(t, errOf(writer.Store.Save(ctx, id, put("user", "ann", "n", fmt.Sprint(i)))))
 		for _, n := range c.Nodes() {
 			v, ok := value(t, n.Store, id, "n")
 			require.True(t, ok, "node %s lacks %s right after Save returned on %s", n.Name, id, writer.Name)
@@ -62,12 +62,12 @@ func TestStore_ConcurrentWritesOfDifferentAttributesBothSurvive(t *testing.T) {
 	c := startCluster(t, "a", "b", "c")
 	ctx := context.Background()
 	a, b := c.Node("a").Store, c.Node("b").Store
-	require.NoError(t, a.Save(ctx, "s", put("user", "ann")))
+	require.NoError(t, errOf(a.Save(ctx, "s", put("user", "ann"))))
 	var wg sync.WaitGroup
 	for i := 0; i < 20; i++ {
 		wg.Add(2)
-		go func() { defer wg.Done(); assert.NoError(t, a.Save(ctx, "s", put(fmt.Sprintf("a%d", i), "x"))) }()
-		go func() { defer wg.Done(); assert.NoError(t, b.Save(ctx, "s", put(fmt.Sprintf("b%d", i), "y"))) }()
+		go func() { defer wg.Done(); assert.NoError(t, errOf(a.Save(ctx, "s", put(fmt.Sprintf("a%d", i), "x")))) }()
+		go func() { defer wg.Done(); assert.NoError(t, errOf(b.Save(ctx, "s", put(fmt.Sprintf("b%d", i), "y")))) }()
 	}
 	wg.Wait()
 	for _, n := range c.Nodes() {
@@ -88,7 +88,7 @@ func TestStore_ConcurrentWritesOfOneAttributeAgreeOnOneWinner(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 20; i++ {
-				assert.NoError(t, n.Store.Save(ctx, "s", put("theme", n.Name+fmt.Sprint(i))))
+				assert.NoError(t, errOf(n.Store.Save(ctx, "s", put("theme", n.Name+fmt.Sprint(i)))))
 			}
 		}()
 	}
@@ -105,13 +105,13 @@ func TestStore_DestroyIsFinalEverywhere(t *testing.T) {
 	c := startCluster(t, "a", "b", "c")
 	ctx := context.Background()
 	a, b := c.Node("a").Store, c.Node("b").Store
-	require.NoError(t, a.Save(ctx, "s", put("user", "ann")))
+	require.NoError(t, errOf(a.Save(ctx, "s", put("user", "ann"))))
 	require.NoError(t, b.Destroy(ctx, "s"))
 	for _, n := range c.Nodes() {
 		_, ok := value(t, n.Store, "s", "user")
 		assert.False(t, ok, "node %s still serves a destroyed session", n.Name)
 	}
-	err := a.Save(ctx, "s", put("user", "mallory"))
+	_, err := a.Save(ctx, "s", put("user", "mallory"))
 	require.ErrorIs(t, err, replication.ErrSessionEnded)
 	for _, n := range c.Nodes() {
 		_, ok := value(t, n.Store, "s", "user")
@@ -123,8 +123,8 @@ func TestStore_RenameMovesTheSessionEverywhereAtOnce(t *testing.T) {
 	c := startCluster(t, "a", "b", "c")
 	ctx := context.Background()
 	a := c.Node("a").Store
-	require.NoError(t, a.Save(ctx, "old", put("cart", "3 apples")))
-	require.NoError(t, a.Rename(ctx, "old", "new", put("user", "ann")))
+	require.NoError(t, errOf(a.Save(ctx, "old", put("cart", "3 apples"))))
+	require.NoError(t, errOf(a.Rename(ctx, "old", "new", put("user", "ann"))))
 	for _, n := range c.Nodes() {
 		_, ok := value(t, n.Store, "old", "cart")
 		assert.False(t, ok, "old ID still works on %s", n.Name)
@@ -133,14 +133,14 @@ func TestStore_RenameMovesTheSessionEverywhereAtOnce(t *testing.T) {
 		assert.Equal(t, "3 apples", cart, "node %s", n.Name)
 		assert.Equal(t, "ann", user, "node %s", n.Name)
 	}
-	require.ErrorIs(t, a.Rename(ctx, "old", "other", replication.Changes{}), replication.ErrSessionEnded)
+	require.ErrorIs(t, errOf(a.Rename(ctx, "old", "other", replication.Changes{})), replication.ErrSessionEnded)
 }
 
 func TestStore_KilledNodeLosesNothing(t *testing.T) {
 	c := startCluster(t, "a", "b", "c")
 	ctx := context.Background()
 	for i := 0; i < 100; i++ {
-		require.NoError(t, c.Nodes()[i%3].Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i))))
+		require.NoError(t, errOf(c.Nodes()[i%3].Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i)))))
 	}
 	c.Kill("b")
 	for i := 0; i < 100; i++ {
@@ -151,7 +151,7 @@ func TestStore_KilledNodeLosesNothing(t *testing.T) {
 		}
 	}
 	// Writes go on without the dead node.
-	require.NoError(t, c.Node("a").Store.Save(ctx, "after", put("n", "x")))
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "after", put("n", "x"))))
 	v, _ := value(t, c.Node("c").Store, "after", "n")
 	assert.Equal(t, "x", v)
 }
@@ -160,11 +160,11 @@ func TestStore_RestartedNodeCatchesUpBeforeItIsReady(t *testing.T) {
 	c := startCluster(t, "a", "b", "c")
 	ctx := context.Background()
 	for i := 0; i < 300; i++ {
-		require.NoError(t, c.Node("a").Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i))))
+		require.NoError(t, errOf(c.Node("a").Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i)))))
 	}
 	c.Kill("c")
 	for i := 300; i < 600; i++ {
-		require.NoError(t, c.Node("b").Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i))))
+		require.NoError(t, errOf(c.Node("b").Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i)))))
 	}
 	c.Start("c")
 	c.WaitReady(t)
@@ -197,7 +197,7 @@ func TestStore_JoinUnderWriteLoadMissesNothing(t *testing.T) {
 				default:
 				}
 				id := fmt.Sprintf("w%d-%d", w, i)
-				if err := s.Save(ctx, id, put("n", id)); err == nil {
+				if _, err := s.Save(ctx, id, put("n", id)); err == nil {
 					acked.Store(id, true)
 				}
 			}
@@ -224,7 +224,7 @@ func TestStore_JoinUnderWriteLoadMissesNothing(t *testing.T) {
 func TestStore_ReadsOnANodeThatIsNotReadyGoToAPeer(t *testing.T) {
 	c := startCluster(t, "a", "b")
 	ctx := context.Background()
-	require.NoError(t, c.Node("a").Store.Save(ctx, "s", put("user", "ann")))
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "s", put("user", "ann"))))
 	// Slow links to the newcomer's sources keep its state transfer going
 	// for seconds.
 	c.Net.Delay("c", "a", 100*time.Millisecond)
@@ -247,7 +247,7 @@ func TestStore_AntiEntropyRepairsLostWrites(t *testing.T) {
 	// after the write left a; a sees the error and moves on.
 	c.Net.Drop("a", "b", 0.5)
 	for i := 0; i < 200; i++ {
-		require.NoError(t, c.Node("a").Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i))))
+		require.NoError(t, errOf(c.Node("a").Store.Save(ctx, fmt.Sprint(i), put("n", fmt.Sprint(i)))))
 	}
 	c.Net.Heal()
 	c.WaitConverged(t)
@@ -273,12 +273,12 @@ func TestStore_SlowPeerDelaysWritesOnlyOnce(t *testing.T) {
 	c.Net.Delay("a", "b", time.Hour) // b is frozen, as far as a can tell
 
 	start := time.Now()
-	require.NoError(t, a.Save(ctx, "s0", put("n", "0")))
+	require.NoError(t, errOf(a.Save(ctx, "s0", put("n", "0"))))
 	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "the first write waits for the frozen peer")
 	assert.Equal(t, 1, a.Stats().DegradedPeers)
 	start = time.Now()
 	for i := 1; i < 20; i++ {
-		require.NoError(t, a.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i))))
+		require.NoError(t, errOf(a.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))))
 	}
 	assert.Less(t, time.Since(start), 200*time.Millisecond, "later writes do not wait for a degraded peer")
 
@@ -294,12 +294,12 @@ func TestStore_SlowPeerDelaysWritesOnlyOnce(t *testing.T) {
 func TestStore_PartitionedSidesConvergeAfterHeal(t *testing.T) {
 	c := startCluster(t, "a", "b", "c", "d", "e")
 	ctx := context.Background()
-	require.NoError(t, c.Node("a").Store.Save(ctx, "shared", put("v", "before")))
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "shared", put("v", "before"))))
 	c.Partition([]string{"a", "b", "c"}, []string{"d", "e"})
-	require.NoError(t, c.Node("a").Store.Save(ctx, "left", put("v", "l")))
-	require.NoError(t, c.Node("d").Store.Save(ctx, "right", put("v", "r")))
-	require.NoError(t, c.Node("b").Store.Save(ctx, "shared", put("x", "from left")))
-	require.NoError(t, c.Node("e").Store.Save(ctx, "shared", put("y", "from right")))
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "left", put("v", "l"))))
+	require.NoError(t, errOf(c.Node("d").Store.Save(ctx, "right", put("v", "r"))))
+	require.NoError(t, errOf(c.Node("b").Store.Save(ctx, "shared", put("x", "from left"))))
+	require.NoError(t, errOf(c.Node("e").Store.Save(ctx, "shared", put("y", "from right"))))
 	c.Heal()
 	c.WaitConverged(t)
 	for _, n := range c.Nodes() {
@@ -322,8 +322,8 @@ func TestStore_ExpiredSessionsAreNeverReturned(t *testing.T) {
 	c.WaitReady(t)
 	ctx := context.Background()
 	a, b := c.Node("a").Store, c.Node("b").Store
-	require.NoError(t, a.Save(ctx, "short", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Minute}))
-	require.NoError(t, a.Save(ctx, "idle", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Hour, IdleTimeout: 10 * time.Minute}))
+	require.NoError(t, errOf(a.Save(ctx, "short", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Minute})))
+	require.NoError(t, errOf(a.Save(ctx, "idle", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Hour, IdleTimeout: 10 * time.Minute})))
 
 	clock.Advance(9 * time.Minute)
 	sess, ok, err := b.Get(ctx, "idle")
@@ -342,7 +342,7 @@ func TestStore_ExpiredSessionsAreNeverReturned(t *testing.T) {
 		_, ok := value(t, s, "idle", "k")
 		assert.False(t, ok, "idle for 11 minutes")
 	}
-	require.ErrorIs(t, a.Save(ctx, "idle", put("k", "again")), replication.ErrSessionEnded)
+	require.ErrorIs(t, errOf(a.Save(ctx, "idle", put("k", "again"))), replication.ErrSessionEnded)
 	require.Eventually(t, func() bool { return a.Stats().Sessions == 0 && b.Stats().Sessions == 0 }, 10*time.Second, 10*time.Millisecond, "the sweeper removes both")
 }
 
@@ -358,7 +358,7 @@ func TestStore_TouchReplicatesOnlyInCoarseSteps(t *testing.T) {
 	c.WaitReady(t)
 	ctx := context.Background()
 	a := c.Node("a").Store
-	require.NoError(t, a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, IdleTimeout: 80 * time.Second}))
+	require.NoError(t, errOf(a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, IdleTimeout: 80 * time.Second})))
 	writes := a.Stats().Writes
 	for i := 0; i < 9; i++ { // 9 reads a second apart: under the 10 s step
 		clock.Advance(time.Second)
@@ -381,5 +381,27 @@ func TestStore_CloseIsIdempotentAndFinal(t *testing.T) {
 	require.NoError(t, s.Close())
 	_, _, err := s.Get(context.Background(), "s")
 	require.ErrorIs(t, err, replication.ErrClosed)
-	require.ErrorIs(t, s.Save(context.Background(), "s", put("k", "v")), replication.ErrClosed)
+	require.ErrorIs(t, errOf(s.Save(context.Background(), "s", put("k", "v"))), replication.ErrClosed)
+}
+
+// errOf drops the Version of a write, for assertions on its error.
+func errOf(_ replication.Version, err error) error { return err }
+
+// A session destroyed on one side of a partition stays destroyed after the
+// heal, although the other side kept writing to it meanwhile.
+func TestStore_DestroyDuringPartitionWinsAfterHeal(t *testing.T) {
+	c := startCluster(t, "a", "b", "c", "d", "e")
+	ctx := context.Background()
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "s", put("user", "ann"))))
+	c.Partition([]string{"a", "b", "c"}, []string{"d", "e"})
+	require.NoError(t, c.Node("a").Store.Destroy(ctx, "s"))
+	for i := 0; i < 5; i++ { // the other side goes on using the session
+		require.NoError(t, errOf(c.Node("d").Store.Save(ctx, "s", put("cart", fmt.Sprint(i)))))
+	}
+	c.Heal()
+	c.WaitConverged(t)
+	for _, n := range c.Nodes() {
+		_, ok := value(t, n.Store, "s", "user")
+		assert.False(t, ok, "node %s brought a destroyed session back", n.Name)
+	}
 }

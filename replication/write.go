@@ -14,28 +14,28 @@ import (
 // read implies; they never see one later.
 const touchFraction = 8
 
-// maxBackgroundSends bounds the writes in flight to one degraded peer. When
-// it is reached, further writes skip that peer and anti-entropy repairs it.
-const maxBackgroundSends = 64
+// sendQueue bounds the records waiting for one peer's background sender.
+const sendQueue = 4096
 
 // Save applies changes to session id, creating it if it does not exist,
 // and replicates them to every owner of the session. With the default
 // (synchronous) write concern it returns once every live owner has
 // acknowledged the write, or has failed (a crashed peer is skipped at once),
 // or has not answered within WriteTimeout (the peer is then marked degraded
-// and repaired by anti-entropy). It returns ErrSessionEnded when the
-// session has been destroyed or has expired.
-func (s *Store) Save(ctx context.Context, id string, c Changes) error {
+// and repaired by anti-entropy). It returns the version of the write (see
+// Version), or ErrSessionEnded when the session has been destroyed or has
+// expired.
+func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error) {
 	if s.closed() {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if !validID(id) {
-		return fmt.Errorf("save session: %w", ErrInvalidID)
+		return 0, fmt.Errorf("save session: %w", ErrInvalidID)
 	}
 	v, pi := s.view.Load(), partitionOf(id)
 	cur, err := s.current(ctx, v, pi, id)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	now := s.now()
 	var delta *record
@@ -46,7 +46,7 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) error {
 			delta.expires = now + c.Lifetime.Milliseconds()
 		}
 	case !cur.live(now):
-		return ErrSessionEnded
+		return 0, ErrSessionEnded
 	default:
 		delta = &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
 	}
@@ -58,9 +58,19 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) error {
 	}
 	delta.attrs = s.changedAttrs(c)
 	if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
-		return fmt.Errorf("save session: %w", err)
+		return 0, fmt.Errorf("save session: %w", err)
 	}
-	return s.write(ctx, v, delta)
+	return writtenVersion(cur, delta), s.write(ctx, v, delta)
+}
+
+// writtenVersion returns the version a reader must see to see delta: its
+// own, or the session's when delta changes no attribute.
+func writtenVersion(cur, delta *record) Version {
+	v := delta.maxVersion()
+	if v.isZero() && cur != nil {
+		v = cur.maxVersion()
+	}
+	return Version(v.time)
 }
 
 // changedAttrs turns c into attributes sorted by name, all with one new
@@ -161,22 +171,23 @@ func (s *Store) tombstone(id string, cur *record) *record {
 // so the old ID stops working everywhere when the new one starts to. Call it
 // when a user logs in (session fixation). The session keeps its creation
 // time and absolute deadline. Writes to oldID that race with Rename are
-// lost. It returns ErrSessionEnded when oldID is gone.
-func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) error {
+// lost. It returns the version of the new session (see Version), or
+// ErrSessionEnded when oldID is gone.
+func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Version, error) {
 	if s.closed() {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if !validID(oldID) || !validID(newID) || oldID == newID {
-		return fmt.Errorf("rename session: %w", ErrInvalidID)
+		return 0, fmt.Errorf("rename session: %w", ErrInvalidID)
 	}
 	v := s.view.Load()
 	cur, err := s.current(ctx, v, partitionOf(oldID), oldID)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	now := s.now()
 	if cur == nil || !cur.live(now) {
-		return ErrSessionEnded
+		return 0, ErrSessionEnded
 	}
 	moved := &record{id: newID, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
 	if moved.idleMs > 0 {
@@ -189,9 +200,9 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) erro
 	}
 	moved = merge(moved, &record{id: newID, attrs: s.changedAttrs(c)})
 	if err := s.cfg.Limits.checkRecord(moved); err != nil {
-		return fmt.Errorf("rename session: %w", err)
+		return 0, fmt.Errorf("rename session: %w", err)
 	}
-	return s.write(ctx, v, moved, s.tombstone(oldID, cur))
+	return Version(moved.maxVersion().time), s.write(ctx, v, moved, s.tombstone(oldID, cur))
 }
 
 // write applies records on this node where it owns them and sends each
@@ -211,7 +222,8 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	for _, r := range rs {
 		pi := partitionOf(r.id)
 		if v.owns(pi) {
-			s.parts[pi].apply(r, now)
+			out, old, _ := s.parts[pi].apply(r, now)
+			s.sessionEvent(pi, old, out, true)
 		}
 		for _, q := range v.targets(pi) {
 			sd := byPeer[q]
@@ -224,6 +236,16 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		}
 	}
 	s.stats.writes.Add(1)
+	async := s.cfg.WriteConcern == Async
+	waitFor := sends[:0]
+	for _, sd := range sends {
+		if async || sd.q.degraded.Load() {
+			s.enqueue(sd.q, sd.rs)
+		} else {
+			waitFor = append(waitFor, sd)
+		}
+	}
+	sends = waitFor
 	if len(sends) == 0 {
 		return nil
 	}
@@ -250,10 +272,6 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	results := make(chan result, len(sends))
 	waiting := 0
 	for _, sd := range sends {
-		if sd.q.degraded.Load() {
-			s.sendInBackground(sd.q, sd.msg)
-			continue
-		}
 		waiting++
 		go func() {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
@@ -293,23 +311,52 @@ func (s *Store) callAck(ctx context.Context, q *peer, msg []byte) error {
 	return decodeAckReply(resp)
 }
 
-// sendInBackground sends msg to a degraded peer without waiting, within the
-// bound of maxBackgroundSends.
-func (s *Store) sendInBackground(q *peer, msg []byte) {
-	if q.background.Add(1) > maxBackgroundSends {
-		q.background.Add(-1)
-		s.stats.skippedSends.Add(1)
-		return
-	}
-	started := s.goroutine(func() {
-		defer q.background.Add(-1)
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
-		defer cancel()
-		if err := s.callAck(ctx, q, msg); err != nil {
-			s.log.Debug("background send failed", "peer", q.name, "err", err)
+// enqueue hands records to q's sender without waiting (asynchronous
+// writes, degraded peers). When the queue is full the records are dropped
+// and counted: anti-entropy repairs the peer, and memory stays bounded.
+func (s *Store) enqueue(q *peer, rs []*record) {
+	q.startSender.Do(func() { s.goroutine(func() { s.send(q) }) })
+	for _, r := range rs {
+		select {
+		case q.queue <- r:
+		default:
+			s.stats.skippedSends.Add(1)
 		}
-	})
-	if !started {
-		q.background.Add(-1)
+	}
+}
+
+// send is q's sender: it sends queued records in batches of up to
+// fetchBatch, one batch in flight, until q leaves the view or the store
+// closes.
+func (s *Store) send(q *peer) {
+	batch := make([]*record, 0, fetchBatch)
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-q.gone:
+			return
+		case r := <-q.queue:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < fetchBatch {
+			select {
+			case r := <-q.queue:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		msg, err := encodeApply(batch...)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
+			err = s.callAck(ctx, q, msg)
+			cancel()
+		}
+		if err != nil {
+			s.stats.skippedSends.Add(uint64(len(batch)))
+			s.log.Debug("background send failed; anti-entropy will repair", "peer", q.name, "records", len(batch), "err", err)
+		}
 	}
 }

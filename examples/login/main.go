@@ -58,6 +58,7 @@ type options struct {
 	timers, logLevel                            string
 	cookieSecure                                bool
 	backups                                     int
+	async                                       bool
 	secret, secretFile, label                   string
 	idleTimeout, lifetime                       time.Duration
 	pprofAddr                                   string
@@ -72,6 +73,7 @@ func main() {
 	flag.StringVar(&o.seeds, "seeds", "", "comma-separated gossip addresses to join; may include this node's own; any may be down")
 	flag.StringVar(&o.timers, "timers", "local", `failure-detection timers: "local" (fast, for one machine) or "lan"`)
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.BoolVar(&o.async, "async", false, "acknowledge writes before the other owners have them (read-your-writes through a version in the cookie)")
 	flag.IntVar(&o.backups, "backups", -1, "backup copies of each session besides its primary (-1: every node holds every session)")
 	flag.BoolVar(&o.cookieSecure, "cookie-secure", false, "mark the session cookie Secure (serve over HTTPS then)")
 	flag.StringVar(&o.secret, "secret", "", "cluster secret(s): 32 random bytes in hex or base64, comma-separated, primary first (default: $"+secretEnv+"; prefer it: flags show in ps)")
@@ -215,6 +217,9 @@ func start(o options, log *slog.Logger) (*node, error) {
 	}
 	if o.backups >= 0 {
 		rcfg.Mode = replication.Backups(o.backups)
+	}
+	if o.async {
+		rcfg.WriteConcern = replication.Async
 	}
 	rcfg.Membership = cl
 	rcfg.Transport = tr

@@ -1,0 +1,126 @@
+package replication_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+func asyncCluster(t *testing.T, seed int64, mode replication.Mode, names ...string) *testcluster.Cluster {
+	c := testcluster.New(t, testcluster.Options{Seed: seed, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Mode = mode
+		cfg.WriteConcern = replication.Async
+		cfg.AntiEntropyInterval = 50 * time.Millisecond
+		cfg.MaxReadWait = 2 * time.Second
+		return cfg
+	}})
+	for _, n := range names {
+		c.Start(n)
+	}
+	c.WaitConverged(t)
+	return c
+}
+
+func delayAll(c *testcluster.Cluster, d time.Duration) {
+	for _, a := range c.Nodes() {
+		for _, b := range c.Nodes() {
+			if a != b {
+				c.Net.Delay(a.Name, b.Name, d)
+			}
+		}
+	}
+}
+
+func TestAsync_SaveDoesNotWaitForPeers(t *testing.T) {
+	c := asyncCluster(t, 21, replication.AllToAll, "a", "b", "c")
+	delayAll(c, 300*time.Millisecond)
+	start := time.Now()
+	_, err := c.Node("a").Store.Save(context.Background(), "s", put("k", "v"))
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), 150*time.Millisecond)
+	c.Net.Heal()
+	c.WaitConverged(t)
+}
+
+// TestAsync_ReadYourWritesAcrossNodes writes on one node and reads on the
+// next with the version of the write, while replication lags behind: no
+// read may miss the write it follows.
+func TestAsync_ReadYourWritesAcrossNodes(t *testing.T) {
+	for _, mode := range []replication.Mode{replication.AllToAll, replication.Backups(1)} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c := asyncCluster(t, 22, mode, nodeNames(4)...)
+			delayAll(c, 20*time.Millisecond)
+			ctx := context.Background()
+			nodes := c.Nodes()
+			var behind uint64
+			for i := 0; i < 40; i++ {
+				id := fmt.Sprint("user-", i%5)
+				want := fmt.Sprint(i)
+				v, err := nodes[i%4].Store.Save(ctx, id, put("n", want))
+				require.NoError(t, err)
+				reader := nodes[(i+1)%4].Store
+				sess, ok, err := reader.GetAtLeast(ctx, id, v)
+				require.NoError(t, err)
+				require.True(t, ok, "write %d not visible on the next node", i)
+				got, _ := sess.Value("n")
+				require.Equal(t, want, string(got), "stale read after write %d", i)
+				require.GreaterOrEqual(t, sess.Version(), v)
+			}
+			for _, n := range nodes {
+				st := n.Store.Stats()
+				behind += st.BehindReads
+				assert.Zero(t, st.StaleReads)
+			}
+			assert.Positive(t, behind, "replication lagged behind the reads, so some had to wait")
+			c.Net.Heal()
+			c.WaitConverged(t)
+		})
+	}
+}
+
+func TestAsync_ReadWaitIsBounded(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Seed: 23, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.WriteConcern = replication.Async
+		cfg.MaxReadWait = 100 * time.Millisecond
+		return cfg
+	}})
+	c.Start("a")
+	c.Start("b")
+	c.WaitReady(t)
+	c.Partition([]string{"a"}, []string{"b"})
+	ctx := context.Background()
+	v, err := c.Node("a").Store.Save(ctx, "s", put("k", "v"))
+	require.NoError(t, err)
+	start := time.Now()
+	_, ok, err := c.Node("b").Store.GetAtLeast(ctx, "s", v)
+	require.NoError(t, err)
+	assert.False(t, ok, "b cannot know the write")
+	assert.Less(t, time.Since(start), time.Second)
+	assert.Equal(t, uint64(1), c.Node("b").Store.Stats().StaleReads)
+}
+
+func TestSync_VersionsGrowWithEveryWrite(t *testing.T) {
+	c := startCluster(t, "a", "b")
+	ctx := context.Background()
+	var last replication.Version
+	for i := 0; i < 10; i++ {
+		v, err := c.Nodes()[i%2].Store.Save(ctx, "s", put("n", fmt.Sprint(i)))
+		require.NoError(t, err)
+		require.Greater(t, v, last)
+		last = v
+		p, err := replication.ParseVersion(v.String())
+		require.NoError(t, err)
+		require.Equal(t, v, p)
+	}
+	_, err := replication.ParseVersion("not a version!")
+	require.Error(t, err)
+}

@@ -1,0 +1,93 @@
+package replication_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/internal/hlc"
+	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+// skewedCluster starts nodes whose wall clocks are off the manual clock
+// it returns by the given offsets.
+func skewedCluster(t *testing.T, offsets map[string]time.Duration) (*testcluster.Cluster, *hlc.ManualClock) {
+	clock := hlc.NewManualClock(time.Now())
+	c := testcluster.New(t, testcluster.Options{Seed: 41, Config: func(name string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		off := offsets[name]
+		cfg.Now = func() time.Time { return clock.Now().Add(off) }
+		return cfg
+	}})
+	for name := range offsets {
+		c.Start(name)
+	}
+	c.WaitReady(t)
+	return c, clock
+}
+
+// Writes made one after another on nodes whose clocks are seconds apart
+// are ordered as they happened: the hybrid logical clock carries the order
+// from node to node, so a slow clock never makes a later write lose.
+func TestSkew_SequentialWritesOnSkewedNodesKeepTheirOrder(t *testing.T) {
+	c, clock := skewedCluster(t, map[string]time.Duration{"fast": 3 * time.Second, "slow": -3 * time.Second, "true": 0})
+	ctx := context.Background()
+	order := []string{"fast", "slow", "true", "slow", "fast", "slow"}
+	for round := 0; round < 5; round++ {
+		for i, name := range order {
+			clock.Advance(100 * time.Millisecond)
+			want := fmt.Sprint(round, "-", i)
+			_, err := c.Node(name).Store.Save(ctx, "s", put("v", want))
+			require.NoError(t, err)
+			for _, n := range c.Nodes() {
+				got, _ := value(t, n.Store, "s", "v")
+				require.Equal(t, want, got, "after %s wrote, %s has an older value", name, n.Name)
+			}
+		}
+	}
+}
+
+// A node whose clock is an hour ahead cannot drag the cluster's clocks
+// along: its writes are refused, and the others' versions stay near real
+// time.
+func TestSkew_TimestampsFarAheadAreRefused(t *testing.T) {
+	c, clock := skewedCluster(t, map[string]time.Duration{"a": 0, "b": 0, "wild": time.Hour})
+	ctx := context.Background()
+	_, err := c.Node("wild").Store.Save(ctx, "s", put("user", "mallory"))
+	require.NoError(t, err, "the wild node applies its own write; peers refuse it")
+	for _, name := range []string{"a", "b"} {
+		_, ok := value(t, c.Node(name).Store, "s", "user")
+		assert.False(t, ok, "%s adopted a write from an hour in the future", name)
+		assert.Positive(t, c.Node(name).Store.Stats().Rejected)
+	}
+	v, err := c.Node("a").Store.Save(ctx, "t", put("k", "v"))
+	require.NoError(t, err)
+	sess, _, err := c.Node("a").Store.Get(ctx, "t")
+	require.NoError(t, err)
+	assert.Equal(t, v, sess.Version())
+	assert.WithinDuration(t, clock.Now(), sess.Created(), time.Second, "a's clock was not dragged an hour ahead")
+	assert.WithinDuration(t, clock.Now(), time.UnixMilli(0).Add(time.Duration(v)>>16*time.Millisecond), time.Second,
+		"a's versions stay near its wall clock")
+}
+
+// Each node expires sessions on its own clock: with clocks seconds apart
+// the session ends on each within that skew of its deadline.
+func TestSkew_ExpiryFollowsEachNodesClock(t *testing.T) {
+	c, clock := skewedCluster(t, map[string]time.Duration{"ahead": 2 * time.Second, "behind": 0})
+	ctx := context.Background()
+	_, err := c.Node("behind").Store.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: 3 * time.Second})
+	require.NoError(t, err)
+	clock.Advance(1500 * time.Millisecond)
+	_, ok := value(t, c.Node("ahead").Store, "s", "k")
+	assert.False(t, ok, "the node 2 s ahead ends the 3 s session 1.5 s in")
+	_, ok = value(t, c.Node("behind").Store, "s", "k")
+	assert.True(t, ok)
+	clock.Advance(1500 * time.Millisecond)
+	_, ok = value(t, c.Node("behind").Store, "s", "k")
+	assert.False(t, ok)
+}
