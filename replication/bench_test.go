@@ -472,3 +472,81 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
 }
+
+// BenchmarkUpdate measures the cost of an atomic Update next to a plain
+// Save of the same 8-byte counter, in one loop that alternates them, on a
+// two- and a three-node cluster over TCP: when this node coordinates the
+// session (it is the partition's primary) and when another node does. It reports the
+// p50/p99 ratios Update/Save.
+func BenchmarkUpdate(b *testing.B) {
+	ctx := context.Background()
+	incr := func(old []byte, exists bool) ([]byte, error) {
+		n := 0
+		if exists {
+			n, _ = strconv.Atoi(string(old))
+		}
+		return []byte(strconv.Itoa(n + 1)), nil
+	}
+	for _, tc := range []struct {
+		nodes int
+		local bool
+	}{{2, true}, {2, false}, {3, true}, {3, false}} {
+		name := fmt.Sprintf("nodes=%d/coordinator=remote", tc.nodes)
+		if tc.local {
+			name = fmt.Sprintf("nodes=%d/coordinator=local", tc.nodes)
+		}
+		local := tc.local
+		b.Run(name, func(b *testing.B) {
+			stores := benchCluster(b, tc.nodes, true)
+			ids := coordinatedBy(b, stores, local, 200)
+			saveLat, updLat := newLatencies(), newLatencies()
+			c := replication.Changes{Set: map[string][]byte{"n": []byte("12345678")}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				id := ids[i%len(ids)]
+				t0 := time.Now()
+				if _, err := stores[0].Save(ctx, id, c); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if _, _, err := stores[0].Update(ctx, id, "n", incr); err != nil {
+					b.Fatal(err)
+				}
+				updLat.record(time.Since(t1))
+				saveLat.record(t1.Sub(t0))
+			}
+			b.StopTimer()
+			s50, s99 := saveLat.h.Quantile(0.50), saveLat.h.Quantile(0.99)
+			u50, u99 := updLat.h.Quantile(0.50), updLat.h.Quantile(0.99)
+			b.ReportMetric(float64(s50.Nanoseconds()), "save-p50-ns")
+			b.ReportMetric(float64(u50.Nanoseconds()), "update-p50-ns")
+			b.ReportMetric(u50.Seconds()/s50.Seconds(), "x-save-p50")
+			b.ReportMetric(u99.Seconds()/s99.Seconds(), "x-save-p99")
+		})
+	}
+}
+
+// coordinatedBy creates n sessions whose partition's primary is
+// stores[0] (local) or not, and returns their IDs.
+func coordinatedBy(b *testing.B, stores []*replication.Store, local bool, n int) []string {
+	ctx := context.Background()
+	self := stores[0].Partitions()
+	var ids []string
+	for i := 0; len(ids) < n; i++ {
+		id := fmt.Sprintf("update-%06d", i)
+		if _, err := stores[0].Save(ctx, id, replication.Changes{Set: map[string][]byte{"n": []byte("0")}, Lifetime: time.Hour}); err != nil {
+			b.Fatal(err)
+		}
+		after := stores[0].Partitions()
+		for p := range after {
+			if after[p].Sessions > self[p].Sessions {
+				if (after[p].Owners[0] == "n0") == local { // benchCluster names stores[0] n0
+					ids = append(ids, id)
+				}
+			}
+		}
+		self = after
+	}
+	return ids
+}

@@ -12,6 +12,11 @@ var (
 	// connection to it failed before it answered.
 	ErrUnreachable = errors.New("replication: peer unreachable")
 
+	// ErrNotSent is wrapped, next to ErrUnreachable, by errors of calls
+	// that certainly did not reach the peer (a failed dial): the peer did
+	// not act on the request, so it is safe to send it elsewhere.
+	ErrNotSent = errors.New("replication: request not sent")
+
 	// ErrFrameTooLarge is returned for a frame longer than the configured
 	// maximum, whether it is about to be sent or announced by a peer. In
 	// the second case the connection is dropped and the error also wraps
@@ -41,6 +46,11 @@ var (
 	// destroyed or has expired. A caller should treat the user as logged
 	// out and start a new session.
 	ErrSessionEnded = errors.New("replication: session destroyed or expired")
+
+	// ErrConflict is returned by Update when other updates of the same
+	// attribute won 100 times in a row, or when, during a failover, its
+	// update lost to one coordinated by another node.
+	ErrConflict = errors.New("replication: too many concurrent updates")
 
 	// ErrInvalidID is returned for an empty session ID or one longer than
 	// 256 bytes.

@@ -70,6 +70,34 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 		}
 		return encodeStatusReply(s.localStatus())
 
+	case msgUpdate:
+		u := decodeUpdate(d)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		pi := partitionOf(u.id)
+		if !s.view.Load().owns(pi) {
+			return encodeUpdateReply(updateResult{outcome: updateNotReady})
+		}
+		return encodeUpdateReply(s.applyUpdate(pi, u))
+
+	case msgUpdateCopy:
+		expected, r := decodeUpdateReplica(d)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		if err := s.checkRemote([]*record{r}); err != nil {
+			return nil, err
+		}
+		if err := s.clock.Update(r.maxVersion().time); err != nil {
+			s.stats.rejected.Add(1)
+			return nil, fmt.Errorf("refuse record: %w", err)
+		}
+		if !s.applyUpdateReplica(partitionOf(r.id), expected, r) {
+			return nil, errUpdateRefused
+		}
+		return []byte{respOK}, nil
+
 	case msgLeaving:
 		name, incarnation := decodeLeaving(d)
 		if err := d.done(); err != nil {

@@ -16,15 +16,17 @@ import (
 // Request types: the first byte of every request. Append only; values are
 // protocol.
 const (
-	msgHello      byte = 1 // hello: who are you, do you see me as a member, are you ready
-	msgApply      byte = 2 // apply: merge these records (writes, deltas, repairs)
-	msgGet        byte = 3 // get: one session, for a node that is not ready yet
-	msgStatus     byte = 4 // status: per-partition readiness, digests and record counts
-	msgSummary    byte = 5 // summary: (ID, digest) of every record of one partition
-	msgFetch      byte = 6 // fetch: records by ID
-	msgFetchRange byte = 7 // fetch range: a chunk of a partition after a cursor (state transfer)
-	msgLeaving    byte = 8 // leaving: the sender is leaving; stop giving it partitions
-	msgRepair     byte = 9 // repair: merge these records (anti-entropy, hand-off): not a write
+	msgHello      byte = 1  // hello: who are you, do you see me as a member, are you ready
+	msgApply      byte = 2  // apply: merge these records (writes, deltas, repairs)
+	msgGet        byte = 3  // get: one session, for a node that is not ready yet
+	msgStatus     byte = 4  // status: per-partition readiness, digests and record counts
+	msgSummary    byte = 5  // summary: (ID, digest) of every record of one partition
+	msgFetch      byte = 6  // fetch: records by ID
+	msgFetchRange byte = 7  // fetch range: a chunk of a partition after a cursor (state transfer)
+	msgLeaving    byte = 8  // leaving: the sender is leaving; stop giving it partitions
+	msgRepair     byte = 9  // repair: merge these records (anti-entropy, hand-off): not a write
+	msgUpdate     byte = 10 // update: compare-and-set one attribute, as the session's coordinator
+	msgUpdateCopy byte = 11 // update copy: apply an update coordinated elsewhere, unless another won here
 )
 
 // Response statuses: the first byte of every response. Append only; values
@@ -695,4 +697,89 @@ func decodeAckReply(resp []byte) error {
 	}
 	defer d.release()
 	return d.done()
+}
+
+func encodeUpdate(u updateRequest) ([]byte, error) {
+	e := newEncoder(msgUpdate)
+	e.arrayLen(5)
+	e.str(u.id)
+	e.str(u.key)
+	e.uint64(uint64(u.expected.time))
+	e.uint64(u.expected.node)
+	e.bin(u.value)
+	return e.finish()
+}
+
+func decodeUpdate(d *decoder) updateRequest {
+	n := d.arrayLen(5, 64)
+	u := updateRequest{id: d.str(maxIDLen), key: d.str(maxAttrNameLen)}
+	u.expected = version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}
+	u.value = d.bytesN(d.r.Len())
+	d.skip(n - 5)
+	if d.err == nil && (u.id == "" || u.key == "") {
+		d.fail("update without session ID or attribute")
+	}
+	return u
+}
+
+func encodeUpdateReply(r updateResult) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(6)
+	e.int64(int64(r.outcome))
+	if r.delta != nil {
+		e.record(r.delta)
+	} else {
+		e.check(e.enc.EncodeNil())
+	}
+	e.bin(r.current.value)
+	e.boolean(r.current.exists)
+	e.uint64(uint64(r.current.version.time))
+	e.uint64(r.current.version.node)
+	return e.finish()
+}
+
+func decodeUpdateReply(resp []byte) (updateResult, error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return updateResult{}, err
+	}
+	defer d.release()
+	n := d.arrayLen(6, 64)
+	r := updateResult{outcome: byte(d.int64())}
+	if !d.isNil() {
+		r.delta = d.record()
+	}
+	r.current.value = d.bytesN(d.r.Len())
+	r.current.exists = d.boolean()
+	r.current.version = version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}
+	d.skip(n - 6)
+	if d.err == nil {
+		switch {
+		case r.outcome < updateApplied || r.outcome > updateNotReady:
+			d.fail("update outcome %d", r.outcome)
+		case (r.outcome == updateApplied) != (r.delta != nil):
+			d.fail("update outcome %d with delta %v", r.outcome, r.delta != nil)
+		}
+	}
+	return r, d.done()
+}
+
+func encodeUpdateReplica(expected version, delta *record) ([]byte, error) {
+	e := newEncoder(msgUpdateCopy)
+	e.arrayLen(3)
+	e.uint64(uint64(expected.time))
+	e.uint64(expected.node)
+	e.record(delta)
+	return e.finish()
+}
+
+func decodeUpdateReplica(d *decoder) (version, *record) {
+	n := d.arrayLen(3, 64)
+	expected := version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}
+	r := d.record()
+	d.skip(n - 3)
+	if d.err == nil && len(r.attrs) != 1 {
+		d.fail("update copy with %d attributes", len(r.attrs))
+	}
+	return expected, r
 }

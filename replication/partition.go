@@ -89,6 +89,30 @@ func (p *partition) apply(in *record, now int64) (out, old *record, changed bool
 	return out, old, true
 }
 
+// update runs fn on the current record of id (nil if none) under the
+// partition's lock and merges the record fn returns, if any, before the
+// lock is released: a compare-and-set.
+func (p *partition) update(id string, fn func(cur *record) *record) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	in := fn(p.records[id])
+	if in == nil {
+		return
+	}
+	old := p.records[id]
+	out := merge(old, in)
+	if out == old {
+		return
+	}
+	p.records[id] = out
+	if old != nil {
+		p.digest ^= old.digest()
+	} else {
+		p.schedule(out.id, out.deadline())
+	}
+	p.digest ^= out.digest()
+}
+
 // schedule puts id in the expiry bucket of deadline. Callers hold p.mu.
 func (p *partition) schedule(id string, deadline int64) {
 	if deadline == 0 {

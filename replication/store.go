@@ -58,6 +58,7 @@ type storeCounters struct {
 	rejected, expired                                 atomic.Uint64
 	behindReads, staleReads                           atomic.Uint64
 	droppedEvents                                     atomic.Uint64
+	updateConflicts                                   atomic.Uint64
 	writeLatency                                      latencyHistogram
 }
 
@@ -236,6 +237,7 @@ type Stats struct {
 	Rejected        uint64           // messages or records refused (malformed, clock too far ahead)
 	Expired         uint64           // sessions and tombstones removed by the sweeper
 	DroppedEvents   uint64           // session events dropped because OnSessionEvent fell behind
+	UpdateConflicts uint64           // Update attempts that lost to another update and ran again
 	BehindReads     uint64           // GetAtLeast calls that found the session older than asked and waited
 	StaleReads      uint64           // of those, the ones that gave up at MaxReadWait
 	WriteLatency    LatencyHistogram // time writes took, replication included
@@ -258,6 +260,7 @@ func (s *Store) Stats() Stats {
 		Rejected:        s.stats.rejected.Load(),
 		Expired:         s.stats.expired.Load(),
 		DroppedEvents:   s.stats.droppedEvents.Load(),
+		UpdateConflicts: s.stats.updateConflicts.Load(),
 		BehindReads:     s.stats.behindReads.Load(),
 		StaleReads:      s.stats.staleReads.Load(),
 		WriteLatency:    s.stats.writeLatency.snapshot(),

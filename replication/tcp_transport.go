@@ -638,7 +638,7 @@ func (t *TCPTransport) connect(ctx context.Context, p *tcpPeer) (*tcpConn, error
 			err = ctx.Err()
 		default:
 			t.st.dialFailures.Add(1)
-			err = fmt.Errorf("replication: dial %s: %w: %w", p.addr, ErrUnreachable, err)
+			err = fmt.Errorf("replication: dial %s: %w (%w): %w", p.addr, ErrUnreachable, ErrNotSent, err)
 			p.dialErr = err
 			p.retryAt = time.Now().Add(t.cfg.RedialBackoff)
 			t.log.Info("replication: dial failed", "peer", p.addr, "err", err)

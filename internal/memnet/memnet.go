@@ -50,6 +50,9 @@ var (
 	ErrUnreachable = errors.New("memnet: peer unreachable")
 	// ErrClosed is returned by a Node's calls after its Close.
 	ErrClosed = errors.New("memnet: closed")
+	// ErrNotSent is wrapped, next to the unreachable error, by calls whose
+	// request certainly never reached the callee's handler.
+	ErrNotSent = errors.New("memnet: request not delivered")
 )
 
 // Options configures a Network.
@@ -60,6 +63,10 @@ type Options struct {
 	// Closed is returned by calls on a closed Node. Default ErrClosed;
 	// pass replication.ErrClosed.
 	Closed error
+	// NotSent is wrapped by errors of calls whose request never reached
+	// the handler (refused, partitioned, dropped). Default ErrNotSent;
+	// pass replication.ErrNotSent.
+	NotSent error
 }
 
 // Link is the direction from one address to another.
@@ -94,7 +101,7 @@ type fault struct {
 // Network is a set of Nodes that reach each other by address. Its methods
 // are safe for concurrent use.
 type Network struct {
-	unreachable, closed error
+	unreachable, closed, notSent error
 
 	mu     sync.Mutex       // guards the fields below
 	rng    *rand.Rand       // every random draw
@@ -112,9 +119,13 @@ func New(seed int64, opts Options) *Network {
 	if opts.Closed == nil {
 		opts.Closed = ErrClosed
 	}
+	if opts.NotSent == nil {
+		opts.NotSent = ErrNotSent
+	}
 	return &Network{
 		unreachable: opts.Unreachable,
 		closed:      opts.Closed,
+		notSent:     opts.NotSent,
 		rng:         rand.New(rand.NewPCG(uint64(seed), uint64(seed)^0x9e3779b97f4a7c15)),
 		nodes:       map[string]*Node{},
 		group:       map[string]int{},
@@ -232,11 +243,11 @@ func (n *Network) route(from, to string) plan {
 	dst := n.nodes[to]
 	switch {
 	case dst == nil:
-		p.refused = fmt.Errorf("memnet: call %s -> %s: no such node: %w", from, to, n.unreachable)
+		p.refused = fmt.Errorf("memnet: call %s -> %s: no such node: %w (%w)", from, to, n.unreachable, n.notSent)
 	case dst.isClosed():
-		p.refused = fmt.Errorf("memnet: call %s -> %s: node closed: %w", from, to, n.unreachable)
+		p.refused = fmt.Errorf("memnet: call %s -> %s: node closed: %w (%w)", from, to, n.unreachable, n.notSent)
 	case n.group[from] != n.group[to]:
-		p.refused = fmt.Errorf("memnet: call %s -> %s: partitioned: %w", from, to, n.unreachable)
+		p.refused = fmt.Errorf("memnet: call %s -> %s: partitioned: %w (%w)", from, to, n.unreachable, n.notSent)
 	}
 	if p.refused != nil {
 		st.Refused++
@@ -336,12 +347,12 @@ func (nd *Node) Call(ctx context.Context, addr string, request []byte) ([]byte, 
 			return nil, nd.net.closed
 		case <-p.to.done:
 			t.Stop()
-			return nil, fmt.Errorf("memnet: call %s -> %s: node closed: %w", nd.addr, addr, nd.net.unreachable)
+			return nil, fmt.Errorf("memnet: call %s -> %s: node closed: %w (%w)", nd.addr, addr, nd.net.unreachable, nd.net.notSent)
 		}
 	}
 	if p.dropReq {
 		nd.net.count(p.stats, func(s *LinkStats) { s.DroppedRequests++ })
-		return nil, fmt.Errorf("memnet: call %s -> %s: request dropped: %w", nd.addr, addr, nd.net.unreachable)
+		return nil, fmt.Errorf("memnet: call %s -> %s: request dropped: %w (%w)", nd.addr, addr, nd.net.unreachable, nd.net.notSent)
 	}
 	resp, err := p.to.handle(nd.addr, append([]byte(nil), request...))
 	if err != nil {
@@ -373,7 +384,7 @@ func (nd *Node) handle(from string, req []byte) ([]byte, error) {
 	nd.mu.Lock()
 	if nd.closed {
 		nd.mu.Unlock()
-		return nil, fmt.Errorf("memnet: call %s -> %s: node closed: %w", from, nd.addr, nd.net.unreachable)
+		return nil, fmt.Errorf("memnet: call %s -> %s: node closed: %w (%w)", from, nd.addr, nd.net.unreachable, nd.net.notSent)
 	}
 	h := nd.handler
 	if h == nil {

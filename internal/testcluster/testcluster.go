@@ -95,7 +95,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	c := &Cluster{
 		t:     t,
 		opts:  opts,
-		Net:   memnet.New(opts.Seed, memnet.Options{Unreachable: replication.ErrUnreachable, Closed: replication.ErrClosed}),
+		Net:   memnet.New(opts.Seed, memnet.Options{Unreachable: replication.ErrUnreachable, Closed: replication.ErrClosed, NotSent: replication.ErrNotSent}),
 		nodes: map[string]*Node{},
 	}
 	t.Cleanup(c.Close)
@@ -148,18 +148,19 @@ func (c *Cluster) Start(name string) *Node {
 	return n
 }
 
-// Kill stops node name as a crash would: its connections fail at once and
-// the others drop it from their membership.
+// Kill stops node name as a crash would: the process is gone first (its
+// connections fail at once), and the others drop it from their membership
+// after, as a failure detector does.
 func (c *Cluster) Kill(name string) {
-	c.mu.Lock()
-	n := c.nodes[name]
-	delete(c.nodes, name)
-	c.refreshLocked()
-	c.mu.Unlock()
+	n := c.Node(name)
 	if n == nil {
 		c.t.Fatalf("testcluster: no node %q", name)
 	}
 	require.NoError(c.t, n.Store.Close())
+	c.mu.Lock()
+	delete(c.nodes, name)
+	c.refreshLocked()
+	c.mu.Unlock()
 }
 
 // Node returns the live node called name, or nil.

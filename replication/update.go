@@ -1,0 +1,303 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// maxUpdateAttempts bounds how often Update runs its function when other
+// updates of the same attribute keep winning. Between attempts it backs
+// off for a random time that grows with the attempts, up to 2 ms, so that
+// under heavy contention every updater gets its turn.
+const maxUpdateAttempts = 100
+
+// UpdateFunc computes an attribute's new value from its current one
+// (exists is false when the attribute is not set). It may run more than
+// once per Update, so it must have no side effects beyond its result.
+// Returning an error aborts the update with that error.
+type UpdateFunc func(old []byte, exists bool) ([]byte, error)
+
+// Update atomically replaces attribute key of session id with the result
+// of fn applied to its current value, and returns the new value and the
+// write's Version. Unlike a Get followed by a Save, concurrent Updates of
+// one attribute never lose each other's changes, whichever nodes they run
+// on: a counter incremented by 64 parallel requests ends 64 higher.
+//
+// It is optimistic concurrency on the attribute's version. This node
+// computes the new value; the session's coordinator (its partition's
+// primary, or the next owner holding the partition completely when the
+// primary is unreachable) applies it only if the attribute's version is
+// still the one the value was computed from, and otherwise answers with
+// the current value, for fn to run again (at most 100 times, then
+// ErrConflict). The applied write is then replicated like any other.
+// Reads and plain Saves pay nothing for this; a Save of the same attribute
+// is not ordered with Updates.
+//
+// When the coordinator fails while the update is in flight, Update returns
+// an error and the update may or may not have been applied; Update itself
+// never sends an update again once it may have been applied, so a caller
+// that does not retry applies it at most once. It returns ErrSessionEnded
+// when the session does not exist, was destroyed or has expired.
+func (s *Store) Update(ctx context.Context, id, key string, fn UpdateFunc) ([]byte, Version, error) {
+	if s.closed() {
+		return nil, 0, ErrClosed
+	}
+	if !validID(id) {
+		return nil, 0, fmt.Errorf("update session: %w", ErrInvalidID)
+	}
+	pi := partitionOf(id)
+	v := s.view.Load()
+	cur, err := s.current(ctx, v, pi, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if cur == nil || !cur.live(s.now()) {
+		return nil, 0, ErrSessionEnded
+	}
+	base := attrOf(cur, key)
+	for attempt := 0; attempt < maxUpdateAttempts; attempt++ {
+		value, err := fn(base.value, base.exists)
+		if err != nil {
+			return nil, 0, err
+		}
+		req := updateRequest{id: id, key: key, expected: base.version, value: value}
+		res, err := s.coordinate(ctx, v, pi, req)
+		if err != nil {
+			return nil, 0, err
+		}
+		switch res.outcome {
+		case updateApplied:
+			// The coordinator has it; the other owners get it now.
+			if err := s.replicateUpdate(ctx, v, pi, res.coordinator, req.expected, res.delta); err != nil {
+				return nil, 0, err
+			}
+			return value, Version(res.delta.maxVersion().time), nil
+		case updateEnded:
+			return nil, 0, ErrSessionEnded
+		case updateConflict:
+			base = res.current
+			s.stats.updateConflicts.Add(1)
+			pause := time.Duration(rand.Int64N(int64(min(attempt+1, 10)) * int64(200*time.Microsecond)))
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil, 0, ctx.Err()
+			}
+		}
+		v = s.view.Load()
+	}
+	return nil, 0, fmt.Errorf("update %q: %w", key, ErrConflict)
+}
+
+// attrState is an attribute's value and version, or its absence.
+type attrState struct {
+	value   []byte
+	exists  bool
+	version version
+}
+
+// attrOf returns the state of attribute key in r.
+func attrOf(r *record, key string) attrState {
+	if i := r.find(key); i >= 0 {
+		a := r.attrs[i]
+		return attrState{value: a.value, exists: !a.deleted, version: a.version}
+	}
+	return attrState{}
+}
+
+// updateRequest asks a coordinator to set key to value if its version is
+// still expected.
+type updateRequest struct {
+	id, key  string
+	expected version
+	value    []byte
+}
+
+// Update outcomes. Append only; values are protocol.
+const (
+	updateApplied  byte = 1 // delta holds the applied write
+	updateConflict byte = 2 // current holds the attribute's current state
+	updateEnded    byte = 3 // the session is gone
+	updateNotReady byte = 4 // ask another owner
+)
+
+// updateResult is a coordinator's answer.
+type updateResult struct {
+	outcome     byte
+	delta       *record   // updateApplied
+	current     attrState // updateConflict
+	coordinator *peer     // who applied it
+}
+
+// coordinate runs req at the session's coordinator: the first owner, in
+// the view's order, that holds the partition completely and answers. A
+// call that certainly did not reach an owner moves on to the next one; any
+// other failure ends the update, as the owner may have applied it.
+func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateRequest) (updateResult, error) {
+	var msg []byte
+	for _, q := range v.owners[pi] {
+		if q.self {
+			res := s.applyUpdate(pi, req)
+			if res.outcome != updateNotReady {
+				res.coordinator = q
+				return res, nil
+			}
+			continue
+		}
+		if msg == nil {
+			var err error
+			if msg, err = encodeUpdate(req); err != nil {
+				return updateResult{}, err
+			}
+		}
+		resp, err := s.callTimeout(ctx, q, msg)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrNotSent):
+			continue
+		default:
+			return updateResult{}, fmt.Errorf("update at %s: %w", q.name, err)
+		}
+		res, err := decodeUpdateReply(resp)
+		if err != nil {
+			return updateResult{}, fmt.Errorf("update at %s: %w", q.name, err)
+		}
+		if res.outcome == updateNotReady {
+			continue
+		}
+		if res.delta != nil {
+			if err := s.checkRemote([]*record{res.delta}); err != nil {
+				return updateResult{}, err
+			}
+			if err := s.clock.Update(res.delta.maxVersion().time); err != nil {
+				return updateResult{}, err
+			}
+		}
+		res.coordinator = q
+		return res, nil
+	}
+	return updateResult{}, fmt.Errorf("update: no owner of the session holds it completely: %w", ErrUnreachable)
+}
+
+// applyUpdate is the coordinator's side of an update: under the
+// partition's lock, it applies the write if the attribute's version is the
+// expected one. It never calls the network.
+func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
+	p := s.parts[pi]
+	if !p.ready.Load() {
+		return updateResult{outcome: updateNotReady}
+	}
+	now := s.now()
+	var res updateResult
+	p.update(req.id, func(cur *record) *record {
+		if cur == nil || !cur.live(now) {
+			res.outcome = updateEnded
+			return nil
+		}
+		if st := attrOf(cur, req.key); st.version != req.expected {
+			res.outcome, res.current = updateConflict, st
+			return nil
+		}
+		delta := &record{id: req.id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs,
+			attrs: []attr{{name: req.key, value: req.value, version: version{time: s.clock.Now(), node: s.node}}}}
+		if delta.idleMs > 0 {
+			delta.idleUntil = now + delta.idleMs
+		}
+		if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
+			res.outcome = updateEnded // unreachable in practice: a value within limits came in
+			return nil
+		}
+		res.outcome, res.delta = updateApplied, delta
+		return delta
+	})
+	if res.outcome == updateApplied {
+		s.stats.writes.Add(1)
+	}
+	return res
+}
+
+// replicateUpdate sends an applied update to the owners other than its
+// coordinator and waits for them as Save does. Each owner applies it only
+// if it has not applied another update of the attribute made from the same
+// or a later state: during a failover, an update coordinated by a
+// primary that died after answering can meet one coordinated by the next
+// owner; the second one to reach a replica is refused there, and Update
+// reports it (ErrConflict), never acknowledging both.
+func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinator *peer, expected version, delta *record) error {
+	var msg []byte
+	var refused error
+	results := make(chan error, len(v.owners[pi]))
+	waiting := 0
+	for _, q := range v.owners[pi] {
+		switch {
+		case q == coordinator:
+			continue
+		case q.self:
+			if !s.applyUpdateReplica(pi, expected, delta) {
+				refused = ErrConflict
+			}
+			continue
+		}
+		if msg == nil {
+			var err error
+			if msg, err = encodeUpdateReplica(expected, delta); err != nil {
+				return err
+			}
+		}
+		waiting++
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+			defer cancel()
+			results <- s.callAck(cctx, q, msg)
+		}()
+	}
+	for ; waiting > 0; waiting-- {
+		err := <-results
+		var re *remoteError
+		switch {
+		case err == nil, errors.Is(err, ErrUnreachable), errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			// Crashed or frozen owners catch up by transfer or repair.
+		case errors.As(err, &re) && re.msg == errUpdateRefused.Error():
+			refused = ErrConflict
+		default:
+			return fmt.Errorf("replicate update: %w", err)
+		}
+	}
+	if refused != nil {
+		return fmt.Errorf("update lost to a concurrent update during a failover: %w", refused)
+	}
+	return ctx.Err()
+}
+
+// errUpdateRefused is a replica's answer to an update that lost to
+// another one.
+var errUpdateRefused = errors.New("update refused: the attribute moved on from another state")
+
+// applyUpdateReplica applies an update coordinated elsewhere unless this
+// node has applied a competing update of the attribute: one made from the
+// same or a later state by another coordinator.
+func (s *Store) applyUpdateReplica(pi int, expected version, delta *record) bool {
+	if len(delta.attrs) != 1 {
+		return false
+	}
+	want := delta.attrs[0]
+	ok := true
+	s.parts[pi].update(delta.id, func(cur *record) *record {
+		if cur != nil {
+			// A newer version than the update's base, from another
+			// coordinator, is a competing update. From the same one it is a
+			// later update that arrived first: coordinators apply one
+			// attribute's updates one at a time, so it already includes
+			// this one.
+			if st := attrOf(cur, want.name); expected.less(st.version) && st.version.node != want.version.node {
+				ok = false
+				return nil
+			}
+		}
+		return delta
+	})
+	return ok
+}
