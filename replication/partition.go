@@ -2,6 +2,8 @@ package replication
 
 import (
 	"sort"
+
+	"github.com/cespare/xxhash/v2"
 	"sync"
 	"sync/atomic"
 )
@@ -20,10 +22,11 @@ const Partitions = numPartitions
 const expiryBucketMs = 1000
 
 // partitionOf returns the partition of a session ID.
+// It is xxHash64, stable across processes and versions like the partition
+// count, and several times faster than a byte-at-a-time hash on the
+// 43-byte IDs every request looks up.
 func partitionOf(id string) int {
-	h := newHash64()
-	h.writeString(id)
-	return int(h.sum() % numPartitions)
+	return int(xxhash.Sum64String(id) % numPartitions)
 }
 
 // partition holds the records of one partition. Each has its own lock, so

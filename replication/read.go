@@ -49,7 +49,7 @@ func (s *Store) GetAtLeast(ctx context.Context, id string, want Version) (Sessio
 			return Session{}, false, err
 		}
 	}
-	if r == nil || !r.live(s.now()) {
+	if r == nil || !r.live(s.readNow()) {
 		return Session{}, false, nil
 	}
 	return Session{r: r}, true, nil

@@ -83,6 +83,16 @@ func (r *record) live(now int64) bool {
 
 // find returns the index of the attribute called name, or -1.
 func (r *record) find(name string) int {
+	if len(r.attrs) <= 8 {
+		// Sessions hold a few attributes: comparing for equality (length
+		// first) beats ordering comparisons of a binary search.
+		for i := range r.attrs {
+			if r.attrs[i].name == name {
+				return i
+			}
+		}
+		return -1
+	}
 	lo, hi := 0, len(r.attrs)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)

@@ -39,6 +39,8 @@ type Store struct {
 	readyCh   chan struct{} // closed once every owned partition was ready
 	readyOnce sync.Once
 	done      chan struct{}      // closed by Close
+	isClosed  atomic.Bool        // set by Close; cheaper than a select on done for every call
+	readClock atomic.Int64       // see readNow; 0 when the clock is injected
 	ctx       context.Context    // cancelled by Close, for the store's own calls
 	cancel    context.CancelFunc // cancels ctx
 	wg        sync.WaitGroup     // the store's goroutines
@@ -67,6 +69,7 @@ type storeCounters struct {
 // background and closes Ready when it holds them all. Until then reads of
 // sessions it has not copied yet are answered by a peer.
 func New(cfg Config) (*Store, error) {
+	defaultClock := cfg.Now == nil
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -94,6 +97,10 @@ func New(cfg Config) (*Store, error) {
 	s.rebuildView()
 	s.tr.Serve(s.handle)
 	cfg.Membership.Notify(s.events)
+	if defaultClock {
+		s.readClock.Store(time.Now().UnixMilli())
+		s.goroutine(s.tickReadClock)
+	}
 	s.goroutine(s.watchMembership)
 	s.goroutine(s.maintain)
 	s.goroutine(s.sweep)
@@ -134,14 +141,35 @@ func (s *Store) FullyReplicated() bool { return s.replicated.Load() == 0 }
 
 func (s *Store) now() int64 { return s.cfg.Now().UnixMilli() }
 
-func (s *Store) closed() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
+// readClockTick is how often the read clock advances.
+const readClockTick = 10 * time.Millisecond
+
+// readNow returns the time reads judge expiry by, in Unix milliseconds:
+// with the default clock, a reading refreshed every 10 ms by a goroutine,
+// which saves the local read path a clock read (a sixth of its cost);
+// with an injected clock, that clock.
+func (s *Store) readNow() int64 {
+	if t := s.readClock.Load(); t != 0 {
+		return t
+	}
+	return s.now()
+}
+
+// tickReadClock keeps readClock current until Close.
+func (s *Store) tickReadClock() {
+	t := time.NewTicker(readClockTick)
+	defer t.Stop()
+	for {
+		s.readClock.Store(time.Now().UnixMilli())
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
 	}
 }
+
+func (s *Store) closed() bool { return s.isClosed.Load() }
 
 // validID reports whether id can name a session.
 func validID(id string) bool { return id != "" && len(id) <= maxIDLen }
@@ -204,6 +232,7 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.cfg.Membership.StopNotify(s.events)
+		s.isClosed.Store(true)
 		close(s.done)
 		s.cancel()
 		s.goMu.Lock()

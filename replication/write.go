@@ -270,16 +270,18 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		err error
 	}
 	results := make(chan result, len(sends))
-	waiting := 0
-	for _, sd := range sends {
-		waiting++
-		go func() {
-			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-			defer cancel()
-			results <- result{sd.q, s.callAck(cctx, sd.q, sd.msg)}
-		}()
+	call := func(sd *send) {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		defer cancel()
+		results <- result{sd.q, s.callAck(cctx, sd.q, sd.msg)}
 	}
-	for ; waiting > 0; waiting-- {
+	// The first peer is called on this goroutine, the others on their
+	// own, so the common case (one other owner) starts no goroutine.
+	for _, sd := range sends[1:] {
+		go call(sd)
+	}
+	call(sends[0])
+	for waiting := len(sends); waiting > 0; waiting-- {
 		r := <-results
 		switch {
 		case r.err == nil:
