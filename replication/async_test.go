@@ -124,3 +124,36 @@ func TestSync_VersionsGrowWithEveryWrite(t *testing.T) {
 	_, err := replication.ParseVersion("not a version!")
 	require.Error(t, err)
 }
+
+// Versions come from clients' cookies: made-up ones must not make a node
+// wait (long) for writes that never happened.
+func TestAsync_MadeUpVersionsDoNotHoldReads(t *testing.T) {
+	c := asyncCluster(t, 24, replication.AllToAll, "a", "b")
+	ctx := context.Background()
+	b := c.Node("b").Store
+	v, err := c.Node("a").Store.Save(ctx, "s", put("k", "v"))
+	require.NoError(t, err)
+	for name, made := range map[string]replication.Version{
+		"an hour ahead": v + replication.Version(time.Hour.Milliseconds()<<16),
+		"a day ago":     v - replication.Version((24*time.Hour).Milliseconds()<<16),
+	} {
+		start := time.Now()
+		_, _, err := b.GetAtLeast(ctx, "unknown-session", made)
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), 100*time.Millisecond, "%s: answered without waiting", name)
+	}
+	assert.Equal(t, uint64(2), b.Stats().StaleReads)
+	c.Net.Heal()
+}
+
+func TestStore_DeletingWhatIsNotThereWritesNoTombstone(t *testing.T) {
+	c := startCluster(t, "a")
+	ctx := context.Background()
+	s := c.Node("a").Store
+	require.NoError(t, errOf(s.Save(ctx, "s", put("k", "v"))))
+	before := s.Digest()
+	require.NoError(t, errOf(s.Save(ctx, "s", replication.Changes{Delete: []string{"never-set"}})))
+	assert.Equal(t, before, s.Digest(), "no tombstone for an attribute that was never set")
+	require.NoError(t, errOf(s.Save(ctx, "s", replication.Changes{Delete: []string{"k"}})))
+	assert.NotEqual(t, before, s.Digest())
+}

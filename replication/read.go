@@ -61,16 +61,41 @@ func reached(r *record, want Version) bool {
 	return r != nil && (r.destroyed || Version(r.maxVersion().time) >= want)
 }
 
+// maxWaitingReads bounds the reads waiting in catchUpRead at once, so
+// that requests with made-up versions cannot tie up a node.
+const maxWaitingReads = 64
+
+// worthWaitingFor reports whether a read should wait for version want, and
+// if so counts it among the waiting reads (the caller releases it). A
+// version is not worth waiting for when it is further ahead of this node's
+// clock than MaxClockOffset (no write can carry it; nor is it adopted into
+// the clock), when it is so old that its write would have arrived long ago
+// if it ever will, or when maxWaitingReads reads are waiting already.
+// Versions come from clients (the cookie), so they are untrusted.
+func (s *Store) worthWaitingFor(want Version) bool {
+	wall := toTimestamp(want).Time()
+	now := s.cfg.Now()
+	horizon := 2*s.cfg.MaxReadWait + 2*s.cfg.WriteTimeout
+	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-horizon)) {
+		return false
+	}
+	if s.waitingReads.Add(1) > maxWaitingReads {
+		s.waitingReads.Add(-1)
+		return false
+	}
+	return true
+}
+
 // catchUpRead waits for id to reach version want: it merges the copies of
 // every owner (and of this node) until one shows the version, backing off
 // from 1 ms to 20 ms, for at most MaxReadWait.
 func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version, r *record) (*record, error) {
 	s.stats.behindReads.Add(1)
-	if err := s.clock.Update(toTimestamp(want)); err != nil {
-		// A version from the future is not ours to wait for.
+	if !s.worthWaitingFor(want) {
 		s.stats.staleReads.Add(1)
 		return r, nil
 	}
+	defer s.waitingReads.Add(-1)
 	deadline := time.Now().Add(s.cfg.MaxReadWait)
 	req, err := encodeGet(id)
 	if err != nil {

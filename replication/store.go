@@ -38,15 +38,17 @@ type Store struct {
 
 	readyCh   chan struct{} // closed once every owned partition was ready
 	readyOnce sync.Once
-	done      chan struct{}      // closed by Close
-	isClosed  atomic.Bool        // set by Close; cheaper than a select on done for every call
-	readClock atomic.Int64       // see readNow; 0 when the clock is injected
-	ctx       context.Context    // cancelled by Close, for the store's own calls
-	cancel    context.CancelFunc // cancels ctx
-	wg        sync.WaitGroup     // the store's goroutines
-	goMu      sync.Mutex         // guards: stopped, and wg.Add against Close's wg.Wait
-	stopped   bool
-	closeOnce sync.Once
+	done      chan struct{} // closed by Close
+	isClosed  atomic.Bool   // set by Close; cheaper than a select on done for every call
+	readClock atomic.Int64  // see readNow; 0 when the clock is injected
+
+	waitingReads atomic.Int32       // reads waiting in catchUpRead
+	ctx          context.Context    // cancelled by Close, for the store's own calls
+	cancel       context.CancelFunc // cancels ctx
+	wg           sync.WaitGroup     // the store's goroutines
+	goMu         sync.Mutex         // guards: stopped, and wg.Add against Close's wg.Wait
+	stopped      bool
+	closeOnce    sync.Once
 
 	replicated atomic.Int32 // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
 	stats      storeCounters

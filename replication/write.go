@@ -56,6 +56,12 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 	if !c.ExpiresAt.IsZero() {
 		delta.expires = max(delta.expires, c.ExpiresAt.UnixMilli())
 	}
+	if cur != nil && len(c.Delete) > 0 {
+		// Deleting what is not there would only leave a tombstone.
+		c.Delete = slices.DeleteFunc(slices.Clone(c.Delete), func(name string) bool {
+			return !attrOf(cur, name).exists
+		})
+	}
 	delta.attrs = s.changedAttrs(c)
 	if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
 		return 0, fmt.Errorf("save session: %w", err)
@@ -197,6 +203,9 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 		if !a.deleted {
 			moved.attrs = append(moved.attrs, a)
 		}
+	}
+	if !c.ExpiresAt.IsZero() {
+		moved.expires = max(moved.expires, c.ExpiresAt.UnixMilli())
 	}
 	moved = merge(moved, &record{id: newID, attrs: s.changedAttrs(c)})
 	if err := s.cfg.Limits.checkRecord(moved); err != nil {
