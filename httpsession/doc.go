@@ -43,6 +43,32 @@
 // only for plain-HTTP development. Session IDs are 256 bits from
 // crypto/rand.
 //
+// # Logging out everywhere
+//
+// SetPrincipal tags a session with its user at login. Sessions then lists
+// the user's live sessions on the whole cluster, and DestroyAll ends all of
+// them on every node ("log out everywhere", after a password change or from
+// an admin page). Manager.MaxSessionsPerPrincipal optionally caps a user's
+// sessions: a login beyond the cap ends the user's oldest one. The index
+// behind them is replicated data in the same store, under IDs that start
+// with ReservedPrefix, which no session ID does: concurrent logins of one
+// user on different nodes all land in it, and a node failure loses none of
+// it. Entries of ended sessions are removed lazily, when a listing finds
+// them.
+//
+// # API clients
+//
+// Clients without cookies set Manager.Header (for example "X-Session-Id")
+// and send the session ID in that header: empty to start a session, then the
+// value the last response returned in the same header. Browsers on the same
+// Manager keep using the cookie.
+//
+// # scs and gorilla/sessions
+//
+// Applications written for alexedwards/scs or gorilla/sessions keep their
+// code and replicate their sessions with the adapters in the subpackages
+// scsstore and gorillastore.
+//
 // The Manager's methods take the request's context and are safe for
 // concurrent use, also by goroutines a handler starts for one request.
 package httpsession

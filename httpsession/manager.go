@@ -22,6 +22,7 @@ type Store interface {
 	Touch(ctx context.Context, s replication.Session) error
 	Destroy(ctx context.Context, id string) error
 	Rename(ctx context.Context, oldID, newID string, c replication.Changes) (replication.Version, error)
+	Update(ctx context.Context, id, key string, fn replication.UpdateFunc) ([]byte, replication.Version, error)
 }
 
 // asyncStore is implemented by stores that may acknowledge a write before
@@ -57,6 +58,17 @@ type Manager struct {
 
 	// Logger receives the manager's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// Header, when set, names a request header that carries the session
+	// ID instead of the cookie, for API clients: a request that sends it
+	// (empty to start a session) gets new and renewed IDs back in the same
+	// response header, and no cookie. Default "": cookies only.
+	Header string
+
+	// MaxSessionsPerPrincipal, when positive, caps the sessions one
+	// principal (see SetPrincipal) may have: saving a tagged session ends
+	// the principal's oldest sessions beyond the cap. Default 0: no cap.
+	MaxSessionsPerPrincipal int
 }
 
 // Cookie configures the session cookie. The defaults are the safe ones:
@@ -148,6 +160,9 @@ func validID(s string) bool {
 func (m *Manager) LoadAndSave(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Add("Vary", "Cookie")
+		if m.Header != "" {
+			w.Header().Add("Vary", m.Header)
+		}
 		sd, err := m.load(r)
 		if err != nil {
 			m.ErrorFunc(w, r, err)
@@ -165,13 +180,18 @@ func (m *Manager) LoadAndSave(next http.Handler) http.Handler {
 // load reads the request's session.
 func (m *Manager) load(r *http.Request) (*sessionData, error) {
 	sd := &sessionData{}
-	c, err := r.Cookie(m.Cookie.Name)
-	if err != nil {
-		return sd, nil
-	}
-	id, version, ok := parseCookie(c.Value)
+	value, ok := m.requestID(r)
 	if !ok {
 		return sd, nil
+	}
+	id, version, ok := parseCookie(value)
+	if !ok {
+		return sd, nil
+	}
+	if !m.hints() {
+		// With synchronous writes every owner has the last write already:
+		// a version from the client only lets it make this node wait.
+		version = 0
 	}
 	s, ok, err := m.Store.GetAtLeast(r.Context(), id, version)
 	if err != nil {
@@ -219,7 +239,7 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 			return false
 		}
 		if sd.id == "" && len(sd.changes) == 0 {
-			m.clearCookie(w)
+			m.clearID(w, r)
 			return true
 		}
 	}
@@ -228,6 +248,7 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 		err       error
 		version   replication.Version
 		setCookie bool
+		prevID    = sd.id
 	)
 	switch {
 	case sd.renew && sd.id != "":
@@ -246,18 +267,27 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 	case sd.id != "" && m.IdleTimeout > 0:
 		err = m.Store.Touch(ctx, sd.loaded)
 	}
+	if sd.updated != 0 && err == nil {
+		// Update wrote during the request: its version, and the ID of a
+		// session it created, must reach the client.
+		version = max(version, sd.updated)
+		setCookie = setCookie || sd.fresh || m.hints()
+	}
+	if err == nil {
+		err = m.indexPrincipal(ctx, sd, prevID, version)
+	}
 	if setCookie && err == nil {
 		value := sd.id
 		if m.hints() && version != 0 {
 			value += "." + version.String()
 		}
-		m.writeCookie(w, value)
+		m.writeID(w, r, value)
 	}
 	if errors.Is(err, replication.ErrSessionEnded) {
 		// Destroyed or expired meanwhile, e.g. by a logout in another tab:
 		// the logout wins.
 		m.logger().Debug("session ended before its changes were saved")
-		m.clearCookie(w)
+		m.clearID(w, r)
 		return true
 	}
 	if err != nil {

@@ -64,6 +64,14 @@ func app(m *httpsession.Manager) http.Handler {
 		}
 		fmt.Fprint(w, "bye")
 	})
+	mux.HandleFunc("POST /incr", func(w http.ResponseWriter, r *http.Request) {
+		n, err := httpsession.Update(r.Context(), m, "counter", func(old int, _ bool) (int, error) { return old + 1, nil })
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprint(w, n, " ", m.GetInt(r.Context(), "counter"))
+	})
 	mux.HandleFunc("GET /nothing", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "nothing changed")
 	})
@@ -394,4 +402,27 @@ func TestManager_ReadYourWritesWithAsyncReplication(t *testing.T) {
 	}
 	assert.Positive(t, behind, "some reads found replication behind and waited")
 	assert.Zero(t, stale)
+}
+
+// Parallel requests of one browser that increment one counter through
+// different nodes count every increment.
+func TestManager_UpdateCountsEveryConcurrentIncrement(t *testing.T) {
+	w := newWeb(t, 3)
+	c := client(t)
+	code, body, h := do(t, c, "POST", w.servers[0].URL+"/incr", nil)
+	require.Equal(t, 200, code)
+	assert.Equal(t, "1 1", body, "Update creates the session; the request reads its own update")
+	assert.NotEmpty(t, h.Get("Set-Cookie"))
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body, _ := do(t, c, "POST", w.servers[i%3].URL+"/incr", nil)
+			assert.Equal(t, 200, code, body)
+		}()
+	}
+	wg.Wait()
+	_, body, _ = do(t, c, "POST", w.servers[1].URL+"/incr", nil)
+	assert.Equal(t, "66 66", body)
 }

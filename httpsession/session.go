@@ -38,6 +38,9 @@ type sessionData struct {
 	changes     map[string]change   // guards: attributes changed by this request
 	renew       bool                // guards: RenewID was called
 	destroyedID string              // guards: the ID Destroy ended, to remove from the store
+	updated     replication.Version // guards: the version of this request's latest Update
+	fresh       bool                // guards: Update created the session in this request
+	applied     map[string][]byte   // guards: values this request's Updates stored
 }
 
 func (m *Manager) data(ctx context.Context) *sessionData {
@@ -65,6 +68,9 @@ func (sd *sessionData) storeChanges(idle, lifetime time.Duration) replication.Ch
 func (sd *sessionData) raw(key string) ([]byte, bool) {
 	if ch, ok := sd.changes[key]; ok {
 		return ch.value, !ch.removed
+	}
+	if v, ok := sd.applied[key]; ok {
+		return v, true
 	}
 	return sd.loaded.Value(key)
 }
@@ -134,6 +140,13 @@ func (m *Manager) Keys(ctx context.Context) []string {
 	defer sd.mu.Unlock()
 	var keys []string
 	for k := range sd.loaded.All() {
+		_, changed := sd.changes[k]
+		_, updated := sd.applied[k]
+		if !changed && !updated {
+			keys = append(keys, k)
+		}
+	}
+	for k := range sd.applied {
 		if _, changed := sd.changes[k]; !changed {
 			keys = append(keys, k)
 		}
@@ -265,5 +278,6 @@ func (m *Manager) Destroy(ctx context.Context) error {
 	sd.loaded = replication.Session{}
 	sd.changes = nil
 	sd.renew = false
+	sd.applied, sd.updated, sd.fresh = nil, 0, false
 	return nil
 }

@@ -24,17 +24,22 @@ import (
 const grace = 15 * time.Second
 
 // VerifyTestMain runs the tests, waits up to 15 s for goroutines to end,
-// then fails the binary if any is left (goleak.VerifyTestMain).
-func VerifyTestMain(m *testing.M) {
-	goleak.VerifyTestMain(graceM{m})
+// then fails the binary if any is left (goleak.VerifyTestMain). opts are
+// passed to goleak, e.g. to ignore a dependency's goroutine that never
+// ends.
+func VerifyTestMain(m *testing.M, opts ...goleak.Option) {
+	goleak.VerifyTestMain(graceM{m, opts}, opts...)
 }
 
-type graceM struct{ m *testing.M }
+type graceM struct {
+	m    *testing.M
+	opts []goleak.Option
+}
 
 func (g graceM) Run() int {
 	code := g.m.Run()
 	for deadline := time.Now().Add(grace); time.Now().Before(deadline); {
-		if goleak.Find() == nil {
+		if goleak.Find(g.opts...) == nil {
 			break
 		}
 	}

@@ -1,0 +1,108 @@
+package gorillastore_test
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+
+	"github.com/sessionmesh/sessionmesh/cluster"
+	"github.com/sessionmesh/sessionmesh/httpsession/gorillastore"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+// A gorilla/sessions application on a one-node cluster: the handlers use
+// gorilla's API; only the store changes. More nodes join by listing each
+// other as seeds.
+func Example() {
+	quiet := slog.New(slog.DiscardHandler)
+	// The replicated store (see package replication).
+	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ccfg := cluster.DefaultLocalConfig()
+	ccfg.NodeName, ccfg.Logger = "web-1", quiet
+	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
+	cl, err := cluster.New(ccfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cl.Close()
+	cfg := replication.DefaultLocalConfig()
+	cfg.Membership, cfg.Transport, cfg.Logger = cl, tr, quiet
+	replicated, err := replication.New(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer replicated.Close()
+
+	// The cookie signing key: 32 random bytes, the same on every node.
+	hashKey := []byte("an example key, use crypto/rand!")
+	store, err := gorillastore.New(replicated, hashKey)
+	if err != nil {
+		log.Fatal(err)
+	}
+	store.Options.Secure = false // plain HTTP in this example only
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		session, err := store.Get(r, "session")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		store.RenewID(r, session) // a new ID at login: no session fixation
+		session.Values["user"] = r.FormValue("user")
+		session.AddFlash("welcome back")
+		if err := session.Save(r, w); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "logged in")
+	})
+	mux.HandleFunc("GET /me", func(w http.ResponseWriter, r *http.Request) {
+		session, err := store.Get(r, "session")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		user, _ := session.Values["user"].(string)
+		if user == "" {
+			http.Error(w, "not logged in", http.StatusUnauthorized)
+			return
+		}
+		flashes := session.Flashes()
+		if err := session.Save(r, w); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "you are", user, flashes)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	show := func(resp *http.Response, err error) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Print(resp.StatusCode, " ", string(body))
+	}
+	show(browser.Get(srv.URL + "/me"))
+	show(browser.PostForm(srv.URL+"/login", url.Values{"user": {"ann"}}))
+	show(browser.Get(srv.URL + "/me"))
+	show(browser.Get(srv.URL + "/me"))
+	// Output:
+	// 401 not logged in
+	// 200 logged in
+	// 200 you are ann [welcome back]
+	// 200 you are ann []
+}

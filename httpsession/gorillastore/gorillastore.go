@@ -1,0 +1,499 @@
+package gorillastore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	"github.com/gorilla/sessions"
+
+	"github.com/sessionmesh/sessionmesh/httpsession"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+var (
+	// ErrInvalidKeys is returned by New without key pairs, with an empty
+	// hash key, or with a block key that is not 16, 24 or 32 bytes long.
+	ErrInvalidKeys = errors.New("gorillastore: invalid securecookie keys")
+
+	// ErrKeyTooLong is returned by Save for a string key longer than 1000
+	// bytes.
+	ErrKeyTooLong = errors.New("gorillastore: session key too long")
+)
+
+// DefaultMaxAge is the default Options.MaxAge: one day, in seconds.
+const DefaultMaxAge = 86400
+
+// The attributes of a session written by this package.
+const (
+	// valuePrefix prefixes the string keys of Session.Values: each value
+	// with a string key has an attribute of its own.
+	valuePrefix = "v."
+	// othersAttr holds the values whose keys are not strings, together, as
+	// a gob-encoded map[interface{}]interface{}.
+	othersAttr = "o"
+	// maxKeyLen is the longest string key (attribute names are limited to
+	// 1024 bytes).
+	maxKeyLen = 1000
+)
+
+// touchFraction sets how far a Save that changes no value must move the
+// deadline before it is written: an eighth of MaxAge.
+const touchFraction = 8
+
+// idBytes is the number of random bytes in a session ID: 256 bits.
+const idBytes = 32
+
+// Backend is what a Store needs from the session store.
+// *replication.Store implements it.
+type Backend interface {
+	Get(ctx context.Context, id string) (replication.Session, bool, error)
+	Save(ctx context.Context, id string, c replication.Changes) (replication.Version, error)
+	Destroy(ctx context.Context, id string) error
+	Rename(ctx context.Context, oldID, newID string, c replication.Changes) (replication.Version, error)
+}
+
+var _ Backend = (*replication.Store)(nil)
+
+// Store is a gorilla/sessions Store on a replicated session store: the
+// cookie holds the signed session ID, the values live in the cluster.
+// Create one with New; change Options (or call MaxAge) before serving.
+// It is safe for concurrent use.
+type Store struct {
+	// Backend holds the sessions. Set by New.
+	Backend Backend
+
+	// Codecs sign (and with a block key, encrypt) the session ID in the
+	// cookie. Set by New from its key pairs.
+	Codecs []securecookie.Codec
+
+	// Options are the default options of new sessions. Default: Path "/",
+	// MaxAge DefaultMaxAge, HttpOnly, Secure, SameSite=Lax. Turn Secure
+	// off only for plain-HTTP development setups.
+	Options *sessions.Options
+
+	// Logger receives the store's debug logs (such as cookies that failed
+	// their signature check). Default slog.Default().
+	Logger *slog.Logger
+}
+
+var _ sessions.Store = (*Store)(nil)
+
+// New returns a Store that keeps sessions in b (usually a
+// *replication.Store) and signs cookies with keyPairs: a hash key (32 or 64
+// random bytes) optionally followed by a block key (16, 24 or 32 bytes, or
+// nil) to encrypt them too, then older pairs, still accepted, during a
+// key rotation.
+func New(b Backend, keyPairs ...[]byte) (*Store, error) {
+	if len(keyPairs) == 0 {
+		return nil, fmt.Errorf("%w: no keys", ErrInvalidKeys)
+	}
+	for i, k := range keyPairs {
+		switch {
+		case i%2 == 0 && len(k) == 0:
+			return nil, fmt.Errorf("%w: hash key %d is empty", ErrInvalidKeys, i/2)
+		case i%2 == 1 && k != nil && len(k) != 16 && len(k) != 24 && len(k) != 32:
+			return nil, fmt.Errorf("%w: block key %d has %d bytes", ErrInvalidKeys, i/2, len(k))
+		}
+	}
+	s := &Store{
+		Backend: b,
+		Codecs:  securecookie.CodecsFromPairs(keyPairs...),
+		Options: &sessions.Options{
+			Path:     "/",
+			HttpOnly: true,
+			Secure:   true,
+			SameSite: http.SameSiteLaxMode,
+		},
+	}
+	s.MaxAge(DefaultMaxAge)
+	return s, nil
+}
+
+// MaxAge sets the lifetime of sessions in seconds (Options.MaxAge) and the
+// age after which signed cookies are refused, as gorilla's stores do.
+func (s *Store) MaxAge(age int) {
+	s.Options.MaxAge = age
+	for _, c := range s.Codecs {
+		if sc, ok := c.(*securecookie.SecureCookie); ok {
+			sc.MaxAge(age)
+		}
+	}
+}
+
+func (s *Store) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Get returns the session called name of request r, from the request's
+// registry: loaded on the first call, the same *sessions.Session after.
+func (s *Store) Get(r *http.Request, name string) (*sessions.Session, error) {
+	return sessions.GetRegistry(r).Get(s, name)
+}
+
+// New loads the session called name of request r: the one its cookie
+// names, or a new, empty one when the cookie is missing, tampered with,
+// too old, or names a session that has ended. It returns an error only when
+// the store fails (with a new, empty session) or a stored value cannot be
+// decoded, say of a type not registered with gob (with the session and the
+// values that could be decoded; Save leaves the others as they are).
+func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
+	session := sessions.NewSession(s, name)
+	opts := *s.Options
+	session.Options = &opts
+	session.IsNew = true
+	c, err := r.Cookie(name)
+	if err != nil {
+		return session, nil
+	}
+	var id string
+	if err := securecookie.DecodeMulti(name, c.Value, &id, s.Codecs...); err != nil {
+		s.logger().Debug("session cookie refused", "name", name, "err", err)
+		return session, nil
+	}
+	if !validID(id) {
+		return session, nil
+	}
+	stored, ok, err := s.Backend.Get(r.Context(), id)
+	if err != nil {
+		return session, fmt.Errorf("gorillastore: load session %q: %w", name, err)
+	}
+	if !ok {
+		return session, nil
+	}
+	values, attrs, err := decodeSession(stored)
+	session.ID, session.IsNew, session.Values = id, false, values
+	stateOf(r).set(session, &loaded{id: id, attrs: attrs, expires: stored.Expires()})
+	if err != nil {
+		return session, fmt.Errorf("gorillastore: load session %q: %w", name, err)
+	}
+	return session, nil
+}
+
+// RenewID makes the next Save of session, a session of request r, move it
+// to a new ID with all its values and end the old ID on every node at the
+// same moment. Call it at login, and whenever the user's privileges change:
+// an attacker who planted a session ID in the victim's browser (session
+// fixation) is left with a dead one. A new session gets a fresh ID anyway.
+func (s *Store) RenewID(r *http.Request, session *sessions.Session) {
+	if ld := stateOf(r).get(session); ld != nil {
+		ld.renew = true
+	}
+}
+
+// Save writes what the request changed in session to the store and sets
+// its cookie. With Options.MaxAge <= 0 it destroys the session everywhere
+// and clears the cookie instead. A new session with no values is not
+// stored. See the package documentation for what is written.
+func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
+	ctx := r.Context()
+	st := stateOf(r)
+	if session.Options == nil {
+		session.Options = &sessions.Options{}
+	}
+	if session.Options.MaxAge <= 0 {
+		if session.ID != "" {
+			if err := s.Backend.Destroy(ctx, session.ID); err != nil {
+				return fmt.Errorf("gorillastore: destroy session %q: %w", session.Name(), err)
+			}
+		}
+		st.set(session, nil)
+		session.ID = ""
+		http.SetCookie(w, sessions.NewCookie(session.Name(), "", session.Options))
+		return nil
+	}
+	attrs, err := encodeValues(session.Values)
+	if err != nil {
+		return fmt.Errorf("gorillastore: save session %q: %w", session.Name(), err)
+	}
+	now := time.Now()
+	maxAge := time.Duration(session.Options.MaxAge) * time.Second
+	ld := st.get(session)
+	if session.ID != "" && (ld == nil || ld.id != session.ID) {
+		// Saved with another request than it was loaded with: compare
+		// with the stored session.
+		if ld, err = s.reload(ctx, session.ID); err != nil {
+			return fmt.Errorf("gorillastore: save session %q: %w", session.Name(), err)
+		}
+	}
+	var next *loaded
+	if ld == nil {
+		next, err = s.create(ctx, attrs, now, maxAge)
+	} else {
+		next, err = s.update(ctx, ld, attrs, now, maxAge)
+	}
+	if err != nil {
+		return fmt.Errorf("gorillastore: save session %q: %w", session.Name(), err)
+	}
+	st.set(session, next)
+	if next == nil {
+		// Nothing to keep, or the session was destroyed meanwhile (a
+		// logout in another tab): the logout wins.
+		if session.ID != "" {
+			session.ID = ""
+			expired := *session.Options
+			expired.MaxAge = -1
+			http.SetCookie(w, sessions.NewCookie(session.Name(), "", &expired))
+		}
+		return nil
+	}
+	session.ID = next.id
+	encoded, err := securecookie.EncodeMulti(session.Name(), session.ID, s.Codecs...)
+	if err != nil {
+		return fmt.Errorf("gorillastore: save session %q: sign cookie: %w", session.Name(), err)
+	}
+	http.SetCookie(w, sessions.NewCookie(session.Name(), encoded, session.Options))
+	return nil
+}
+
+// reload reads session id as stored, for a Save without the state of its
+// load; nil when it has ended.
+func (s *Store) reload(ctx context.Context, id string) (*loaded, error) {
+	stored, ok, err := s.Backend.Get(ctx, id)
+	if err != nil || !ok {
+		return nil, err
+	}
+	ld := &loaded{id: id, attrs: map[string][]byte{}, expires: stored.Expires()}
+	for name, b := range stored.All() {
+		if ours(name) {
+			ld.attrs[name] = b
+		}
+	}
+	return ld, nil
+}
+
+// create stores a new session with attrs; nil when there is nothing to
+// store.
+func (s *Store) create(ctx context.Context, attrs map[string]value, now time.Time, maxAge time.Duration) (*loaded, error) {
+	if len(attrs) == 0 {
+		return nil, nil
+	}
+	next := &loaded{id: newID(), attrs: make(map[string][]byte, len(attrs)), expires: now.Add(maxAge)}
+	c := replication.Changes{Set: make(map[string][]byte, len(attrs)), Lifetime: maxAge, ExpiresAt: next.expires}
+	for name, v := range attrs {
+		c.Set[name], next.attrs[name] = v.enc, v.enc
+	}
+	if _, err := s.Backend.Save(ctx, next.id, c); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// update writes what changed between ld, the session as loaded, and
+// attrs, and renames the session if RenewID asked for it. It returns the
+// session as now stored, or nil when it has ended meanwhile.
+func (s *Store) update(ctx context.Context, ld *loaded, attrs map[string]value, now time.Time, maxAge time.Duration) (*loaded, error) {
+	next := &loaded{id: ld.id, attrs: make(map[string][]byte, len(attrs)), expires: ld.expires}
+	c := replication.Changes{Set: map[string][]byte{}}
+	for name, v := range attrs {
+		next.attrs[name] = v.enc
+		if old, ok := ld.attrs[name]; !ok || !v.same(old) {
+			c.Set[name] = v.enc
+		}
+	}
+	for name := range ld.attrs {
+		if _, ok := attrs[name]; !ok {
+			c.Delete = append(c.Delete, name)
+		}
+	}
+	if deadline := now.Add(maxAge); len(c.Set) > 0 || len(c.Delete) > 0 || deadline.Sub(ld.expires) >= maxAge/touchFraction {
+		c.ExpiresAt, next.expires = deadline, deadline
+	}
+	var err error
+	switch {
+	case ld.renew:
+		next.id = newID()
+		if _, err = s.Backend.Rename(ctx, ld.id, next.id, c); errors.Is(err, replication.ErrSessionEnded) {
+			return nil, nil
+		}
+	case c.ExpiresAt.IsZero():
+		return next, nil // nothing changed, the deadline is recent enough
+	default:
+		if _, err = s.Backend.Save(ctx, ld.id, c); errors.Is(err, replication.ErrSessionEnded) {
+			return nil, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// loaded is a session as the request loaded (or last saved) it.
+type loaded struct {
+	id      string
+	attrs   map[string][]byte // this package's attributes, encoded
+	expires time.Time         // the absolute deadline as stored
+	renew   bool              // RenewID was called
+}
+
+// requestState holds what a request loaded, by session, in the request's
+// context, where Save finds it.
+type requestState struct {
+	mu       sync.Mutex
+	sessions map[*sessions.Session]*loaded // guards: loaded sessions
+}
+
+// stateKey is the context key of a request's requestState.
+type stateKey struct{}
+
+// stateOf returns the state of request r, adding it to r the way
+// sessions.GetRegistry adds the registry (by replacing *r) on first use.
+func stateOf(r *http.Request) *requestState {
+	if st, ok := r.Context().Value(stateKey{}).(*requestState); ok {
+		return st
+	}
+	st := &requestState{sessions: map[*sessions.Session]*loaded{}}
+	*r = *r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	return st
+}
+
+func (st *requestState) get(s *sessions.Session) *loaded {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sessions[s]
+}
+
+func (st *requestState) set(s *sessions.Session, ld *loaded) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if ld == nil {
+		delete(st.sessions, s)
+		return
+	}
+	st.sessions[s] = ld
+}
+
+// value is an attribute about to be saved: its encoding, and the Go value
+// it encodes, to compare with a loaded encoding that differs in bytes.
+type value struct {
+	enc    []byte
+	v      any
+	others bool // v is the map of the values with non-string keys
+}
+
+// same reports whether old, a loaded encoding, holds the same value.
+func (v value) same(old []byte) bool {
+	if bytes.Equal(v.enc, old) {
+		return true
+	}
+	if v.others {
+		var dec map[interface{}]interface{}
+		return gobDecode(old, &dec) == nil && reflect.DeepEqual(dec, v.v)
+	}
+	var dec any
+	return gobDecode(old, &dec) == nil && reflect.DeepEqual(dec, v.v)
+}
+
+// encodeValues encodes session values into attributes.
+func encodeValues(values map[interface{}]interface{}) (map[string]value, error) {
+	out := make(map[string]value, len(values))
+	var others map[interface{}]interface{}
+	for k, v := range values {
+		key, ok := k.(string)
+		if !ok {
+			if others == nil {
+				others = map[interface{}]interface{}{}
+			}
+			others[k] = v
+			continue
+		}
+		if len(key) > maxKeyLen {
+			return nil, fmt.Errorf("%w: %d bytes", ErrKeyTooLong, len(key))
+		}
+		b, err := gobEncode(&v)
+		if err != nil {
+			return nil, fmt.Errorf("encode value %q: %w", key, err)
+		}
+		out[valuePrefix+key] = value{enc: b, v: v}
+	}
+	if others != nil {
+		b, err := gobEncode(&others)
+		if err != nil {
+			return nil, fmt.Errorf("encode values with non-string keys: %w", err)
+		}
+		out[othersAttr] = value{enc: b, v: others, others: true}
+	}
+	return out, nil
+}
+
+// decodeSession decodes a stored session's values. attrs holds the
+// encodings of the attributes that decoded, so that a Save neither deletes
+// nor overwrites the others unless the request set their keys. The error
+// reports the attributes that did not decode.
+func decodeSession(stored replication.Session) (values map[interface{}]interface{}, attrs map[string][]byte, err error) {
+	values = map[interface{}]interface{}{}
+	attrs = map[string][]byte{}
+	var errs []error
+	for name, b := range stored.All() {
+		switch {
+		case strings.HasPrefix(name, valuePrefix):
+			var v any
+			if err := gobDecode(b, &v); err != nil {
+				errs = append(errs, fmt.Errorf("decode value %q: %w", name[len(valuePrefix):], err))
+				continue
+			}
+			values[name[len(valuePrefix):]] = v
+			attrs[name] = b
+		case name == othersAttr:
+			var others map[interface{}]interface{}
+			if err := gobDecode(b, &others); err != nil {
+				errs = append(errs, fmt.Errorf("decode values with non-string keys: %w", err))
+				continue
+			}
+			for k, v := range others {
+				values[k] = v
+			}
+			attrs[name] = b
+		}
+	}
+	return values, attrs, errors.Join(errs...)
+}
+
+// ours reports whether attribute name was written by this package.
+func ours(name string) bool {
+	return strings.HasPrefix(name, valuePrefix) || name == othersAttr
+}
+
+func gobEncode(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func gobDecode(b []byte, v any) error {
+	return gob.NewDecoder(bytes.NewReader(b)).Decode(v)
+}
+
+// newID returns a fresh session ID: 256 bits from crypto/rand, base64url,
+// the shape of httpsession's IDs.
+func newID() string {
+	var b [idBytes]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// validID reports whether id has the shape of an ID made by newID.
+func validID(id string) bool {
+	if len(id) != base64.RawURLEncoding.EncodedLen(idBytes) || httpsession.IsReservedID(id) {
+		return false
+	}
+	_, err := base64.RawURLEncoding.DecodeString(id)
+	return err == nil
+}

@@ -1,0 +1,92 @@
+package scsstore_test
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+
+	"github.com/alexedwards/scs/v2"
+
+	"github.com/sessionmesh/sessionmesh/cluster"
+	"github.com/sessionmesh/sessionmesh/httpsession/scsstore"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+// An scs application on a one-node cluster: the handlers and the
+// middleware are scs's own; only the store changes. More nodes join by
+// listing each other as seeds.
+func Example() {
+	quiet := slog.New(slog.DiscardHandler)
+	// The replicated store (see package replication).
+	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ccfg := cluster.DefaultLocalConfig()
+	ccfg.NodeName, ccfg.Logger = "web-1", quiet
+	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
+	cl, err := cluster.New(ccfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cl.Close()
+	cfg := replication.DefaultLocalConfig()
+	cfg.Membership, cfg.Transport, cfg.Logger = cl, tr, quiet
+	store, err := replication.New(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+
+	// scs, as usual, with the replicated store.
+	sessionManager := scs.New()
+	sessionManager.Store = scsstore.New(store)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		if err := sessionManager.RenewToken(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		sessionManager.Put(r.Context(), "user", r.FormValue("user"))
+		sessionManager.Put(r.Context(), "visits", 1)
+		fmt.Fprintln(w, "welcome")
+	})
+	mux.HandleFunc("GET /me", func(w http.ResponseWriter, r *http.Request) {
+		user := sessionManager.GetString(r.Context(), "user")
+		if user == "" {
+			http.Error(w, "not logged in", http.StatusUnauthorized)
+			return
+		}
+		visits := sessionManager.GetInt(r.Context(), "visits") + 1
+		sessionManager.Put(r.Context(), "visits", visits)
+		fmt.Fprintln(w, user, "visit", visits)
+	})
+	srv := httptest.NewServer(sessionManager.LoadAndSave(mux))
+	defer srv.Close()
+
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	show := func(resp *http.Response, err error) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Print(resp.StatusCode, " ", string(body))
+	}
+	show(browser.Get(srv.URL + "/me"))
+	show(browser.PostForm(srv.URL+"/login", url.Values{"user": {"ann"}}))
+	show(browser.Get(srv.URL + "/me"))
+	show(browser.Get(srv.URL + "/me"))
+	// Output:
+	// 401 not logged in
+	// 200 welcome
+	// 200 ann visit 2
+	// 200 ann visit 3
+}
