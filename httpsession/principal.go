@@ -231,8 +231,8 @@ func principalOf(s replication.Session) string {
 // returned: a session missing from its principal's index would survive
 // DestroyAll.
 func (m *Manager) indexPrincipal(ctx context.Context, sd *sessionData, prevID string, v replication.Version) error {
-	if sd.id == "" {
-		return nil
+	if _, changed := sd.changes[PrincipalKey]; sd.id == "" || !changed && sd.id == prevID {
+		return nil // the common request: nothing to index
 	}
 	before := principalOf(sd.loaded)
 	after := before

@@ -1,6 +1,7 @@
 package httpsession
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -183,7 +184,7 @@ func Get[T any](ctx context.Context, m *Manager, key string) (T, bool) {
 	if !ok {
 		return v, false
 	}
-	if err := msgpack.Unmarshal(b, &v); err != nil {
+	if err := unmarshal(b, &v); err != nil {
 		var zero T
 		return zero, false
 	}
@@ -280,4 +281,26 @@ func (m *Manager) Destroy(ctx context.Context) error {
 	sd.renew = false
 	sd.applied, sd.updated, sd.fresh = nil, 0, false
 	return nil
+}
+
+// decoders reuses msgpack decoders and their readers across requests:
+// msgpack.Unmarshal allocates both on every call.
+var decoders = sync.Pool{New: func() any {
+	d := &pooledDecoder{}
+	d.dec = msgpack.NewDecoder(&d.r)
+	return d
+}}
+
+type pooledDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+// unmarshal decodes b into v like msgpack.Unmarshal.
+func unmarshal(b []byte, v any) error {
+	d := decoders.Get().(*pooledDecoder)
+	defer decoders.Put(d)
+	d.r.Reset(b)
+	d.dec.Reset(&d.r)
+	return d.dec.Decode(v)
 }
