@@ -140,7 +140,7 @@ func New(cfg Config) (*Cluster, error) {
 	c.self = newSelfAddrs(net.ParseIP(mlc.BindAddr), mlc.BindPort, ln.Addr, int(ln.Port))
 	logger.Info("cluster: started", "addr", c.local.Addr, "incarnation", incarnation, "seeds", len(cfg.Seeds))
 
-	if len(cfg.Seeds) == 0 {
+	if len(cfg.Seeds) == 0 && cfg.Discover == nil {
 		c.settle()
 		return c, nil
 	}
@@ -231,7 +231,8 @@ func (c *Cluster) Members() []Member {
 // Settled returns a channel that is closed once the first join attempt has
 // finished: the node joined at least one seed, or no seed other than itself
 // answered and it runs alone (it keeps retrying in the background). It is
-// closed at once when there are no seeds, and at the latest by Close.
+// closed at once when there are no seeds and no Discover function, and at
+// the latest by Close.
 func (c *Cluster) Settled() <-chan struct{} {
 	return c.settled
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -52,6 +53,19 @@ type Config struct {
 	// are resolved again on every attempt. Default: none (the node starts
 	// alone and waits for others to join it).
 	Seeds []string
+
+	// Discover, when set, finds more seeds while the node runs, for
+	// clusters whose members come and go (Kubernetes, autoscaling groups):
+	// it is called before every join attempt (at start, every
+	// JoinRetryInterval while the node is alone, every RejoinInterval
+	// otherwise), and the addresses it returns ("host:port" or "host") are
+	// tried like Seeds, after them. DNSSeeds makes one that reads A, AAAA
+	// or SRV records, such as those of a Kubernetes headless Service. It is
+	// called from one goroutine, never concurrently, with a context that
+	// ends after TCPTimeout or at Close. Addresses returned together with
+	// an error are still tried; the error is logged (at warning level when
+	// discovery starts failing). Default: none.
+	Discover func(ctx context.Context) ([]string, error)
 
 	// Tags are published to the other members in this node's metadata, for
 	// example the address of the replication transport. The encoded metadata

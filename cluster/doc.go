@@ -58,6 +58,19 @@
 // A seed may be a host name; it is resolved again on every attempt. A seed
 // host that drops packets costs TCPTimeout per attempt.
 //
+// # Discovery
+//
+// Where nodes come and go under addresses nobody knows in advance
+// (Kubernetes, autoscaling groups), set Config.Discover: it is called before
+// every join attempt, so at start, every JoinRetryInterval while the node is
+// alone and every RejoinInterval afterwards, and the addresses it returns
+// are joined like Seeds. DNSSeeds builds one from DNS names, with A/AAAA or
+// SRV records, through a Resolver that tests can replace:
+//
+//	cfg.Discover, err = cluster.DNSSeeds(nil, "_gossip._tcp.mesh.shop.svc.cluster.local")
+//
+// docs/kubernetes.md deploys a cluster this way, behind a headless Service.
+//
 // # Identity and restarts
 //
 // A member is identified by NodeName. Each process also gets an Incarnation,

@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// runJoiner is the background joiner, started by New when there are seeds.
+// runJoiner is the background joiner, started by New when there are seeds
+// or a Discover function (called before every attempt, see seeds).
 // memberlist itself never retries a join, so a node started before its
 // seeds would stay alone for ever. The joiner tries the seeds at once, then
 // every JoinRetryInterval while the node has no other member, and every
@@ -23,6 +24,7 @@ func (c *Cluster) runJoiner() {
 	defer t.Stop()
 	first := true
 	pending := make(map[string]bool) // seeds with a stale view of this node
+	var disc discovery
 	for {
 		select {
 		case <-c.stopCtx.Done():
@@ -33,7 +35,7 @@ func (c *Cluster) runJoiner() {
 		}
 
 		alone := c.events.count() <= 1
-		tried, joined := c.joinSeeds(pending)
+		tried, joined := c.joinSeeds(c.seeds(&disc), pending)
 		switch {
 		case alone && joined > 0:
 			c.logger.Info("cluster: joined", "seeds_answered", joined, "members", c.events.count())
@@ -55,14 +57,14 @@ func (c *Cluster) runJoiner() {
 	}
 }
 
-// joinSeeds makes one join attempt to every seed address that is not this
-// node and is either not a current member or pending (its view of this node
-// was stale at the last join). It updates pending, and returns how many
+// joinSeeds makes one join attempt to every address of seeds that is not
+// this node and is either not a current member or pending (its view of this
+// node was stale at the last join). It updates pending, and returns how many
 // addresses it tried and how many answered.
-func (c *Cluster) joinSeeds(pending map[string]bool) (tried, joined int) {
+func (c *Cluster) joinSeeds(seeds []string, pending map[string]bool) (tried, joined int) {
 	members := c.events.addrs()
 	seen := make(map[string]bool)
-	for _, seed := range c.cfg.Seeds {
+	for _, seed := range seeds {
 		host, port, err := splitSeed(seed)
 		if err != nil { // validated in New
 			continue

@@ -4,17 +4,21 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
+	"github.com/sessionmesh/sessionmesh/httpsession"
+	"github.com/sessionmesh/sessionmesh/replication"
 )
 
 //go:embed index.html
 var indexHTML []byte
 
 // routes returns the application's handlers, wrapped in the session
-// middleware (except /healthz, which needs no session).
+// middleware (except /healthz, /metrics and /cluster, which need no
+// session).
 func (n *node) routes() http.Handler {
 	app := http.NewServeMux()
 	app.HandleFunc("GET /{$}", n.index)
@@ -25,6 +29,8 @@ func (n *node) routes() http.Handler {
 
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", n.healthz)
+	root.Handle("GET /metrics", n.metricsHandler())
+	root.Handle("GET /cluster", n.statusHandler())
 	root.Handle("/", n.sessions.LoadAndSave(app))
 	return root
 }
@@ -73,8 +79,14 @@ func (n *node) visit(w http.ResponseWriter, r *http.Request) {
 		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "not logged in"})
 		return
 	}
-	visits := n.sessions.GetInt(ctx, "visits") + 1
-	if err := n.sessions.Put(ctx, "visits", visits); err != nil {
+	// An atomic increment: parallel visits of one user through different
+	// nodes each count once.
+	visits, err := httpsession.Update(ctx, n.sessions, "visits", func(old int, _ bool) (int, error) { return old + 1, nil })
+	switch {
+	case errors.Is(err, replication.ErrSessionEnded):
+		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "not logged in"})
+		return
+	case err != nil:
 		n.fail(w, err)
 		return
 	}

@@ -12,6 +12,9 @@
 //	GET  /healthz  200 once the node has joined (or is alone) and holds every session it owns, else 503;
 //	               the JSON body says whether every session has its full number of copies
 //	               ("fully_replicated": the next failure is safe)
+//	GET  /metrics  Prometheus metrics (sessionmesh_*, go_*, process_*)
+//	GET  /cluster  a live status page of the cluster: members, partitions, sessions per node,
+//	               replication health (?format=json for the same as JSON)
 //	POST /login    form fields user and password (any user, password "demo"): 200, or 401
 //	GET  /me       200 {"user":...,"node":...,"visits":...} when logged in, else 401
 //	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
@@ -19,6 +22,11 @@
 //
 // SIGTERM and SIGINT leave the cluster gracefully; after SIGKILL the other
 // nodes still hold every session.
+//
+// Instead of (or besides) -seeds, -seeds-dns finds the other nodes in DNS
+// and looks them up again while running: host:port for A/AAAA records, or
+// an SRV name such as _gossip._tcp.mesh.default.svc.cluster.local, as a
+// Kubernetes headless Service provides (docs/kubernetes.md).
 //
 // Give every node the same cluster secret (32 random bytes, e.g. from
 // "openssl rand -hex 32") in the environment variable SESSIONMESH_SECRET,
@@ -55,6 +63,7 @@ import (
 
 type options struct {
 	name, httpAddr, gossipAddr, replAddr, seeds string
+	seedsDNS                                    string
 	timers, logLevel                            string
 	cookieSecure                                bool
 	backups                                     int
@@ -71,6 +80,7 @@ func main() {
 	flag.StringVar(&o.gossipAddr, "gossip", "127.0.0.1:7946", "gossip (membership) bind address, TCP and UDP")
 	flag.StringVar(&o.replAddr, "repl", "", "replication listen address (default: the gossip host, any free port)")
 	flag.StringVar(&o.seeds, "seeds", "", "comma-separated gossip addresses to join; may include this node's own; any may be down")
+	flag.StringVar(&o.seedsDNS, "seeds-dns", "", "comma-separated DNS names listing the nodes, looked up again while running: host:port (A/AAAA) or _svc._proto.name (SRV)")
 	flag.StringVar(&o.timers, "timers", "local", `failure-detection timers: "local" (fast, for one machine) or "lan"`)
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.BoolVar(&o.async, "async", false, "acknowledge writes before the other owners have them (read-your-writes through a version in the cookie)")
@@ -106,6 +116,9 @@ type node struct {
 	transport *replication.TCPTransport
 	store     *replication.Store
 	sessions  *httpsession.Manager
+	// antiEntropy is the store's AntiEntropyInterval, which paces its
+	// status polls of peers.
+	antiEntropy time.Duration
 }
 
 func run(ctx context.Context, o options, log *slog.Logger) error {
@@ -192,6 +205,11 @@ func start(o options, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.seedsDNS != "" {
+		if ccfg.Discover, err = cluster.DNSSeeds(nil, splitList(o.seedsDNS)...); err != nil {
+			return nil, fmt.Errorf("-seeds-dns: %w", err)
+		}
+	}
 	tcfg := replication.TCPConfig{BindAddr: replAddr, Label: o.label, Logger: log}
 	if len(keys) > 0 {
 		tcfg.SecretKey, tcfg.SecondaryKeys = keys[0], keys[1:]
@@ -235,7 +253,8 @@ func start(o options, log *slog.Logger) (*node, error) {
 	sessions.IdleTimeout = o.idleTimeout
 	sessions.Lifetime = o.lifetime
 	sessions.Logger = log
-	return &node{name: cl.LocalMember().Name, cluster: cl, transport: tr, store: st, sessions: sessions}, nil
+	return &node{name: cl.LocalMember().Name, cluster: cl, transport: tr, store: st, sessions: sessions,
+		antiEntropy: rcfg.AntiEntropyInterval}, nil
 }
 
 func (n *node) close() {

@@ -1,0 +1,69 @@
+package status_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/cluster"
+	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/replication/status"
+)
+
+// ExampleHandler mounts the status page at /cluster and reads its JSON
+// report, as a script would.
+func ExampleHandler() {
+	quiet := slog.New(slog.DiscardHandler)
+	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ccfg := cluster.DefaultLocalConfig()
+	ccfg.NodeName = "web-1"
+	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
+	ccfg.Logger = quiet
+	cl, err := cluster.New(ccfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cl.Close()
+	rcfg := replication.DefaultLocalConfig()
+	rcfg.Mode = replication.Backups(1)
+	rcfg.Membership, rcfg.Transport, rcfg.Logger = cl, tr, quiet
+	store, err := replication.New(rcfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	for deadline := time.Now().Add(10 * time.Second); !store.FullyReplicated(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			log.Fatal("store not ready")
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /cluster", status.Handler(store, cl))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/cluster?format=json")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r status.Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("node:", r.Node, r.Mode, "fully replicated:", r.FullyReplicated)
+	for _, m := range r.Members {
+		fmt.Printf("member %s %s, primary of %d partitions\n", m.Name, m.State, m.Primary)
+	}
+	// Output:
+	// node: web-1 backups(1) fully replicated: true
+	// member web-1 alive, primary of 256 partitions
+}
