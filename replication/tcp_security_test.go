@@ -42,6 +42,9 @@ func withSecret(secret []byte, label string, secondary ...[]byte) func(*replicat
 		c.SecondaryKeys = secondary
 		c.Label = label
 		c.HandshakeTimeout = time.Second
+		// Retired connections a peer keeps using are closed after this;
+		// it must stay well under waitFor's 5 s on a loaded machine.
+		c.DrainTimeout = time.Second
 	}
 }
 
