@@ -7,63 +7,75 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
-// startNode wires one node: a replication transport, a cluster member that
-// publishes the transport's address, and a store on both.
-func startNode(name string, seeds ...string) (*replication.Store, *cluster.Cluster) {
-	quiet := slog.New(slog.DiscardHandler)
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+// startNode starts a node on loopback that joins seeds.
+func startNode(name string, seeds ...string) *replication.Node {
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = name
+	cfg.Cluster.Seeds = seeds
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	n, err := replication.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ccfg := cluster.DefaultLocalConfig()
-	ccfg.NodeName = name
-	ccfg.Seeds = seeds
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	ccfg.Logger = quiet
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	cfg := replication.DefaultLocalConfig()
-	cfg.Membership, cfg.Transport, cfg.Logger = cl, tr, quiet
-	store, err := replication.New(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return store, cl
+	return n
 }
 
 // Two nodes on loopback: a session saved on one is read on the other as
 // soon as Save returns.
-func ExampleNew() {
-	a, ca := startNode("a")
-	defer ca.Close()
+func ExampleStartNode() {
+	a := startNode("a")
 	defer a.Close()
-	b, cb := startNode("b", ca.LocalMember().Addr)
-	defer cb.Close()
+	b := startNode("b", a.Cluster.LocalMember().Addr)
 	defer b.Close()
-	<-b.Ready()
-	for deadline := time.Now().Add(10 * time.Second); a.Stats().Peers == 0 && time.Now().Before(deadline); {
+	<-b.Store.Ready()
+	for deadline := time.Now().Add(10 * time.Second); a.Store.Stats().Peers == 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond) // until a has heard of b
 	}
 
 	ctx := context.Background()
-	_, err := a.Save(ctx, "session-1", replication.Changes{
+	_, err := a.Store.Save(ctx, "session-1", replication.Changes{
 		Set:      map[string][]byte{"user": []byte("ann")},
 		Lifetime: time.Hour,
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	s, ok, err := b.Get(ctx, "session-1")
+	s, ok, err := b.Store.Get(ctx, "session-1")
 	if err != nil {
 		log.Fatal(err)
 	}
 	user, _ := s.Value("user")
 	fmt.Println(ok, string(user))
 	// Output: true ann
+}
+
+// A counter that concurrent requests on any nodes increment without losing
+// a count.
+func ExampleStore_Update() {
+	n := startNode("solo")
+	defer n.Close()
+	<-n.Store.Ready()
+	ctx := context.Background()
+	if _, err := n.Store.Save(ctx, "s", replication.Changes{Lifetime: time.Hour}); err != nil {
+		log.Fatal(err)
+	}
+	incr := func(old []byte, exists bool) ([]byte, error) {
+		n := 0
+		if exists {
+			fmt.Sscan(string(old), &n)
+		}
+		return fmt.Append(nil, n+1), nil
+	}
+	for i := 0; i < 3; i++ {
+		if _, _, err := n.Store.Update(ctx, "s", "visits", incr); err != nil {
+			log.Fatal(err)
+		}
+	}
+	s, _, _ := n.Store.Get(ctx, "s")
+	v, _ := s.Value("visits")
+	fmt.Println(string(v))
+	// Output: 3
 }

@@ -112,6 +112,7 @@ func main() {
 // and HTTP server.
 type node struct {
 	name      string
+	mesh      *replication.Node // cluster, transport and store together
 	cluster   *cluster.Cluster
 	transport *replication.TCPTransport
 	store     *replication.Store
@@ -172,11 +173,8 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := n.store.Leave(sctx); err != nil {
-		log.Warn("store leave", "err", err)
-	}
-	if err := n.cluster.Leave(sctx); err != nil {
-		log.Warn("cluster leave", "err", err)
+	if err := n.mesh.Leave(sctx); err != nil {
+		log.Warn("leave", "err", err)
 	}
 	n.close()
 	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
@@ -187,10 +185,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 
 // start wires a transport, a cluster, a store and a session manager.
 func start(o options, log *slog.Logger) (*node, error) {
-	ccfg, rcfg := cluster.DefaultLocalConfig(), replication.DefaultLocalConfig()
-	if o.timers == "lan" {
-		ccfg, rcfg = cluster.DefaultConfig(), replication.DefaultConfig()
-	} else if o.timers != "local" {
+	if o.timers != "local" && o.timers != "lan" {
 		return nil, fmt.Errorf(`-timers must be "local" or "lan", not %q`, o.timers)
 	}
 	replAddr := o.replAddr
@@ -205,62 +200,50 @@ func start(o options, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var discover func(context.Context) ([]string, error)
 	if o.seedsDNS != "" {
-		if ccfg.Discover, err = cluster.DNSSeeds(nil, splitList(o.seedsDNS)...); err != nil {
+		if discover, err = cluster.DNSSeeds(nil, splitList(o.seedsDNS)...); err != nil {
 			return nil, fmt.Errorf("-seeds-dns: %w", err)
 		}
 	}
-	tcfg := replication.TCPConfig{BindAddr: replAddr, Label: o.label, Logger: log}
+	cfg := replication.DefaultLocalNodeConfig()
+	if o.timers == "lan" {
+		cfg = replication.DefaultNodeConfig()
+	}
+	cfg.Cluster.Discover = discover
+	cfg.Cluster.NodeName = o.name
+	cfg.Cluster.BindAddr = o.gossipAddr
+	cfg.Cluster.Seeds = splitList(o.seeds)
+	cfg.Transport.BindAddr = replAddr
+	cfg.Label = o.label
 	if len(keys) > 0 {
-		tcfg.SecretKey, tcfg.SecondaryKeys = keys[0], keys[1:]
-		ccfg.SecretKey, ccfg.SecondaryKeys = keys[0], keys[1:]
+		cfg.SecretKey, cfg.SecondaryKeys = keys[0], keys[1:]
 	} else {
 		log.Warn("no cluster secret: gossip and replication run in clear text and unauthenticated; " +
 			"set " + secretEnv + ", -secret or -secret-file")
 	}
-	ccfg.Label = o.label
-	tr, err := replication.ListenTCP(tcfg)
-	if err != nil {
-		return nil, fmt.Errorf("listen replication: %w", err)
-	}
-	ccfg.NodeName = o.name
-	ccfg.BindAddr = o.gossipAddr
-	ccfg.Seeds = splitList(o.seeds)
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	ccfg.Logger = log
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		_ = tr.Close()
-		return nil, fmt.Errorf("start cluster: %w", err)
-	}
 	if o.backups >= 0 {
-		rcfg.Mode = replication.Backups(o.backups)
+		cfg.Store.Mode = replication.Backups(o.backups)
 	}
 	if o.async {
-		rcfg.WriteConcern = replication.Async
+		cfg.Store.WriteConcern = replication.Async
 	}
-	rcfg.Membership = cl
-	rcfg.Transport = tr
-	rcfg.Logger = log
-	st, err := replication.New(rcfg)
+	cfg.Store.Logger = log
+	mesh, err := replication.StartNode(cfg)
 	if err != nil {
-		_ = tr.Close()
-		_ = cl.Close()
-		return nil, fmt.Errorf("start store: %w", err)
+		return nil, err
 	}
+	st := mesh.Store
 	sessions := httpsession.New(st)
 	sessions.Cookie.Secure = o.cookieSecure
 	sessions.IdleTimeout = o.idleTimeout
 	sessions.Lifetime = o.lifetime
 	sessions.Logger = log
-	return &node{name: cl.LocalMember().Name, cluster: cl, transport: tr, store: st, sessions: sessions,
-		antiEntropy: rcfg.AntiEntropyInterval}, nil
+	return &node{name: mesh.Cluster.LocalMember().Name, mesh: mesh, cluster: mesh.Cluster, transport: mesh.Transport,
+		store: st, sessions: sessions, antiEntropy: cfg.Store.AntiEntropyInterval}, nil
 }
 
-func (n *node) close() {
-	_ = n.store.Close()
-	_ = n.cluster.Close()
-}
+func (n *node) close() { _ = n.mesh.Close() }
 
 func splitList(s string) []string {
 	var out []string
