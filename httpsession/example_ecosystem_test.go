@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
@@ -19,25 +18,14 @@ import (
 // exampleStore starts a one-node cluster, as ExampleManager_LoadAndSave
 // does, and returns its store and a function that stops it.
 func exampleStore() (*replication.Store, func()) {
-	quiet := slog.New(slog.DiscardHandler)
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = "web-1"
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	node, err := replication.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ccfg := cluster.DefaultLocalConfig()
-	ccfg.NodeName, ccfg.Logger = "web-1", quiet
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	cfg := replication.DefaultLocalConfig()
-	cfg.Membership, cfg.Transport, cfg.Logger = cl, tr, quiet
-	store, err := replication.New(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	return store, func() { _ = store.Close(); _ = cl.Close() }
+	return node.Store, func() { _ = node.Close() }
 }
 
 // show prints a response's status and body.

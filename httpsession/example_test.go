@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
@@ -18,28 +17,16 @@ import (
 // A login handler and a page that needs the login, on a one-node cluster.
 // More nodes join by listing each other as seeds; the handlers don't change.
 func ExampleManager_LoadAndSave() {
-	quiet := slog.New(slog.DiscardHandler)
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = "web-1"
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	node, err := replication.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ccfg := cluster.DefaultLocalConfig()
-	ccfg.NodeName, ccfg.Logger = "web-1", quiet
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cl.Close()
-	cfg := replication.DefaultLocalConfig()
-	cfg.Membership, cfg.Transport, cfg.Logger = cl, tr, quiet
-	store, err := replication.New(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer store.Close()
+	defer node.Close()
 
-	sessions := httpsession.New(store)
+	sessions := httpsession.New(node.Store)
 	sessions.Cookie.Secure = false // plain HTTP in this example only
 
 	mux := http.NewServeMux()

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/httpsession/gorillastore"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
@@ -19,27 +18,16 @@ import (
 // gorilla's API; only the store changes. More nodes join by listing each
 // other as seeds.
 func Example() {
-	quiet := slog.New(slog.DiscardHandler)
 	// The replicated store (see package replication).
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = "web-1"
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	node, err := replication.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ccfg := cluster.DefaultLocalConfig()
-	ccfg.NodeName, ccfg.Logger = "web-1", quiet
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cl.Close()
-	cfg := replication.DefaultLocalConfig()
-	cfg.Membership, cfg.Transport, cfg.Logger = cl, tr, quiet
-	replicated, err := replication.New(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer replicated.Close()
+	defer node.Close()
+	replicated := node.Store
 
 	// The cookie signing key: 32 random bytes, the same on every node.
 	hashKey := []byte("an example key, use crypto/rand!")

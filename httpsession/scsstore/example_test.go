@@ -12,7 +12,6 @@ import (
 
 	"github.com/alexedwards/scs/v2"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/httpsession/scsstore"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
@@ -21,27 +20,16 @@ import (
 // middleware are scs's own; only the store changes. More nodes join by
 // listing each other as seeds.
 func Example() {
-	quiet := slog.New(slog.DiscardHandler)
 	// The replicated store (see package replication).
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = "web-1"
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	node, err := replication.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ccfg := cluster.DefaultLocalConfig()
-	ccfg.NodeName, ccfg.Logger = "web-1", quiet
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cl.Close()
-	cfg := replication.DefaultLocalConfig()
-	cfg.Membership, cfg.Transport, cfg.Logger = cl, tr, quiet
-	store, err := replication.New(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer store.Close()
+	defer node.Close()
+	store := node.Store
 
 	// scs, as usual, with the replicated store.
 	sessionManager := scs.New()

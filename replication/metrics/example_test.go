@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/metrics"
 )
@@ -22,26 +21,15 @@ import (
 // its own.
 func ExampleRegister() {
 	// One node, alone: transport, membership, store.
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = "web-1"
+	cfg.Store.Logger = quiet
+	node, err := replication.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ccfg := cluster.DefaultLocalConfig()
-	ccfg.NodeName = "web-1"
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	ccfg.Logger = quiet
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cl.Close()
-	rcfg := replication.DefaultLocalConfig()
-	rcfg.Membership, rcfg.Transport, rcfg.Logger = cl, tr, quiet
-	store, err := replication.New(rcfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer store.Close()
+	defer node.Close()
+	store, cl, tr := node.Store, node.Cluster, node.Transport
 	for deadline := time.Now().Add(10 * time.Second); !store.IsReady() || !store.FullyReplicated(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			log.Fatal("store not ready")

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/status"
 )
@@ -17,28 +16,16 @@ import (
 // ExampleHandler mounts the status page at /cluster and reads its JSON
 // report, as a script would.
 func ExampleHandler() {
-	quiet := slog.New(slog.DiscardHandler)
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0"})
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = "web-1"
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	cfg.Store.Mode = replication.Backups(1)
+	node, err := replication.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ccfg := cluster.DefaultLocalConfig()
-	ccfg.NodeName = "web-1"
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	ccfg.Logger = quiet
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cl.Close()
-	rcfg := replication.DefaultLocalConfig()
-	rcfg.Mode = replication.Backups(1)
-	rcfg.Membership, rcfg.Transport, rcfg.Logger = cl, tr, quiet
-	store, err := replication.New(rcfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer store.Close()
+	defer node.Close()
+	store, cl := node.Store, node.Cluster
 	for deadline := time.Now().Add(10 * time.Second); !store.FullyReplicated(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			log.Fatal("store not ready")
