@@ -100,36 +100,21 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 
 func startNode(name string, seeds []string, opts Options, log *slog.Logger) (*Node, error) {
 	log = log.With("node", name)
-	tr, err := replication.ListenTCP(replication.TCPConfig{BindAddr: "127.0.0.1:0", Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("meshtest: start %s: %w", name, err)
-	}
-	ccfg := cluster.DefaultLocalConfig()
+	cfg := replication.DefaultLocalNodeConfig()
+	cfg.Store.AntiEntropyInterval = 100 * time.Millisecond
 	if opts.Cluster != nil {
-		opts.Cluster(name, &ccfg)
+		opts.Cluster(name, &cfg.Cluster)
 	}
-	ccfg.NodeName = name
-	ccfg.Seeds = seeds
-	ccfg.Tags = map[string]string{replication.AddrTag: tr.Addr()}
-	ccfg.Logger = log
-	cl, err := cluster.New(ccfg)
-	if err != nil {
-		_ = tr.Close()
-		return nil, fmt.Errorf("meshtest: start %s: %w", name, err)
-	}
-	rcfg := replication.DefaultLocalConfig()
-	rcfg.AntiEntropyInterval = 100 * time.Millisecond
 	if opts.Store != nil {
-		opts.Store(name, &rcfg)
+		opts.Store(name, &cfg.Store)
 	}
-	rcfg.Membership, rcfg.Transport, rcfg.Logger = cl, tr, log
-	st, err := replication.New(rcfg)
+	cfg.Cluster.NodeName, cfg.Cluster.Seeds = name, seeds
+	cfg.Store.Logger = log
+	n, err := replication.StartNode(cfg)
 	if err != nil {
-		_ = tr.Close()
-		_ = cl.Close()
 		return nil, fmt.Errorf("meshtest: start %s: %w", name, err)
 	}
-	return &Node{Name: name, Cluster: cl, Transport: tr, Store: st}, nil
+	return &Node{Name: name, Cluster: n.Cluster, Transport: n.Transport, Store: n.Store}, nil
 }
 
 // Kill stops the node as a crash would look to the others: no Leave, its
