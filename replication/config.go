@@ -38,6 +38,15 @@ type Config struct {
 	// crashed process) is skipped at once. Default 2s (1s local).
 	WriteTimeout time.Duration
 
+	// ReadLease is how long a node may answer reads from its own copies
+	// after its peers last confirmed that it has missed none of their
+	// writes; it asks them every ReadLease/4. A write that a peer failed
+	// to acknowledge is acknowledged only once that peer's lease has
+	// expired (usually already the case after WriteTimeout). Shorter means
+	// a frozen or cut-off node stops answering from its copies sooner and
+	// more lease traffic. Default WriteTimeout/2; at most WriteTimeout.
+	ReadLease time.Duration
+
 	// AntiEntropyInterval is how often the store compares partition digests
 	// with a random peer and repairs the partitions that differ. It also
 	// paces the probing of degraded peers. Default 5s (500ms local).
@@ -114,6 +123,9 @@ func (c *Config) validate() error {
 	d := DefaultConfig()
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.ReadLease <= 0 || c.ReadLease > c.WriteTimeout {
+		c.ReadLease = c.WriteTimeout / 2
 	}
 	if c.AntiEntropyInterval <= 0 {
 		c.AntiEntropyInterval = d.AntiEntropyInterval

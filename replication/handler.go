@@ -62,7 +62,14 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 			return nil, err
 		}
 		p := s.parts[partitionOf(id)]
-		return encodeGetReply(p.ready.Load(), p.get(id))
+		return encodeGetReply(s.authoritative(p), p.get(id))
+
+	case msgLease:
+		holder, grantor := decodeLeaseRequest(d)
+		if err := d.done(); err != nil {
+			return nil, err
+		}
+		return encodeLeaseReply(s.grantLease(holder, grantor))
 
 	case msgStatus:
 		if err := d.done(); err != nil {
@@ -74,6 +81,9 @@ func (s *Store) dispatch(req []byte) ([]byte, error) {
 		u := decodeUpdate(d)
 		if err := d.done(); err != nil {
 			return nil, err
+		}
+		if u.deadline != 0 && s.now() > u.deadline {
+			return nil, errUpdateTooLate
 		}
 		pi := partitionOf(u.id)
 		if !s.view.Load().owns(pi) {
@@ -179,7 +189,7 @@ func (s *Store) fetchRange(p *partition, after string, maxBytes int) rangeReply 
 	maxBytes = min(max(maxBytes, 1), s.cfg.TransferChunkBytes)
 	rs := p.snapshot()
 	i := sort.Search(len(rs), func(i int) bool { return rs[i].id > after })
-	out := rangeReply{ready: p.ready.Load()}
+	out := rangeReply{ready: s.authoritative(p)}
 	size := 0
 	for ; i < len(rs); i++ {
 		if size > 0 && size+rs[i].size() > maxBytes {

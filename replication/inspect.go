@@ -58,7 +58,7 @@ func (s *Store) Scan(ctx context.Context, fn func(Session) bool) error {
 	now := s.now()
 	for pi, p := range s.parts {
 		var rs []*record
-		if p.ready.Load() {
+		if s.authoritative(p) {
 			rs = p.snapshot()
 		} else {
 			var err error

@@ -77,6 +77,7 @@ func (s *Store) round(ctx context.Context) {
 	start := time.Now()
 	s.poll(ctx, v)
 	s.transfer(ctx, v, start)
+	s.resync(ctx, v)
 	if s.allOwnedReady(v) {
 		s.readyOnce.Do(func() {
 			close(s.readyCh)
@@ -310,8 +311,7 @@ func (s *Store) repairOwners(ctx context.Context, v *view, since time.Time) {
 			s.log.Debug("anti-entropy repaired", "peer", q.name, "records", exchanged)
 		}
 		if !failed && q.degraded.Load() {
-			q.degraded.Store(false)
-			s.log.Info("degraded peer repaired; waiting for its acknowledgements again", "peer", q.name)
+			s.unfence(q)
 		}
 	}
 }

@@ -27,6 +27,7 @@ const (
 	msgRepair     byte = 9  // repair: merge these records (anti-entropy, hand-off): not a write
 	msgUpdate     byte = 10 // update: compare-and-set one attribute, as the session's coordinator
 	msgUpdateCopy byte = 11 // update copy: apply an update coordinated elsewhere, unless another won here
+	msgLease      byte = 12 // lease: may the sender answer reads from its own copies (see lease.go)
 )
 
 // Response statuses: the first byte of every response. Append only; values
@@ -701,12 +702,13 @@ func decodeAckReply(resp []byte) error {
 
 func encodeUpdate(u updateRequest) ([]byte, error) {
 	e := newEncoder(msgUpdate)
-	e.arrayLen(5)
+	e.arrayLen(6)
 	e.str(u.id)
 	e.str(u.key)
 	e.uint64(uint64(u.expected.time))
 	e.uint64(u.expected.node)
 	e.bin(u.value)
+	e.int64(u.deadline)
 	return e.finish()
 }
 
@@ -715,7 +717,11 @@ func decodeUpdate(d *decoder) updateRequest {
 	u := updateRequest{id: d.str(maxIDLen), key: d.str(maxAttrNameLen)}
 	u.expected = version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}
 	u.value = d.bytesN(d.r.Len())
-	d.skip(n - 5)
+	read := 5
+	if n >= 6 {
+		u.deadline, read = d.int64(), 6
+	}
+	d.skip(n - read)
 	if d.err == nil && (u.id == "" || u.key == "") {
 		d.fail("update without session ID or attribute")
 	}

@@ -23,6 +23,9 @@ type peer struct {
 	// waited for; the maintenance loop clears the flag once it has
 	// repaired the peer.
 	degraded atomic.Bool
+	// silent is set while the peer does not answer lease requests; reads
+	// do not wait for it.
+	silent atomic.Bool
 	// queue feeds the peer's background sender (asynchronous writes,
 	// writes to a degraded peer), started on first use; gone is closed when
 	// the peer leaves the view, which stops the sender.

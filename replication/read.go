@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -35,7 +36,7 @@ func (s *Store) GetAtLeast(ctx context.Context, id string, want Version) (Sessio
 	}
 	pi := partitionOf(id)
 	var r *record
-	if p := s.parts[pi]; p.ready.Load() {
+	if p := s.parts[pi]; s.authoritative(p) {
 		r = p.get(id)
 	} else {
 		var err error
@@ -106,7 +107,7 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 		p := s.parts[pi]
 		r = merge(r, p.get(id))
 		for _, q := range v.targets(pi) {
-			_, qr, err := s.get(ctx, q, req)
+			_, qr, err := s.get(ctx, q, req, s.cfg.WriteTimeout)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -139,7 +140,7 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 // current returns the latest record of id that this node can know: its own
 // when it holds the partition completely, else one read from the owners.
 func (s *Store) current(ctx context.Context, v *view, pi int, id string) (*record, error) {
-	if p := s.parts[pi]; p.ready.Load() {
+	if p := s.parts[pi]; s.authoritative(p) {
 		return p.get(id), nil
 	}
 	return s.readRemote(ctx, v, pi, id)
@@ -183,63 +184,89 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 		return nil
 	}
 
-	owners := ownersByPreference(v.targets(pi))
-	for _, q := range owners {
-		ready, r, err := s.get(ctx, q, req)
+	// Peers that do not answer lease requests are asked last, briefly: a
+	// frozen peer must not hold every read up for WriteTimeout, but one
+	// alive behind a broken link may hold the only copy of a write.
+	asked, answered := 0, false
+	var silent []*peer
+	ask := func(q *peer, timeout time.Duration) (ready bool, err error) {
+		asked++
+		ready, r, err := s.get(ctx, q, req, timeout)
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return false, ctx.Err()
 		}
 		if err != nil {
-			continue
+			return false, nil
 		}
+		answered = true
 		if err := learn(r); err != nil { // a partial copy is still true
 			s.log.Warn("refused record from peer", "peer", q.name, "err", err)
-			continue
+			return false, nil
 		}
-		if ready {
-			s.stats.remoteReads.Add(1)
-			return merged, nil
-		}
+		return ready, nil
 	}
-	// Rebalancing: no owner holds the partition completely yet. Merge
-	// what everybody has: former owners keep their records until the new
-	// owners are complete. When that finds nothing, ask the owners once
-	// more, as one may have completed meanwhile.
-	ask := func(qs []*peer) error {
+	// askAll asks qs (the silent ones when silentToo) and reports whether
+	// one of them is an authoritative owner.
+	askAll := func(qs []*peer, silentToo bool) (bool, error) {
 		for _, q := range qs {
-			_, r, err := s.get(ctx, q, req)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err == nil {
-				if err := learn(r); err != nil {
-					s.log.Warn("refused record from peer", "peer", q.name, "err", err)
+			timeout := s.cfg.WriteTimeout
+			if q.silent.Load() {
+				if !silentToo {
+					if !slices.Contains(silent, q) {
+						silent = append(silent, q)
+					}
+					continue
 				}
+				timeout = s.cfg.ReadLease / 2
+			}
+			ready, err := ask(q, timeout)
+			if err != nil || ready { // only an owner can be ready
+				return ready, err
 			}
 		}
-		return nil
+		return false, nil
 	}
+	owners := ownersByPreference(v.targets(pi))
+	if done, err := askAll(owners, false); done || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		s.stats.remoteReads.Add(1)
+		return merged, nil
+	}
+	// No owner that answered holds the partition completely and is up to
+	// date: the partition is being rebalanced (former owners keep their
+	// records until the new owners are complete), or a peer is silent.
+	// Merge what everybody has.
 	var others []*peer
 	for _, q := range v.peers {
 		if !slices.Contains(owners, q) {
 			others = append(others, q)
 		}
 	}
-	if err := ask(others); err != nil {
+	if _, err := askAll(others, false); err != nil {
 		return nil, err
 	}
-	if merged == nil {
-		if err := ask(owners); err != nil {
+	if _, err := askAll(silent, true); err != nil {
+		return nil, err
+	}
+	if merged == nil { // an owner may have completed meanwhile
+		if _, err := askAll(owners, false); err != nil {
 			return nil, err
 		}
+	}
+	if merged == nil && asked > 0 && !answered {
+		// Nobody answered: "no such session" would log the user out
+		// although its owners may be alive behind a broken link.
+		return nil, fmt.Errorf("read session: no peer answered: %w", ErrUnreachable)
 	}
 	s.stats.remoteReads.Add(1)
 	return merged, nil
 }
 
 // get asks q for one session.
-func (s *Store) get(ctx context.Context, q *peer, req []byte) (ready bool, r *record, err error) {
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+func (s *Store) get(ctx context.Context, q *peer, req []byte, timeout time.Duration) (ready bool, r *record, err error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := s.tr.Call(cctx, q.addr, req)
 	if err != nil {

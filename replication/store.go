@@ -50,6 +50,8 @@ type Store struct {
 	stopped      bool
 	closeOnce    sync.Once
 
+	leases *leases // read leases, both ways; see lease.go
+
 	replicated atomic.Int32 // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
 	stats      storeCounters
 }
@@ -93,6 +95,7 @@ func New(cfg Config) (*Store, error) {
 		leaving:   map[string]uint64{},
 		readyCh:   make(chan struct{}),
 		done:      make(chan struct{}),
+		leases:    newLeases(cfg.ReadLease),
 	}
 	s.replicated.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -105,6 +108,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s.goroutine(s.watchMembership)
 	s.goroutine(s.maintain)
+	s.goroutine(s.renewLeases)
 	s.goroutine(s.sweep)
 	if cfg.OnSessionEvent != nil {
 		s.goroutine(s.deliverEvents)
@@ -387,6 +391,7 @@ func (s *Store) rebuildView() {
 		}
 	}
 	s.view.Store(next)
+	s.leasesViewChanged(prev, next)
 	// After the store: see setReady.
 	for i, p := range s.parts {
 		if !next.owns(i) {

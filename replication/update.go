@@ -114,6 +114,12 @@ type updateRequest struct {
 	id, key  string
 	expected version
 	value    []byte
+	// deadline is when the caller stops waiting (Unix ms, its clock), so
+	// that a request delayed in the network (a partition that heals, TCP
+	// retransmission) is refused instead of applied after a later update
+	// was acknowledged: applied late, its new version would win over it.
+	// 0 for none.
+	deadline int64
 }
 
 // Update outcomes. Append only; values are protocol.
@@ -137,7 +143,6 @@ type updateResult struct {
 // call that certainly did not reach an owner moves on to the next one; any
 // other failure ends the update, as the owner may have applied it.
 func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateRequest) (updateResult, error) {
-	var msg []byte
 	for _, q := range v.owners[pi] {
 		if q.self {
 			res := s.applyUpdate(pi, req)
@@ -147,11 +152,10 @@ func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateReque
 			}
 			continue
 		}
-		if msg == nil {
-			var err error
-			if msg, err = encodeUpdate(req); err != nil {
-				return updateResult{}, err
-			}
+		req.deadline = s.now() + s.cfg.WriteTimeout.Milliseconds()
+		msg, err := encodeUpdate(req)
+		if err != nil {
+			return updateResult{}, err
 		}
 		resp, err := s.callTimeout(ctx, q, msg)
 		switch {
@@ -187,7 +191,7 @@ func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateReque
 // expected one. It never calls the network.
 func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 	p := s.parts[pi]
-	if !p.ready.Load() {
+	if !s.authoritative(p) {
 		return updateResult{outcome: updateNotReady}
 	}
 	now := s.now()
@@ -229,7 +233,11 @@ func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinator *peer, expected version, delta *record) error {
 	var msg []byte
 	var refused error
-	results := make(chan error, len(v.owners[pi]))
+	type result struct {
+		q   *peer
+		err error
+	}
+	results := make(chan result, len(v.owners[pi]))
 	waiting := 0
 	for _, q := range v.owners[pi] {
 		switch {
@@ -251,26 +259,41 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		go func() {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 			defer cancel()
-			results <- s.callAck(cctx, q, msg)
+			results <- result{q, s.callAck(cctx, q, msg)}
 		}()
 	}
+	var failed []result
 	for ; waiting > 0; waiting-- {
-		err := <-results
+		r := <-results
 		var re *remoteError
 		switch {
-		case err == nil, errors.Is(err, ErrUnreachable), errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-			// Crashed or frozen owners catch up by transfer or repair.
-		case errors.As(err, &re) && re.msg == errUpdateRefused.Error():
+		case r.err == nil:
+		case errors.Is(r.err, ErrUnreachable), errors.Is(r.err, context.DeadlineExceeded) && ctx.Err() == nil:
+			// Crashed or frozen owners catch up by transfer or repair;
+			// they must not answer from their copies meanwhile.
+			failed = append(failed, r)
+		case errors.As(r.err, &re) && re.msg == errUpdateRefused.Error():
 			refused = ErrConflict
 		default:
-			return fmt.Errorf("replicate update: %w", err)
+			return fmt.Errorf("replicate update: %w", r.err)
 		}
+	}
+	// Fenced once every other owner has answered: see write.
+	for _, r := range failed {
+		s.fenceFailed(r.q, r.err)
 	}
 	if refused != nil {
 		return fmt.Errorf("update lost to a concurrent update during a failover: %w", refused)
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.awaitFence(ctx)
 }
+
+// errUpdateTooLate answers an update that reached its coordinator after
+// its caller stopped waiting.
+var errUpdateTooLate = errors.New("update arrived after its caller gave up; not applied")
 
 // errUpdateRefused is a replica's answer to an update that lost to
 // another one.

@@ -120,7 +120,7 @@ func (s *Store) Touch(ctx context.Context, sess Session) error {
 	}
 	id, pi, now := sess.r.id, partitionOf(sess.r.id), s.now()
 	cur := sess.r
-	if p := s.parts[pi]; p.ready.Load() {
+	if p := s.parts[pi]; s.authoritative(p) {
 		cur = p.get(id) // the live record, whose local touch is shared
 	}
 	if cur == nil || !cur.live(now) {
@@ -256,7 +256,10 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	}
 	sends = waitFor
 	if len(sends) == 0 {
-		return nil
+		if async {
+			return nil
+		}
+		return s.awaitFence(ctx)
 	}
 	// Encode each distinct set of records once.
 	for i, sd := range sends {
@@ -290,6 +293,10 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		go call(sd)
 	}
 	call(sends[0])
+	// Owners that missed the write are fenced once every other owner has
+	// answered, so that the write is on those before a fenced owner can
+	// learn (from a lease's epoch) that it must merge with them.
+	var fences []func()
 	for waiting := len(sends); waiting > 0; waiting-- {
 		r := <-results
 		switch {
@@ -297,20 +304,27 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		case ctx.Err() != nil:
 			// The caller gave up; the write is applied and sent.
 		case errors.Is(r.err, context.DeadlineExceeded):
-			if !r.q.degraded.Swap(true) {
-				s.log.Warn("peer did not acknowledge a write in time; not waiting for it until repaired",
-					"peer", r.q.name, "timeout", s.cfg.WriteTimeout)
-			}
+			s.log.Debug("peer did not acknowledge a write in time", "peer", r.q.name, "timeout", s.cfg.WriteTimeout)
 			s.stats.degradedWrites.Add(1)
+			fences = append(fences, func() { s.fence(r.q) })
 		case errors.Is(r.err, ErrUnreachable):
-			// A crashed or restarting peer: it catches up when it comes back.
+			// A crashed or restarting peer catches up when it comes back;
+			// one cut off must not answer from its copy meanwhile.
 			s.log.Debug("peer unreachable", "peer", r.q.name, "err", r.err)
+			fences = append(fences, func() { s.fenceFailed(r.q, r.err) })
 		default:
 			s.stats.writeErrors.Add(1)
 			s.log.Warn("peer refused a write", "peer", r.q.name, "err", r.err)
+			fences = append(fences, func() { s.fence(r.q) })
 		}
 	}
-	return ctx.Err()
+	for _, f := range fences {
+		f()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.awaitFence(ctx)
 }
 
 // callAck sends msg to q and checks its acknowledgement.
@@ -332,6 +346,7 @@ func (s *Store) enqueue(q *peer, rs []*record) {
 		case q.queue <- r:
 		default:
 			s.stats.skippedSends.Add(1)
+			s.fence(q)
 		}
 	}
 }
@@ -368,6 +383,7 @@ func (s *Store) send(q *peer) {
 		if err != nil {
 			s.stats.skippedSends.Add(uint64(len(batch)))
 			s.log.Debug("background send failed; anti-entropy will repair", "peer", q.name, "records", len(batch), "err", err)
+			s.fenceFailed(q, err)
 		}
 	}
 }

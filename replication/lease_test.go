@@ -1,0 +1,89 @@
+package replication_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+// leaseCluster starts stores a, b and c with Backups(1) and a long
+// anti-entropy interval (the guarantees below must not depend on how soon
+// repair runs), writes n=1 to 40 sessions and returns their IDs.
+func leaseCluster(t *testing.T) (*testcluster.Cluster, []string) {
+	c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Mode = replication.Backups(1)
+		cfg.AntiEntropyInterval = 10 * time.Second
+		return cfg
+	}})
+	a := c.Start("a")
+	c.Start("b")
+	c.Start("c")
+	c.WaitReady(t)
+	c.WaitConverged(t)
+	ids := make([]string, 40)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("lease-session-%03d-xxxxxxxxxxxxxxxxxxxxxxxxxx", i)
+		_, err := a.Store.Save(context.Background(), ids[i], replication.Changes{Set: map[string][]byte{"n": []byte("1")}, Lifetime: time.Hour})
+		require.NoError(t, err)
+	}
+	return c, ids
+}
+
+// staleReads reads every session on every store and counts, per store,
+// the reads that do not show n=2.
+func staleReads(t *testing.T, c *testcluster.Cluster, ids []string) map[string]int {
+	stale := map[string]int{}
+	for _, n := range c.Nodes() {
+		for _, id := range ids {
+			s, ok, err := n.Store.Get(context.Background(), id)
+			require.NoError(t, err)
+			v, _ := s.Value("n")
+			if !ok || string(v) != "2" {
+				stale[n.Name]++
+			}
+		}
+	}
+	return stale
+}
+
+// A node back from a partition must not answer from the copies it kept
+// before it has merged them with the writes made while it was away, even
+// when the links to it are slow and anti-entropy is far off.
+func TestLease_NodeBackFromPartitionDoesNotServeStaleCopies(t *testing.T) {
+	c, ids := leaseCluster(t)
+	a, b, cc := c.Node("a"), c.Node("b"), c.Node("c")
+	c.Partition([]string{"c"})
+	waitPeers(t, map[*testcluster.Node]int{a: 1, b: 1, cc: 0})
+	for _, id := range ids {
+		_, err := a.Store.Save(context.Background(), id, replication.Changes{Set: map[string][]byte{"n": []byte("2")}})
+		require.NoError(t, err)
+	}
+	c.Heal()
+	for _, o := range []string{"a", "b"} {
+		c.Net.Delay(o, "c", 50*time.Millisecond)
+		c.Net.Delay("c", o, 50*time.Millisecond)
+	}
+	waitPeers(t, map[*testcluster.Node]int{a: 2, b: 2, cc: 2})
+	assert.Empty(t, staleReads(t, c, ids), "reads per store that missed the write made during the partition (of %d sessions)", len(ids))
+}
+
+// waitPeers waits until each store sees the given number of peers.
+func waitPeers(t *testing.T, want map[*testcluster.Node]int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for n, peers := range want {
+			if n.Store.Stats().Peers != peers {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 5*time.Millisecond)
+}
