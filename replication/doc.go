@@ -87,6 +87,19 @@
 // by WriteTimeout, never beyond the failure detector's bound: writes
 // degrade rather than fail.
 //
+// # Read leases
+//
+// A peer that missed writes must not answer from its copies when it comes
+// back (a thawed process, a healed partition). So a node answers a read
+// locally only while it holds a read lease from each peer that answers it
+// (renewed every ReadLease/4, measured on the monotonic clock); otherwise
+// it reads through the owners. A writer that acknowledges a write without
+// an owner fences that owner first: no more leases until anti-entropy has
+// repaired it, a new epoch that tells it to merge with the other owners,
+// and the acknowledgement waits until the leases it holds have expired.
+// lease.go has the details and their limits (a member alive behind a
+// broken link is a split brain until it heals).
+//
 // With Config.WriteConcern = Async, a write returns once this node has it;
 // each peer's sender goroutine batches writes into one message per round
 // trip, and a full queue drops writes that anti-entropy then repairs. Save
