@@ -44,7 +44,8 @@ type Config struct {
 	// to acknowledge is acknowledged only once that peer's lease has
 	// expired (usually already the case after WriteTimeout). Shorter means
 	// a frozen or cut-off node stops answering from its copies sooner and
-	// more lease traffic. Default WriteTimeout/2; at most WriteTimeout.
+	// more lease traffic, and leases that a busy machine fails to renew in
+	// time. Default and at most WriteTimeout.
 	ReadLease time.Duration
 
 	// AntiEntropyInterval is how often the store compares partition digests
@@ -125,7 +126,7 @@ func (c *Config) validate() error {
 		c.WriteTimeout = d.WriteTimeout
 	}
 	if c.ReadLease <= 0 || c.ReadLease > c.WriteTimeout {
-		c.ReadLease = c.WriteTimeout / 2
+		c.ReadLease = c.WriteTimeout
 	}
 	if c.AntiEntropyInterval <= 0 {
 		c.AntiEntropyInterval = d.AntiEntropyInterval
