@@ -1,11 +1,12 @@
 package replication
 
 import (
+	"slices"
 	"sort"
-
-	"github.com/cespare/xxhash/v2"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // numPartitions is the number of partitions session IDs hash to. It is part
@@ -139,27 +140,50 @@ func (p *partition) sweep(now int64, expired func(*record)) int {
 		}
 	}
 	removed := 0
+	if int64(len(p.expiry)) < due-p.lastSwept {
+		// A long gap (a process that was paused, a clock that jumped):
+		// visit the buckets that hold entries, in order, rather than
+		// every second of the gap.
+		var buckets []int64
+		for b := range p.expiry {
+			if b <= due {
+				buckets = append(buckets, b)
+			}
+		}
+		slices.Sort(buckets)
+		p.lastSwept = due // first, so that entries moved on land after due
+		for _, b := range buckets {
+			removed += p.sweepBucket(b, now, expired)
+		}
+		return removed
+	}
 	for p.lastSwept < due {
 		p.lastSwept++ // before the bucket's work, so that entries moved on land in a later bucket
-		b := p.lastSwept
-		ids := p.expiry[b]
-		delete(p.expiry, b)
-		for _, id := range ids {
-			p.checked++
-			r := p.records[id]
-			if r == nil {
-				continue
-			}
-			if d := r.deadline(); d == 0 || d > now {
-				p.schedule(id, d) // the deadline moved on: check again then
-				continue
-			}
-			delete(p.records, id)
-			p.digest ^= r.digest()
-			removed++
-			if !r.destroyed && expired != nil {
-				expired(r)
-			}
+		removed += p.sweepBucket(p.lastSwept, now, expired)
+	}
+	return removed
+}
+
+// sweepBucket checks the entries of bucket b. Callers hold p.mu.
+func (p *partition) sweepBucket(b, now int64, expired func(*record)) int {
+	removed := 0
+	ids := p.expiry[b]
+	delete(p.expiry, b)
+	for _, id := range ids {
+		p.checked++
+		r := p.records[id]
+		if r == nil {
+			continue
+		}
+		if d := r.deadline(); d == 0 || d > now {
+			p.schedule(id, d) // the deadline moved on: check again then
+			continue
+		}
+		delete(p.records, id)
+		p.digest ^= r.digest()
+		removed++
+		if !r.destroyed && expired != nil {
+			expired(r)
 		}
 	}
 	return removed

@@ -3,6 +3,7 @@ package replication
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -87,4 +88,23 @@ func TestPartition_SweepLooksOnlyAtWhatExpires(t *testing.T) {
 	n, _ := p.stats()
 	assert.Equal(t, 10_000, n)
 	assert.Equal(t, 10, p.checked, "a minute of sweeping looked at the 10 sessions that expired, not at the 10,000 that did not")
+}
+
+// After a long gap (a paused process, a clock step) one sweep removes what
+// expired in the gap and keeps what did not, in time proportional to the
+// buckets that hold entries, not to the seconds of the gap.
+func TestPartition_SweepAfterALongGap(t *testing.T) {
+	p := newPartitions()[0]
+	now := int64(1_000_000)
+	for i := 0; i < 100; i++ {
+		p.apply(&record{id: fmt.Sprint("hour", i), expires: now + 3_600_000}, now)
+		p.apply(&record{id: fmt.Sprint("year", i), expires: now + 365*86_400_000}, now)
+	}
+	require.Equal(t, 0, p.sweep(now, nil))
+	start := time.Now()
+	assert.Equal(t, 100, p.sweep(now+30*86_400_000, nil), "a month later, the hour-long sessions are gone")
+	n, _ := p.stats()
+	assert.Equal(t, 100, n)
+	assert.Equal(t, 100, p.sweep(now+10*366*86_400_000, nil), "ten years later, all are gone")
+	assert.Less(t, time.Since(start), time.Second, "ten years are 316 million one-second buckets")
 }
