@@ -2,117 +2,29 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/sessionmesh/sessionmesh/internal/healthz"
 )
 
 // healthPollInterval is how often waitReplicated polls every node.
 const healthPollInterval = 25 * time.Millisecond
 
-// health is a login server's answer to GET /healthz.
-type health struct {
-	Joined          bool     `json:"joined"`
-	Ready           bool     `json:"ready"`
-	FullyReplicated bool     `json:"fully_replicated"`
-	UnderReplicated int      `json:"under_replicated"`
-	Mode            string   `json:"mode"`
-	Members         []string `json:"members"`
-	Sessions        int      `json:"sessions"`
-	OwnedPartitions int      `json:"owned_partitions"`
-	ReadyPartitions int      `json:"ready_partitions"`
-	Peers           int      `json:"peers"`
-	DegradedPeers   int      `json:"degraded_peers"`
-
-	status int   // HTTP status
-	err    error // the request or its decoding failed
-}
-
-// String is a short description for progress lines and failure messages.
-func (h health) String() string {
-	if h.err != nil {
-		return h.err.Error()
-	}
-	return fmt.Sprintf("status %d ready=%t fully_replicated=%t under_replicated=%d partitions ready/owned %d/%d peers=%d degraded=%d sessions=%d members=%s",
-		h.status, h.Ready, h.FullyReplicated, h.UnderReplicated, h.ReadyPartitions, h.OwnedPartitions,
-		h.Peers, h.DegradedPeers, h.Sessions, strings.Join(h.Members, ","))
-}
-
-// getHealth asks n for its /healthz. Health polls are not counted as
-// requests of any phase.
-func (d *demo) getHealth(ctx context.Context, n *node) health {
+// healthOfAll asks every node in nodes for its /healthz at once. Health
+// polls are not counted as requests of any phase.
+func (d *demo) healthOfAll(ctx context.Context, nodes []*node) []healthz.Health {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.url+"/healthz", nil)
-	if err != nil {
-		return health{err: err}
-	}
-	resp, err := d.tr.RoundTrip(req)
-	if err != nil {
-		return health{err: err}
-	}
-	defer resp.Body.Close()
-	var h health
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err == nil {
-		err = json.Unmarshal(b, &h)
-	}
-	h.status, h.err = resp.StatusCode, err
-	return h
-}
-
-// healthOfAll asks every node in nodes at once.
-func (d *demo) healthOfAll(ctx context.Context, nodes []*node) []health {
-	hs := make([]health, len(nodes))
-	var wg sync.WaitGroup
+	urls := make([]string, len(nodes))
 	for i, n := range nodes {
-		wg.Go(func() { hs[i] = d.getHealth(ctx, n) })
+		urls[i] = n.url
 	}
-	wg.Wait()
-	return hs
-}
-
-// settled tells whether h, the health of one of the live nodes, shows a
-// node that is ready, sees exactly the live nodes (in its membership and
-// in its store's view), holds a complete copy of every partition it owns
-// and reports the cluster fully replicated; if not, it says why.
-//
-// "fully_replicated" alone is as of the node's last maintenance round, so
-// it may still be true just after a membership change; the other
-// conditions make sure the answer is about the current membership: once
-// every live node sees the same members and holds every partition it owns
-// completely, every partition has its full number of copies.
-func settled(h health, live []string) (bool, string) {
-	var why []string
-	switch {
-	case h.err != nil:
-		return false, h.err.Error()
-	case h.status != http.StatusOK:
-		why = append(why, fmt.Sprintf("status %d", h.status))
-	}
-	if !h.Ready {
-		why = append(why, "not ready")
-	}
-	members := slices.Sorted(slices.Values(h.Members))
-	if !slices.Equal(members, live) {
-		why = append(why, fmt.Sprintf("members %s (want %s)", strings.Join(members, ","), strings.Join(live, ",")))
-	}
-	if h.Peers != len(live)-1 {
-		why = append(why, fmt.Sprintf("store peers %d (want %d)", h.Peers, len(live)-1))
-	}
-	if h.ReadyPartitions != h.OwnedPartitions {
-		why = append(why, fmt.Sprintf("%d of %d owned partitions ready", h.ReadyPartitions, h.OwnedPartitions))
-	}
-	if !h.FullyReplicated {
-		why = append(why, fmt.Sprintf("fully_replicated false (under_replicated %d)", h.UnderReplicated))
-	}
-	return len(why) == 0, strings.Join(why, ", ")
+	return healthz.GetAll(ctx, &http.Client{Transport: d.tr}, urls)
 }
 
 // replWait is the outcome of waitReplicated.
@@ -122,8 +34,8 @@ type replWait struct {
 	seen     time.Duration // from the reference time to every live node seeing exactly the live nodes; 0 = never
 	maxUnder int           // the most under-replicated partitions one node reported
 	polls    int
-	last     []health // the last answer of each live node
-	sessions int      // sessions held by the live nodes together, at the end
+	last     []healthz.Health // the last answer of each live node
+	sessions int              // sessions held by the live nodes together, at the end
 
 	// Answers "fully_replicated": true that were not (yet) about the live
 	// nodes: before the node saw exactly the live nodes, and after it did
@@ -150,13 +62,13 @@ func (d *demo) waitReplicated(ctx context.Context, live []*node, from time.Time,
 		r.last = hs
 		all, allSee := true, true
 		for _, h := range hs {
-			ok, _ := settled(h, names)
+			ok, _ := h.Settled(names)
 			all = all && ok
-			sees := h.err == nil && slices.Equal(slices.Sorted(slices.Values(h.Members)), names)
+			sees := h.Sees(names)
 			allSee = allSee && sees
 			r.maxUnder = max(r.maxUnder, h.UnderReplicated)
 			switch {
-			case ok || h.err != nil || !h.FullyReplicated:
+			case ok || h.Err != nil || !h.FullyReplicated:
 			case !sees:
 				r.staleUnseen++
 			case h.ReadyPartitions != h.OwnedPartitions:
@@ -207,7 +119,7 @@ func (r *replWait) describe(live []*node) string {
 		if i >= len(r.last) {
 			break
 		}
-		_, why := settled(r.last[i], names)
+		_, why := r.last[i].Settled(names)
 		fmt.Fprintf(&b, "\n    %s: %s\n      (%s)", n.name, why, r.last[i])
 	}
 	return b.String()
@@ -220,8 +132,8 @@ func (d *demo) printClusterState(ctx context.Context, live []*node) {
 	var sessions, owned []string
 	modes := map[string]bool{}
 	for i, h := range hs {
-		if h.err != nil {
-			sessions = append(sessions, fmt.Sprintf("%s ?(%v)", live[i].name, h.err))
+		if h.Err != nil {
+			sessions = append(sessions, fmt.Sprintf("%s ?(%v)", live[i].name, h.Err))
 			continue
 		}
 		modes[h.Mode] = true

@@ -3,18 +3,16 @@ package chaos
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh/internal/healthz"
 	"github.com/sessionmesh/sessionmesh/internal/procs"
 )
 
@@ -44,65 +42,6 @@ func (n *node) signal(sig syscall.Signal) error {
 	return nil
 }
 
-// health is a login server's answer to GET /healthz.
-type health struct {
-	Joined          bool     `json:"joined"`
-	Ready           bool     `json:"ready"`
-	FullyReplicated bool     `json:"fully_replicated"`
-	UnderReplicated int      `json:"under_replicated"`
-	Members         []string `json:"members"`
-	Sessions        int      `json:"sessions"`
-	OwnedPartitions int      `json:"owned_partitions"`
-	ReadyPartitions int      `json:"ready_partitions"`
-	Peers           int      `json:"peers"`
-	DegradedPeers   int      `json:"degraded_peers"`
-
-	status int
-	err    error
-}
-
-// String describes the answer for failure messages.
-func (h health) String() string {
-	if h.err != nil {
-		return h.err.Error()
-	}
-	return fmt.Sprintf("status %d ready=%t fully_replicated=%t under_replicated=%d partitions ready/owned %d/%d peers=%d degraded=%d sessions=%d members=%s",
-		h.status, h.Ready, h.FullyReplicated, h.UnderReplicated, h.ReadyPartitions, h.OwnedPartitions,
-		h.Peers, h.DegradedPeers, h.Sessions, strings.Join(h.Members, ","))
-}
-
-// settled tells whether h shows a node that is ready, sees exactly the
-// live nodes (in its membership and its store), holds every partition it
-// owns and reports every session fully replicated; if not, it says why.
-// "fully_replicated" alone is as of the node's last maintenance round, so
-// the other conditions make sure the answer is about the current
-// membership.
-func settled(h health, live []string) (bool, string) {
-	if h.err != nil {
-		return false, h.err.Error()
-	}
-	var why []string
-	if h.status != http.StatusOK {
-		why = append(why, fmt.Sprintf("status %d", h.status))
-	}
-	if !h.Ready {
-		why = append(why, "not ready")
-	}
-	if members := slices.Sorted(slices.Values(h.Members)); !slices.Equal(members, live) {
-		why = append(why, fmt.Sprintf("members %s (want %s)", strings.Join(members, ","), strings.Join(live, ",")))
-	}
-	if h.Peers != len(live)-1 {
-		why = append(why, fmt.Sprintf("store peers %d (want %d)", h.Peers, len(live)-1))
-	}
-	if h.ReadyPartitions != h.OwnedPartitions {
-		why = append(why, fmt.Sprintf("%d of %d owned partitions ready", h.ReadyPartitions, h.OwnedPartitions))
-	}
-	if !h.FullyReplicated {
-		why = append(why, fmt.Sprintf("not fully replicated (under_replicated %d)", h.UnderReplicated))
-	}
-	return len(why) == 0, strings.Join(why, ", ")
-}
-
 // probe is the harness's HTTP client for health and resource polls: it
 // never goes through the load balancer.
 type probe struct {
@@ -117,33 +56,13 @@ func newProbe() *probe {
 
 func (p *probe) close() { p.tr.CloseIdleConnections() }
 
-// health asks n for its /healthz.
-func (p *probe) health(ctx context.Context, n *node) health {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.httpURL+"/healthz", nil)
-	if err != nil {
-		return health{err: err}
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return health{err: err}
-	}
-	defer resp.Body.Close()
-	h := health{status: resp.StatusCode}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&h); err != nil {
-		h.err = fmt.Errorf("status %d, unreadable body: %w", resp.StatusCode, err)
-	}
-	return h
-}
-
 // healthOfAll polls every node of live at once.
-func (p *probe) healthOfAll(ctx context.Context, live []*node) []health {
-	hs := make([]health, len(live))
-	var wg sync.WaitGroup
+func (p *probe) healthOfAll(ctx context.Context, live []*node) []healthz.Health {
+	urls := make([]string, len(live))
 	for i, n := range live {
-		wg.Go(func() { hs[i] = p.health(ctx, n) })
+		urls[i] = n.httpURL
 	}
-	wg.Wait()
-	return hs
+	return healthz.GetAll(ctx, p.client, urls)
 }
 
 // allSettled polls live once and reports whether every node is settled
@@ -153,7 +72,7 @@ func (p *probe) allSettled(ctx context.Context, live []*node) (bool, string) {
 	ok := true
 	var why []string
 	for i, h := range p.healthOfAll(ctx, live) {
-		s, reason := settled(h, names)
+		s, reason := h.Settled(names)
 		if !s {
 			ok = false
 			why = append(why, fmt.Sprintf("%s: %s", live[i].name, reason))
