@@ -147,7 +147,7 @@ func (l *leases) recompute() {
 	l.authority.Store(until)
 }
 
-// viewChanged takes a new view's peers and fences those that left it (they
+// leasesViewChanged takes a new view's peers and fences those that left it (they
 // get no more writes from here), forgetting earlier incarnations of
 // members.
 func (s *Store) leasesViewChanged(prev, next *view) {
@@ -165,16 +165,8 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 	}
 	l.peers = next.peers
 	for _, q := range next.peers {
-		for k := range l.held {
-			if k.name == q.name && k.incarnation != q.incarnation {
-				delete(l.held, k)
-			}
-		}
-		for k := range l.granted {
-			if k.name == q.name && k.incarnation != q.incarnation {
-				delete(l.granted, k)
-			}
-		}
+		forgetOtherIncarnations(l.held, q)
+		forgetOtherIncarnations(l.granted, q)
 	}
 	l.recompute()
 	l.mu.Unlock()
@@ -184,14 +176,32 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 	}
 }
 
+// forgetOtherIncarnations drops the entries of m about q's member other
+// than q's incarnation: a restarted member starts afresh.
+func forgetOtherIncarnations[V any](m map[memberKey]V, q *peer) {
+	for k := range m {
+		if k.name == q.name && k.incarnation != q.incarnation {
+			delete(m, k)
+		}
+	}
+}
+
 // fence stops q from answering reads from its copy before this node
 // acknowledges a write q may not have: q is marked degraded (it gets no
-// lease until repaired), its epoch is bumped (its next lease tells it to
-// resync) and writes wait until the leases already granted to it expire.
+// lease until anti-entropy has repaired it), its epoch is bumped (its next
+// lease tells it to resync) and writes wait until the leases already
+// granted to it expire.
 func (s *Store) fence(q *peer) {
 	s.leases.mu.Lock()
 	defer s.leases.mu.Unlock()
-	s.degradeLocked(q)
+	s.fenceLocked(q)
+	if !q.degraded.Swap(true) { // under l.mu: see grantLease
+		s.log.Warn("peer missed a write; not waiting for it until repaired", "peer", q.name)
+		select {
+		case s.kick <- struct{}{}: // repair it soon
+		default:
+		}
+	}
 }
 
 // fenceLocked bumps q's epoch and makes writes wait until the leases
@@ -206,19 +216,6 @@ func (s *Store) fenceLocked(q *peer) {
 	g.epoch++
 	if g.until > l.fenceUntil.Load() {
 		l.fenceUntil.Store(g.until)
-	}
-}
-
-// degrade fences q and marks it degraded: it gets no lease until
-// anti-entropy has repaired it. Callers hold s.leases.mu.
-func (s *Store) degradeLocked(q *peer) {
-	s.fenceLocked(q)
-	if !q.degraded.Swap(true) {
-		s.log.Warn("peer missed a write; not waiting for it until repaired", "peer", q.name)
-		select {
-		case s.kick <- struct{}{}: // repair it soon
-		default:
-		}
 	}
 }
 
@@ -305,35 +302,14 @@ func (s *Store) grantLease(holder memberKey, grantor uint64) leaseReply {
 // renewLeases is the store's lease goroutine: every ReadLease/4, and at
 // once after a view change, it asks every peer for a lease.
 func (s *Store) renewLeases() {
-	l := s.leases
-	period := l.duration / 4
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-		case <-l.renew:
-		}
-		v := s.view.Load()
+	period := s.leases.duration / 4
+	s.repeat(period, s.leases.renew, func() {
 		var wg sync.WaitGroup
-		for _, q := range v.peers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.askLease(q, period)
-			}()
+		for _, q := range s.view.Load().peers {
+			wg.Go(func() { s.askLease(q, period) })
 		}
 		wg.Wait()
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(period)
-	}
+	})
 }
 
 // askLease asks q for a lease and records the answer.

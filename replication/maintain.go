@@ -51,24 +51,7 @@ func (s *Store) maintain() {
 		s.joined.Store(true)
 	})
 	s.greetPeers(s.ctx)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-s.kick:
-		case <-timer.C:
-		}
-		s.round(s.ctx)
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(s.cfg.AntiEntropyInterval)
-	}
+	s.repeat(s.cfg.AntiEntropyInterval, s.kick, func() { s.round(s.ctx) })
 }
 
 // round runs one round of maintenance.

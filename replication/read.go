@@ -184,50 +184,45 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 		return nil
 	}
 
-	// Peers that do not answer lease requests are asked last, briefly: a
-	// frozen peer must not hold every read up for WriteTimeout, but one
-	// alive behind a broken link may hold the only copy of a write.
+	// askAll asks qs in order, each for at most timeout, and reports
+	// whether one of them holds the partition as an up-to-date owner.
 	asked, answered := 0, false
-	var silent []*peer
-	ask := func(q *peer, timeout time.Duration) (ready bool, err error) {
-		asked++
-		ready, r, err := s.get(ctx, q, req, timeout)
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		if err != nil {
-			return false, nil
-		}
-		answered = true
-		if err := learn(r); err != nil { // a partial copy is still true
-			s.log.Warn("refused record from peer", "peer", q.name, "err", err)
-			return false, nil
-		}
-		return ready, nil
-	}
-	// askAll asks qs (the silent ones when silentToo) and reports whether
-	// one of them is an authoritative owner.
-	askAll := func(qs []*peer, silentToo bool) (bool, error) {
+	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
-			timeout := s.cfg.WriteTimeout
-			if q.silent.Load() {
-				if !silentToo {
-					if !slices.Contains(silent, q) {
-						silent = append(silent, q)
-					}
-					continue
-				}
-				timeout = s.cfg.ReadLease / 2
+			asked++
+			ready, r, err := s.get(ctx, q, req, timeout)
+			if ctx.Err() != nil {
+				return false, ctx.Err()
 			}
-			ready, err := ask(q, timeout)
-			if err != nil || ready { // only an owner can be ready
-				return ready, err
+			if err != nil {
+				continue
+			}
+			answered = true
+			if err := learn(r); err != nil { // a partial copy is still true
+				s.log.Warn("refused record from peer", "peer", q.name, "err", err)
+				continue
+			}
+			if ready {
+				return true, nil
 			}
 		}
 		return false, nil
 	}
-	owners := ownersByPreference(v.targets(pi))
-	if done, err := askAll(owners, false); done || err != nil {
+	// Peers that do not answer lease requests are asked last, briefly: a
+	// frozen peer must not hold every read up for WriteTimeout, but one
+	// alive behind a broken link may hold the only copy of a write.
+	isSilent := func(q *peer) bool { return q.silent.Load() }
+	owners := slices.DeleteFunc(ownersByPreference(v.targets(pi)), isSilent)
+	var others, silent []*peer
+	for _, q := range v.peers {
+		switch {
+		case isSilent(q):
+			silent = append(silent, q)
+		case !slices.Contains(owners, q):
+			others = append(others, q)
+		}
+	}
+	if done, err := askAll(owners, s.cfg.WriteTimeout); done || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -238,20 +233,14 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 	// date: the partition is being rebalanced (former owners keep their
 	// records until the new owners are complete), or a peer is silent.
 	// Merge what everybody has.
-	var others []*peer
-	for _, q := range v.peers {
-		if !slices.Contains(owners, q) {
-			others = append(others, q)
-		}
-	}
-	if _, err := askAll(others, false); err != nil {
+	if _, err := askAll(others, s.cfg.WriteTimeout); err != nil {
 		return nil, err
 	}
-	if _, err := askAll(silent, true); err != nil {
+	if _, err := askAll(silent, s.cfg.ReadLease/2); err != nil {
 		return nil, err
 	}
 	if merged == nil { // an owner may have completed meanwhile
-		if _, err := askAll(owners, false); err != nil {
+		if _, err := askAll(owners, s.cfg.WriteTimeout); err != nil {
 			return nil, err
 		}
 	}

@@ -441,6 +441,23 @@ func (s *Store) peerLeaving(name string, incarnation uint64) {
 	s.rebuildView()
 }
 
+// repeat runs fn at once, then every period after it returns, and at once
+// on a signal on kick, until Close.
+func (s *Store) repeat(period time.Duration, kick <-chan struct{}, fn func()) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-kick:
+		case <-t.C:
+		}
+		fn()
+		t.Reset(period) // since Go 1.23 no stale tick survives a Reset
+	}
+}
+
 // sleep waits for d or Close; it reports false on Close.
 func (s *Store) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -233,11 +233,7 @@ func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinator *peer, expected version, delta *record) error {
 	var msg []byte
 	var refused error
-	type result struct {
-		q   *peer
-		err error
-	}
-	results := make(chan result, len(v.owners[pi]))
+	results := make(chan ackResult, len(v.owners[pi]))
 	waiting := 0
 	for _, q := range v.owners[pi] {
 		switch {
@@ -259,10 +255,10 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		go func() {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 			defer cancel()
-			results <- result{q, s.callAck(cctx, q, msg)}
+			results <- ackResult{q, s.callAck(cctx, q, msg)}
 		}()
 	}
-	var failed []result
+	var missed []ackResult
 	for ; waiting > 0; waiting-- {
 		r := <-results
 		var re *remoteError
@@ -271,17 +267,14 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		case errors.Is(r.err, ErrUnreachable), errors.Is(r.err, context.DeadlineExceeded) && ctx.Err() == nil:
 			// Crashed or frozen owners catch up by transfer or repair;
 			// they must not answer from their copies meanwhile.
-			failed = append(failed, r)
+			missed = append(missed, r)
 		case errors.As(r.err, &re) && re.msg == errUpdateRefused.Error():
 			refused = ErrConflict
 		default:
 			return fmt.Errorf("replicate update: %w", r.err)
 		}
 	}
-	// Fenced once every other owner has answered: see write.
-	for _, r := range failed {
-		s.fenceFailed(r.q, r.err)
-	}
+	s.fenceMissed(missed)
 	if refused != nil {
 		return fmt.Errorf("update lost to a concurrent update during a failover: %w", refused)
 	}

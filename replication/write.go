@@ -277,15 +277,11 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 			sd.msg = msg
 		}
 	}
-	type result struct {
-		q   *peer
-		err error
-	}
-	results := make(chan result, len(sends))
+	results := make(chan ackResult, len(sends))
 	call := func(sd *send) {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		defer cancel()
-		results <- result{sd.q, s.callAck(cctx, sd.q, sd.msg)}
+		results <- ackResult{sd.q, s.callAck(cctx, sd.q, sd.msg)}
 	}
 	// The first peer is called on this goroutine, the others on their
 	// own, so the common case (one other owner) starts no goroutine.
@@ -293,38 +289,47 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		go call(sd)
 	}
 	call(sends[0])
-	// Owners that missed the write are fenced once every other owner has
-	// answered, so that the write is on those before a fenced owner can
-	// learn (from a lease's epoch) that it must merge with them.
-	var fences []func()
+	var missed []ackResult
 	for waiting := len(sends); waiting > 0; waiting-- {
 		r := <-results
 		switch {
 		case r.err == nil:
+			continue
 		case ctx.Err() != nil:
-			// The caller gave up; the write is applied and sent.
+			continue // the caller gave up; the write is applied and sent
 		case errors.Is(r.err, context.DeadlineExceeded):
 			s.log.Debug("peer did not acknowledge a write in time", "peer", r.q.name, "timeout", s.cfg.WriteTimeout)
 			s.stats.degradedWrites.Add(1)
-			fences = append(fences, func() { s.fence(r.q) })
 		case errors.Is(r.err, ErrUnreachable):
 			// A crashed or restarting peer catches up when it comes back;
 			// one cut off must not answer from its copy meanwhile.
 			s.log.Debug("peer unreachable", "peer", r.q.name, "err", r.err)
-			fences = append(fences, func() { s.fenceFailed(r.q, r.err) })
 		default:
 			s.stats.writeErrors.Add(1)
 			s.log.Warn("peer refused a write", "peer", r.q.name, "err", r.err)
-			fences = append(fences, func() { s.fence(r.q) })
 		}
+		missed = append(missed, r)
 	}
-	for _, f := range fences {
-		f()
-	}
+	s.fenceMissed(missed)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return s.awaitFence(ctx)
+}
+
+// ackResult is one owner's answer to a replicated write.
+type ackResult struct {
+	q   *peer
+	err error
+}
+
+// fenceMissed fences the owners that may have missed a write, once every
+// owner has answered: the write is then on the others before a fenced
+// owner can learn (from a lease's epoch) that it must merge with them.
+func (s *Store) fenceMissed(missed []ackResult) {
+	for _, r := range missed {
+		s.fenceFailed(r.q, r.err)
+	}
 }
 
 // callAck sends msg to q and checks its acknowledgement.
