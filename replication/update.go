@@ -65,6 +65,19 @@ func (s *Store) Update(ctx context.Context, id, key string, fn UpdateFunc) ([]by
 		}
 		req := updateRequest{id: id, key: key, expected: base.version, value: value}
 		res, err := s.coordinate(ctx, v, pi, req)
+		// No owner could coordinate, and none applied it: a moment
+		// without an up-to-date owner (a lapsed lease, a rebalance).
+		// Sending the same request again is safe.
+		for pause, waited := 5*time.Millisecond, time.Duration(0); errors.Is(err, errNoCoordinator) && waited < s.cfg.WriteTimeout; pause = min(2*pause, 50*time.Millisecond) {
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil, 0, ctx.Err()
+			}
+			waited += pause
+			v = s.view.Load()
+			res, err = s.coordinate(ctx, v, pi, req)
+		}
 		if err != nil {
 			return nil, 0, err
 		}
@@ -183,8 +196,13 @@ func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateReque
 		res.coordinator = q
 		return res, nil
 	}
-	return updateResult{}, fmt.Errorf("update: no owner of the session holds it completely: %w", ErrUnreachable)
+	return updateResult{}, errNoCoordinator
 }
+
+// errNoCoordinator reports that no owner of the session could coordinate
+// an update (none holds it completely and up to date, or none was
+// reached), so none applied it.
+var errNoCoordinator = fmt.Errorf("update: no owner of the session holds it completely: %w", ErrUnreachable)
 
 // applyUpdate is the coordinator's side of an update: under the
 // partition's lock, it applies the write if the attribute's version is the
