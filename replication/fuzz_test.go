@@ -2,6 +2,7 @@ package replication
 
 import (
 	"testing"
+	"time"
 )
 
 // FuzzDecodeRecords feeds arbitrary bytes to the record decoder: it must
@@ -46,7 +47,8 @@ func FuzzDecodeReplies(f *testing.F) {
 	digests, _ := encodeStatusReply(&peerStatus{ready: make([]bool, numPartitions), digests: make([]uint64, numPartitions), counts: make([]uint32, numPartitions)})
 	summary, _ := encodeSummaryReply(true, []summaryEntry{{id: "s", digest: 42}})
 	rng, _ := encodeRangeReply(rangeReply{ready: true, records: []*record{{id: "s"}}, done: true})
-	for _, seed := range [][]byte{hello, get, digests, summary, rng, {respOK}, errorResponse(errMalformed)} {
+	lease, _ := encodeLeaseReply(leaseReply{outcome: leaseGranted, epoch: 3, duration: time.Second})
+	for _, seed := range [][]byte{hello, get, digests, summary, rng, lease, {respOK}, errorResponse(errMalformed)} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -56,5 +58,7 @@ func FuzzDecodeReplies(f *testing.F) {
 		_, _, _ = decodeSummaryReply(data)
 		_, _ = decodeRangeReply(data)
 		_ = decodeAckReply(data)
+		_, _ = decodeLeaseReply(data)
+		_, _ = decodeUpdateReply(data)
 	})
 }

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -66,4 +67,29 @@ func TestMessages_RemoteError(t *testing.T) {
 	var re *remoteError
 	require.ErrorAs(t, err, &re)
 	assert.Contains(t, err.Error(), assert.AnError.Error())
+}
+
+func TestMessages_LeaseAndUpdateRoundTrip(t *testing.T) {
+	req, err := encodeLeaseRequest("n1", 7, 9)
+	require.NoError(t, err)
+	d := newDecoder(req[1:])
+	holder, grantor := decodeLeaseRequest(d)
+	require.NoError(t, d.done())
+	assert.Equal(t, memberKey{"n1", 7}, holder)
+	assert.Equal(t, uint64(9), grantor)
+
+	want := leaseReply{outcome: leaseBehind, epoch: 4, duration: 1500 * time.Millisecond}
+	resp, err := encodeLeaseReply(want)
+	require.NoError(t, err)
+	got, err := decodeLeaseReply(resp)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+
+	u := updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234}
+	msg, err := encodeUpdate(u)
+	require.NoError(t, err)
+	d = newDecoder(msg[1:])
+	back := decodeUpdate(d)
+	require.NoError(t, d.done())
+	assert.Equal(t, u, back, "the deadline travels with the update")
 }
