@@ -241,7 +241,16 @@ func TestStore_ReadsOnANodeThatIsNotReadyGoToAPeer(t *testing.T) {
 }
 
 func TestStore_AntiEntropyRepairsLostWrites(t *testing.T) {
-	c := startCluster(t, "a", "b", "c")
+	c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.AntiEntropyInterval = 50 * time.Millisecond // as startCluster
+		shortLeases(&cfg)                               // each write b misses waits out b's lease
+		return cfg
+	}})
+	for _, n := range []string{"a", "b", "c"} {
+		c.Start(n)
+	}
+	c.WaitReady(t)
 	ctx := context.Background()
 	// Half of a's writes to b vanish, as if the connection had broken
 	// after the write left a; a sees the error and moves on.
