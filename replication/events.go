@@ -47,14 +47,20 @@ type SessionEvent struct {
 // eventQueue bounds the events waiting for Config.OnSessionEvent.
 const eventQueue = 1024
 
-// sessionEvent reports a write applied on this node when it is the
+// sessionEvent reports a change applied on this node when it is the
 // session's primary: a record that did not exist, or that was live and is
-// now destroyed. Transfers and repairs (fromWrite false) never report, so
-// each event is reported once, by the primary, however many copies there
-// are.
+// now destroyed. It reports changes that came as a write, and those that
+// came by repair into a partition this node already held completely (the
+// write itself lost the race with anti-entropy, or never arrived); not
+// those of a state transfer, which copies what happened elsewhere. A
+// transition happens once on a node, so each event is reported once, by
+// the primary, however many copies there are.
 func (s *Store) sessionEvent(pi int, old, out *record, fromWrite bool) {
-	if s.cfg.OnSessionEvent == nil || !fromWrite || out == nil || !s.isPrimary(pi) {
+	if s.cfg.OnSessionEvent == nil || out == nil || !s.isPrimary(pi) {
 		return
+	}
+	if !fromWrite && !s.parts[pi].ready.Load() {
+		return // state transfer: the event happened before this node held the partition
 	}
 	switch {
 	case old == nil && !out.destroyed:

@@ -92,3 +92,39 @@ func TestEvents_EachSessionEventIsReportedOnceInTheCluster(t *testing.T) {
 		})
 	}
 }
+
+// A logout whose write never reaches the session's primary, which gets
+// it by anti-entropy instead, is still reported, once.
+func TestEvents_DestroyThatReachesThePrimaryOnlyByRepairIsReported(t *testing.T) {
+	log := &eventLog{counts: map[string]int{}}
+	c := testcluster.New(t, testcluster.Options{Seed: 5, Config: func(name string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.AntiEntropyInterval = 50 * time.Millisecond
+		cfg.ReadLease = 50 * time.Millisecond // the write to b fails: short leases keep the waits short
+		cfg.OnSessionEvent = log.add(name)
+		return cfg
+	}})
+	a := c.Start("a")
+	c.Start("b")
+	c.WaitConverged(t)
+	ctx := context.Background()
+	want := map[string]int{}
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprint("s", i)
+		_, err := a.Store.Save(ctx, id, put("k", "v"))
+		require.NoError(t, err)
+		want["created "+id] = 1
+	}
+	c.WaitConverged(t)
+
+	c.Net.Drop("a", "b", 1) // b, the primary of about half of them, hears no destroy
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprint("s", i)
+		require.NoError(t, a.Store.Destroy(ctx, id))
+		want["destroyed "+id] = 1
+	}
+	c.Net.Heal()
+	c.WaitConverged(t)
+	require.Eventually(t, func() bool { return assert.ObjectsAreEqual(want, log.snapshot()) },
+		10*time.Second, 10*time.Millisecond, "events: %v", log.snapshot())
+}
