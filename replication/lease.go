@@ -155,7 +155,10 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 	l.mu.Lock()
 	if prev != nil {
 		for _, q := range prev.peers {
-			if next.byName[q.name] != q {
+			if r := next.byName[q.name]; r != q {
+				if r != nil && r.incarnation != q.incarnation {
+					continue // restarted: the old process, and what it held, is gone
+				}
 				s.fenceLocked(q)
 				if h := l.held[keyOf(q)]; h != nil {
 					h.silent = false // when it comes back, it must answer first

@@ -87,3 +87,30 @@ func waitPeers(t *testing.T, want map[*testcluster.Node]int) {
 		return true
 	}, 10*time.Second, 5*time.Millisecond)
 }
+
+// A member that restarts and rejoins before the failure detector noticed
+// the crash replaces its old incarnation in one membership change. The old
+// process is gone, and so are the leases it held: writes must not wait
+// for them to expire.
+func TestLease_RestartedMemberDoesNotHoldUpWrites(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.WriteTimeout = 10 * time.Second
+		cfg.ReadLease = 10 * time.Second // a wait for it would be plain to see
+		return cfg
+	}})
+	a := c.Start("a")
+	c.Start("b")
+	c.WaitReady(t)
+	c.WaitConverged(t)
+	ctx := context.Background()
+	_, err := a.Store.Save(ctx, "before-the-restart-xxxxxxxxxxxxxxxxxxxxxxxx", put("n", "1"))
+	require.NoError(t, err)
+
+	c.Restart("b")
+	waitPeers(t, map[*testcluster.Node]int{a: 1})
+	start := time.Now()
+	_, err = a.Store.Save(ctx, "after-the-restart-xxxxxxxxxxxxxxxxxxxxxxxxx", put("n", "2"))
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), 2*time.Second, "a write right after b's restart waited for the leases of b's old incarnation")
+}

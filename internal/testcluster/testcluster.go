@@ -163,6 +163,22 @@ func (c *Cluster) Kill(name string) {
 	c.mu.Unlock()
 }
 
+// Restart crashes node name and starts a new incarnation of it before the
+// others have dropped the old one, as when a restarted process rejoins
+// faster than the failure detector notices the crash: the others see the
+// old incarnation replaced by the new one in one membership change.
+func (c *Cluster) Restart(name string) *Node {
+	n := c.Node(name)
+	if n == nil {
+		c.t.Fatalf("testcluster: no node %q", name)
+	}
+	require.NoError(c.t, n.Store.Close())
+	c.mu.Lock()
+	delete(c.nodes, name) // the others' views change in Start
+	c.mu.Unlock()
+	return c.Start(name)
+}
+
 // Node returns the live node called name, or nil.
 func (c *Cluster) Node(name string) *Node {
 	c.mu.Lock()
