@@ -983,6 +983,12 @@ type tcpConn struct {
 	goAway     chan struct{}
 	retireOnce sync.Once
 
+	// born and received tell a broken outbound connection from a slow
+	// peer: received is when its last frame arrived, in nanoseconds
+	// since born (monotonic).
+	born     time.Time
+	received atomic.Int64
+
 	mu         sync.Mutex // guards the fields below
 	dead       bool       // set by fail
 	draining   bool       // retired: no new calls; closed when pending is empty
@@ -1000,7 +1006,18 @@ var (
 	// errTCPDrained closes a retired connection whose calls are all
 	// answered.
 	errTCPDrained = errors.New("replication: retired connection drained")
+	// errTCPSilent closes an outbound connection on which a call timed
+	// out with nothing at all received meanwhile.
+	errTCPSilent = errors.New("replication: nothing received on the connection while a call waited out its deadline")
 )
+
+// tcpSilentMin is how long a call must have waited, with nothing received
+// on its connection, before its timeout closes the connection. After a
+// partition, a connection established before it can take seconds to
+// deliver again (TCP retransmission backs off exponentially), while a
+// new one connects as soon as the network lets it; a caller's short
+// deadline alone says nothing about the connection.
+const tcpSilentMin = 100 * time.Millisecond
 
 // tcpMaxRetiredAttempts bounds how many retired connections one Call
 // tries before it gives up.
@@ -1018,6 +1035,7 @@ func (t *TCPTransport) newConn(nc, raw net.Conn, hs *tcpHandshake, remote string
 		closing:  make(chan struct{}),
 		room:     make(chan struct{}, 1),
 		goAway:   make(chan struct{}),
+		born:     time.Now(),
 	}
 	if outbound {
 		c.pending = map[uint64]chan tcpResult{}
@@ -1090,6 +1108,7 @@ func (c *tcpConn) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 	c.pending[id] = ch
 	c.mu.Unlock()
 	f.b = wire.AppendFrame(f.b[:0], id, wire.KindRequest, req)
+	sent := time.Since(c.born)
 
 	if !c.enqueue(f) {
 		n := int64(len(f.b))
@@ -1118,7 +1137,12 @@ func (c *tcpConn) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 			return nil, r.err
 		}
 	case <-ctx.Done():
-		return nil, c.abandon(id, ch, ctx.Err())
+		err := c.abandon(id, ch, ctx.Err())
+		if waited := time.Since(c.born) - sent; errors.Is(err, context.DeadlineExceeded) &&
+			waited >= tcpSilentMin && c.received.Load() < int64(sent) {
+			c.fail(errTCPSilent) // the next call dials afresh
+		}
+		return nil, err
 	}
 }
 
@@ -1392,6 +1416,7 @@ func (c *tcpConn) awaitFrame(br *bufio.Reader, deadlineSet *bool) error {
 // a call that gave up is dropped. A retired connection closes when its last
 // call is answered.
 func (c *tcpConn) deliver(f wire.Frame) {
+	c.received.Store(int64(time.Since(c.born)))
 	c.mu.Lock()
 	ch, ok := c.pending[f.ID]
 	delete(c.pending, f.ID)

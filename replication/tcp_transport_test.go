@@ -699,3 +699,54 @@ func BenchmarkRawLoopback(b *testing.B) {
 	b.StopTimer()
 	lat.report(b)
 }
+
+// A connection on which a call waits out its deadline with nothing at all
+// received is taken for broken (after a partition, an old connection can
+// take seconds of TCP retransmission backoff to deliver again): the next
+// call dials a new one instead of queueing behind it.
+func TestTCPTransport_SilentConnectionIsReplaced(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv := listenTCP(t, nil)
+	srv.Serve(func(req []byte) []byte {
+		if string(req) == "stall" {
+			<-release // this connection's requests go unanswered from now on
+		}
+		return req
+	})
+	client := listenTCP(t, nil)
+	ctx := context.Background()
+	_, err := client.Call(ctx, srv.Addr(), []byte("hello"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), client.Stats().Dials)
+
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = client.Call(cctx, srv.Addr(), []byte("stall"))
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	cctx, cancel = context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := client.Call(cctx, srv.Addr(), []byte("after"))
+	require.NoError(t, err, "the call queued behind the stalled connection")
+	assert.Equal(t, "after", string(resp))
+	assert.Equal(t, uint64(2), client.Stats().Dials)
+}
+
+// A call that times out while its connection delivers other answers says
+// nothing about the connection: it is kept.
+func TestTCPTransport_SlowCallKeepsItsConnection(t *testing.T) {
+	srv := listenTCP(t, nil)
+	srv.Serve(func(req []byte) []byte { return req })
+	client := listenTCP(t, nil)
+	ctx := context.Background()
+	_, err := client.Call(ctx, srv.Addr(), []byte("hello"))
+	require.NoError(t, err)
+	cctx, cancel := context.WithTimeout(ctx, time.Nanosecond)
+	_, err = client.Call(cctx, srv.Addr(), []byte("too short a deadline"))
+	cancel()
+	require.Error(t, err)
+	_, err = client.Call(ctx, srv.Addr(), []byte("again"))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), client.Stats().Dials)
+}
