@@ -38,15 +38,20 @@ import (
 // for, so a process that was stopped finds its leases expired when it
 // resumes, before it answers a single request. Wall clocks play no part.
 //
-// A peer that does not answer (crashed, frozen or cut off) is not waited
-// for: like the failure detector, this node takes it as failed, so one
-// frozen member does not stop every other node from reading locally.
-// Before its last failed answer it said whether this node was behind it,
-// and that still holds. A peer that comes back into the view after the
-// failure detector dropped it must answer again before it is trusted. What
-// remains is the split brain: a member that is alive but cut off from this
-// node, and acknowledges writes there, is not seen here until the link
-// heals; the epoch then says so (docs/consistency.md).
+// A peer that does not answer (crashed, frozen, cut off, or its answers are
+// lost) stays required until the failure detector drops it from the view
+// or its process is proven gone (a refused connection, another
+// incarnation answering): silence is not proof of death. A node whose own
+// requests are lost while its peers' requests reach it would otherwise
+// take every peer for failed and answer them from copies that miss what
+// they wrote without it. The cost is that between a silent failure (a
+// frozen process, a machine that stops answering) and the failure
+// detector's verdict, the other nodes read through the owners instead of
+// locally once their leases from it expire, and updates wait for the
+// verdict. What remains is the split brain: once the failure detector has
+// dropped every peer, a node cut off from the others answers from its own
+// copies until the link heals; the epoch then says so
+// (docs/consistency.md).
 
 // memberKey names one incarnation of a member.
 type memberKey struct {
@@ -63,7 +68,6 @@ type heldLease struct {
 	granted bool   // the peer has granted a lease at least once
 	behind  bool   // the peer's last answer: this node is degraded there
 	unknown bool   // the peer's last answer: this node is not a member there
-	silent  bool   // the last request got no answer
 	gone    bool   // the peer's process is gone: connection refused, or another incarnation answered
 }
 
@@ -73,8 +77,8 @@ func (h *heldLease) required() bool {
 	switch {
 	case h.behind:
 		return true // until that peer has repaired this node
-	case h.gone, h.silent:
-		return false // failed, as far as this node can tell
+	case h.gone:
+		return false // proven gone: nothing listens at its address any more
 	case h.unknown:
 		return h.granted // a peer that has not met this node yet sent it nothing
 	}
@@ -160,9 +164,6 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 					continue // restarted: the old process, and what it held, is gone
 				}
 				s.fenceLocked(q)
-				if h := l.held[keyOf(q)]; h != nil {
-					h.silent = false // when it comes back, it must answer first
-				}
 			}
 		}
 	}
@@ -303,13 +304,14 @@ func (s *Store) grantLease(holder memberKey, grantor uint64) leaseReply {
 }
 
 // renewLeases is the store's lease goroutine: every ReadLease/4, and at
-// once after a view change, it asks every peer for a lease.
+// once after a view change, it asks every peer for a lease, waiting up to
+// ReadLease/2 for the answers.
 func (s *Store) renewLeases() {
 	period := s.leases.duration / 4
 	s.repeat(period, s.leases.renew, func() {
 		var wg sync.WaitGroup
 		for _, q := range s.view.Load().peers {
-			wg.Go(func() { s.askLease(q, period) })
+			wg.Go(func() { s.askLease(q, s.leases.duration/2) })
 		}
 		wg.Wait()
 	})
@@ -342,13 +344,14 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	}
 	q.silent.Store(err != nil)
 	if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
-		h.behind, h.unknown, h.silent, h.gone = false, false, false, false
+		h.behind, h.unknown, h.gone = false, false, false
 	}
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		h.gone = true
 	case err != nil:
-		h.silent = true // what it said last, if behind, still holds
+		// Not renewed: the lease runs out. What it said last, if behind,
+		// still holds.
 		s.log.Debug("lease request failed", "peer", q.name, "err", err)
 	case r.outcome == leaseGranted:
 		if r.epoch != h.epoch {

@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -113,4 +114,59 @@ func TestLease_RestartedMemberDoesNotHoldUpWrites(t *testing.T) {
 	_, err = a.Store.Save(ctx, "after-the-restart-xxxxxxxxxxxxxxxxxxxxxxxxx", put("n", "2"))
 	require.NoError(t, err)
 	assert.Less(t, time.Since(start), 2*time.Second, "a write right after b's restart waited for the leases of b's old incarnation")
+}
+
+// A node whose own requests get lost, while its peers' requests reach it
+// (a link that heals in one direction first, or old connections still
+// retransmitting after a partition), hears nothing from its peers, so it
+// cannot know that they wrote without it. They send it reads and updates:
+// it must neither answer them from its stale copies nor apply updates
+// computed from them.
+func TestLease_NodeThatCannotReachItsPeersIsNotAuthoritative(t *testing.T) {
+	c, ids := leaseCluster(t)
+	a, b, cc := c.Node("a"), c.Node("b"), c.Node("c")
+	ctx := context.Background()
+	// Cut c off; the failure detector has not noticed (yet): every view
+	// still holds every node.
+	for _, o := range []string{"a", "b"} {
+		c.Net.Drop(o, "c", 1)
+		c.Net.Drop("c", o, 1)
+	}
+	for _, id := range ids {
+		_, err := a.Store.Save(ctx, id, replication.Changes{Set: map[string][]byte{"n": []byte("2")}})
+		require.NoError(t, err)
+	}
+	// The link heals towards c only.
+	c.Net.Drop("a", "c", 0)
+	c.Net.Drop("b", "c", 0)
+	// c asks for leases every 250 ms and each request fails. For two lease
+	// durations no read may answer from c's stale copies: not on c (it
+	// may fail instead), not through c on a or b.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		for _, n := range []*testcluster.Node{cc, a, b} {
+			for _, id := range ids {
+				s, ok, err := n.Store.Get(ctx, id)
+				if n == cc && errors.Is(err, replication.ErrUnreachable) {
+					continue
+				}
+				require.NoError(t, err)
+				v, _ := s.Value("n")
+				require.True(t, ok && string(v) == "2", "%s read %s as n=%q from c's stale copy", n.Name, id, v)
+			}
+		}
+	}
+	for _, id := range ids {
+		_, _, err := b.Store.Update(ctx, id, "n", increment)
+		require.NoError(t, err)
+	}
+	c.Net.Heal()
+	c.WaitConverged(t)
+	for _, n := range c.Nodes() {
+		for _, id := range ids {
+			s, _, err := n.Store.Get(ctx, id)
+			require.NoError(t, err)
+			v, _ := s.Value("n")
+			assert.Equal(t, "3", string(v), "session %s on %s: an update was computed from c's stale copy", id, n.Name)
+		}
+	}
 }

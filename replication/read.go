@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -40,7 +41,7 @@ func (s *Store) GetAtLeast(ctx context.Context, id string, want Version) (Sessio
 		r = p.get(id)
 	} else {
 		var err error
-		if r, err = s.readRemote(ctx, s.view.Load(), pi, id); err != nil {
+		if r, err = s.readRemote(ctx, s.view.Load(), pi, id, true); err != nil {
 			return Session{}, false, err
 		}
 	}
@@ -143,12 +144,38 @@ func (s *Store) current(ctx context.Context, v *view, pi int, id string) (*recor
 	if p := s.parts[pi]; s.authoritative(p) {
 		return p.get(id), nil
 	}
-	return s.readRemote(ctx, v, pi, id)
+	return s.readRemote(ctx, v, pi, id, true)
 }
 
+// writeBase returns the record a blind write (Save, Destroy) of id starts
+// from. Its changes carry their own versions and merge correctly with
+// whatever the base missed, so the base need not be up to date: an owner
+// that holds the partition completely uses its own copy even without
+// read leases (a peer that stopped answering adds no read to a write);
+// other nodes read from the owners, without waiting for peers that do not
+// answer lease requests, and fall back on their own copy when no owner
+// answered.
+func (s *Store) writeBase(ctx context.Context, v *view, pi int, id string) (*record, error) {
+	if p := s.parts[pi]; p.ready.Load() {
+		return p.get(id), nil
+	}
+	r, err := s.readRemote(ctx, v, pi, id, false)
+	if errors.Is(err, errNoAnswer) {
+		return s.parts[pi].get(id), nil
+	}
+	return r, err
+}
+
+// errNoAnswer reports a read that no owner of the session answered: what
+// this node and the others hold may miss writes the owners acknowledged
+// without them, and "no such session" would log out a user whose session
+// is alive behind a broken link.
+var errNoAnswer = fmt.Errorf("read session: no owner answered: %w", ErrUnreachable)
+
 // readRemote reads id from its owners (see Get). When this node owns the
-// partition, what it learns is merged into its own copy.
-func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*record, error) {
+// partition, what it learns is merged into its own copy. With askSilent,
+// peers that do not answer lease requests are asked too, last.
+func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askSilent bool) (*record, error) {
 	if !s.joined.Load() {
 		var err error
 		if v, err = s.awaitJoined(ctx); err != nil {
@@ -186,6 +213,10 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 
 	// askAll asks qs in order, each for at most timeout, and reports
 	// whether one of them holds the partition as an up-to-date owner.
+	// answered records whether an owner answered (any peer, when this node
+	// is the only owner): without that, what the others hold is no
+	// evidence that the session does not exist, or has no later writes.
+	targets := v.targets(pi)
 	asked, answered := 0, false
 	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
@@ -197,7 +228,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 			if err != nil {
 				continue
 			}
-			answered = true
+			answered = answered || len(targets) == 0 || slices.Contains(targets, q)
 			if err := learn(r); err != nil { // a partial copy is still true
 				s.log.Warn("refused record from peer", "peer", q.name, "err", err)
 				continue
@@ -212,7 +243,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 	// frozen peer must not hold every read up for WriteTimeout, but one
 	// alive behind a broken link may hold the only copy of a write.
 	isSilent := func(q *peer) bool { return q.silent.Load() }
-	owners := slices.DeleteFunc(ownersByPreference(v.targets(pi)), isSilent)
+	owners := slices.DeleteFunc(ownersByPreference(targets), isSilent)
 	var others, silent []*peer
 	for _, q := range v.peers {
 		switch {
@@ -236,6 +267,9 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 	if _, err := askAll(others, s.cfg.WriteTimeout); err != nil {
 		return nil, err
 	}
+	if !askSilent {
+		silent = nil
+	}
 	if _, err := askAll(silent, s.cfg.ReadLease/2); err != nil {
 		return nil, err
 	}
@@ -244,10 +278,8 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string) (*re
 			return nil, err
 		}
 	}
-	if merged == nil && asked > 0 && !answered {
-		// Nobody answered: "no such session" would log the user out
-		// although its owners may be alive behind a broken link.
-		return nil, fmt.Errorf("read session: no peer answered: %w", ErrUnreachable)
+	if asked > 0 && !answered {
+		return nil, errNoAnswer
 	}
 	s.stats.remoteReads.Add(1)
 	return merged, nil

@@ -33,7 +33,7 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 		return 0, fmt.Errorf("save session: %w", ErrInvalidID)
 	}
 	v, pi := s.view.Load(), partitionOf(id)
-	cur, err := s.current(ctx, v, pi, id)
+	cur, err := s.writeBase(ctx, v, pi, id)
 	if err != nil {
 		return 0, err
 	}
@@ -154,7 +154,7 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	v, pi := s.view.Load(), partitionOf(id)
-	cur, err := s.current(ctx, v, pi, id)
+	cur, err := s.writeBase(ctx, v, pi, id)
 	if err != nil {
 		return err
 	}
