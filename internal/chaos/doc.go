@@ -68,7 +68,7 @@
 // failure detector with an instantaneous, agreed membership and the TCP
 // transport with memory, which are exactly the parts whose timing produced
 // the anomalies found so far. It serves for minimal reproductions (see
-// TestRegress_NodeBackFromPartitionServesStaleCopies).
+// replication's TestLease_NodeThatCannotReachItsPeersIsNotAuthoritative).
 //
 // Namespaces, the bridge and the nftables table carry the harness's
 // process ID in their names; Run removes them when it returns, also on

@@ -746,14 +746,22 @@ func (h *harness) addAnomaly(a *Anomaly) {
 func (h *harness) record(e *Event, u *simUser, anomalies []*Anomaly) {
 	if e != nil {
 		bad := e.Err != "" || e.Status == 401 && (e.Op == OpVisit || e.Op == OpMe || e.Op == OpVerify) || e.Took > h.cfg.SlowThreshold
+		outside := false
 		h.mu.Lock()
 		h.stats.add(e)
 		if fs := h.perFault[e.Fault]; fs != nil && e.Fault > 0 {
 			fs.add(e, bad, h.cfg.SlowThreshold)
 		} else if e.Err != "" {
 			h.stats.errorsOutside++
+			outside = true
 		}
 		h.mu.Unlock()
+		if outside { // a failure no fault explains: show it like an anomaly
+			h.printf("ERROR between faults: %s: %s", u.name, errorKind(e))
+			for _, line := range u.recent(h.start) {
+				h.println("  %s", line)
+			}
+		}
 	}
 	for _, a := range anomalies {
 		a.History = u.recent(h.start)
