@@ -285,3 +285,28 @@ func TestBackups_TwentyNodesRandomKillsAndJoins(t *testing.T) {
 }
 
 var _ replication.Transport = (*memnet.Node)(nil)
+
+// FullyReplicated must not report a count made before a failure: once a
+// node has taken a crash into its membership, it reports false until the
+// survivors have re-replicated.
+func TestBackups_FullyReplicatedTurnsFalseWhenAMemberFails(t *testing.T) {
+	c := modeCluster(t, 1, replication.Backups(1), "a", "b", "c")
+	a, b := c.Node("a"), c.Node("b")
+	ctx := context.Background()
+	for i := range 50 {
+		_, err := a.Store.Save(ctx, fmt.Sprint("s", i), put("k", "v"))
+		require.NoError(t, err)
+	}
+	c.WaitConverged(t)
+	require.True(t, a.Store.FullyReplicated())
+	// Slow links keep the re-replication from finishing at once.
+	c.Net.Delay("a", "b", 200*time.Millisecond)
+	c.Net.Delay("b", "a", 200*time.Millisecond)
+
+	c.Kill("c")
+	waitPeers(t, map[*testcluster.Node]int{a: 1})
+	assert.False(t, a.Store.FullyReplicated(), "a reported the count from before the crash")
+	c.Net.Heal()
+	require.Eventually(t, func() bool { return a.Store.FullyReplicated() && b.Store.FullyReplicated() },
+		10*time.Second, time.Millisecond, "the survivors did not re-replicate")
+}

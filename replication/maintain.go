@@ -454,6 +454,12 @@ func (s *Store) countUnderReplicated(v *view, since time.Time) {
 		}
 	}
 	s.replicated.Store(int32(under))
+	if s.view.Load() != v {
+		// The membership changed during the round: this count is of the
+		// old one. rebuildView stores -1 again after the new view, so
+		// either it or this line has the last word.
+		s.replicated.Store(-1)
+	}
 }
 
 // errNotComplete reports a peer that no longer holds a partition

@@ -140,9 +140,10 @@ func (s *Store) IsReady() bool {
 
 // FullyReplicated reports whether, as of the last maintenance round, every
 // partition had its full number of ready copies (Backups(n): n+1, or every
-// live member if there are fewer; AllToAll: every live member). After a
-// node failure it turns true again once the survivors have re-replicated:
-// from then on the next failure loses nothing.
+// live member if there are fewer; AllToAll: every live member). It turns
+// false as soon as the membership changes (a node failed, left or joined),
+// and true again once the nodes have re-replicated: from then on the next
+// failure loses nothing.
 func (s *Store) FullyReplicated() bool { return s.replicated.Load() == 0 }
 
 func (s *Store) now() int64 { return s.cfg.Now().UnixMilli() }
@@ -258,7 +259,7 @@ type Stats struct {
 	OwnedPartitions int              // partitions this node owns
 	ReadyPartitions int              // owned partitions it holds a complete copy of
 	HeldPartitions  int              // partitions it holds records of without owning them (being handed over)
-	UnderReplicated int              // partitions below their copy count at the last round; -1 before the first
+	UnderReplicated int              // partitions below their copy count at the last round; -1 before the first round of the current membership
 	Ready           bool             // Ready is closed
 	Writes          uint64           // writes applied and replicated
 	WriteErrors     uint64           // writes a peer refused
@@ -390,7 +391,13 @@ func (s *Store) rebuildView() {
 			delete(s.leaving, name) // gone, or back as a new life
 		}
 	}
+	// Not counted for the new membership yet: -1 before the view, so that
+	// whoever sees the new view sees it too, and after it, over a count
+	// that a round of the old view stored meanwhile (see
+	// countUnderReplicated).
+	s.replicated.Store(-1)
 	s.view.Store(next)
+	s.replicated.Store(-1)
 	s.leasesViewChanged(prev, next)
 	// After the store: see setReady.
 	for i, p := range s.parts {
