@@ -78,7 +78,8 @@ type Event struct {
 	Tried        []string
 	MaybeApplied int
 	// Fault is the index of the fault being injected or recovered from
-	// when the request was sent; 0 between faults.
+	// when the request was sent, or else of one injected while it was in
+	// flight; 0 between faults.
 	Fault int
 }
 

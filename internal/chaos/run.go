@@ -444,12 +444,12 @@ func (h *harness) runFault(ctx context.Context, f Fault) *FaultResult {
 		return r
 	}
 	h.printf("%s", f)
-	h.fault.Store(int64(f.Index))
-	defer h.fault.Store(0)
 	h.mu.Lock()
 	fs := &faultStats{hist: &loadgen.Histogram{}, errKinds: map[string]int{}}
 	h.perFault[f.Index] = fs
 	h.mu.Unlock()
+	h.fault.Store(int64(f.Index)) // after perFault: record finds the stats of every fault it sees
+	defer h.fault.Store(0)
 
 	others := h.others(n)
 	hold := func() { r.Degraded = h.hold(ctx, f.Hold, others, r.Injected) }

@@ -366,6 +366,11 @@ func (w *workload) send(ctx context.Context, u *simUser, op Op, n *node, cookie 
 	}
 	e.Sent = time.Now()
 	resp, err := w.client.Do(req)
+	if e.Fault == 0 {
+		// A fault injected while the request was in flight is the
+		// fault it ran into.
+		e.Fault = w.h.currentFault()
+	}
 	if err == nil {
 		var b []byte
 		b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
