@@ -983,11 +983,10 @@ type tcpConn struct {
 	goAway     chan struct{}
 	retireOnce sync.Once
 
-	// born and received tell a broken outbound connection from a slow
-	// peer: received is when its last frame arrived, in nanoseconds
-	// since born (monotonic).
-	born     time.Time
-	received atomic.Int64
+	// received counts the frames an outbound connection received: a
+	// call that saw it unchanged through its whole wait heard nothing at
+	// all, which tells a broken connection from a slow peer.
+	received atomic.Uint64
 
 	mu         sync.Mutex // guards the fields below
 	dead       bool       // set by fail
@@ -1035,7 +1034,6 @@ func (t *TCPTransport) newConn(nc, raw net.Conn, hs *tcpHandshake, remote string
 		closing:  make(chan struct{}),
 		room:     make(chan struct{}, 1),
 		goAway:   make(chan struct{}),
-		born:     time.Now(),
 	}
 	if outbound {
 		c.pending = map[uint64]chan tcpResult{}
@@ -1108,7 +1106,7 @@ func (c *tcpConn) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 	c.pending[id] = ch
 	c.mu.Unlock()
 	f.b = wire.AppendFrame(f.b[:0], id, wire.KindRequest, req)
-	sent := time.Since(c.born)
+	sent, seen := time.Now(), c.received.Load()
 
 	if !c.enqueue(f) {
 		n := int64(len(f.b))
@@ -1138,8 +1136,7 @@ func (c *tcpConn) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 		}
 	case <-ctx.Done():
 		err := c.abandon(id, ch, ctx.Err())
-		if waited := time.Since(c.born) - sent; errors.Is(err, context.DeadlineExceeded) &&
-			waited >= tcpSilentMin && c.received.Load() < int64(sent) {
+		if errors.Is(err, context.DeadlineExceeded) && time.Since(sent) >= tcpSilentMin && c.received.Load() == seen {
 			c.fail(errTCPSilent) // the next call dials afresh
 		}
 		return nil, err
@@ -1416,7 +1413,7 @@ func (c *tcpConn) awaitFrame(br *bufio.Reader, deadlineSet *bool) error {
 // a call that gave up is dropped. A retired connection closes when its last
 // call is answered.
 func (c *tcpConn) deliver(f wire.Frame) {
-	c.received.Store(int64(time.Since(c.born)))
+	c.received.Add(1)
 	c.mu.Lock()
 	ch, ok := c.pending[f.ID]
 	delete(c.pending, f.ID)
