@@ -264,8 +264,8 @@ func rnd(d time.Duration) time.Duration {
 // WriteText writes the report for people: the numbers, each fault's
 // recovery, the soak series, and every anomaly with its evidence.
 func (r *Report) WriteText(w io.Writer) error {
-	ew := &errWriter{w: w}
-	p := ew.printf
+	ew := &loadgen.ErrWriter{W: w}
+	p := ew.Printf
 	c := r.Config
 	p("chaos report (seed %d)\n", r.Seed)
 	p("  build        %s\n", r.Build)
@@ -384,7 +384,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 		}
 	}
-	return ew.err
+	return ew.Err
 }
 
 func sumErrors(rs []*FaultResult) int64 {
@@ -393,15 +393,4 @@ func sumErrors(rs []*FaultResult) int64 {
 		n += r.Errors
 	}
 	return n
-}
-
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) printf(format string, args ...any) {
-	if e.err == nil {
-		_, e.err = fmt.Fprintf(e.w, format, args...)
-	}
 }

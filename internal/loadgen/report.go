@@ -45,13 +45,13 @@ func Percentiles(h *Histogram) string {
 // WriteText writes a human-readable summary of r to w.
 func (r *Result) WriteText(w io.Writer) error {
 	c := r.Config
-	ew := &errWriter{w: w}
-	ew.printf("%s against %s: %d users, %d in flight, %s measured after %s warm-up\n",
+	ew := &ErrWriter{W: w}
+	ew.Printf("%s against %s: %d users, %d in flight, %s measured after %s warm-up\n",
 		c.Mix.Name, strings.Join(append([]string{c.BaseURL}, c.MoreURLs...), " + "), c.Users, c.Concurrency,
 		r.Elapsed.Round(time.Millisecond), c.Warmup)
-	ew.printf("  requests/s %.0f  requests %d  errors %d  mismatches %d\n",
+	ew.Printf("  requests/s %.0f  requests %d  errors %d  mismatches %d\n",
 		r.RequestsPerSecond(), r.Total.Requests, r.Total.Errors, r.Total.Mismatches)
-	ew.printf("  latency    %s\n", Percentiles(&r.Total.Latency))
+	ew.Printf("  latency    %s\n", Percentiles(&r.Total.Latency))
 	ops := make([]string, 0, len(r.Ops))
 	for op := range r.Ops {
 		ops = append(ops, op)
@@ -59,24 +59,27 @@ func (r *Result) WriteText(w io.Writer) error {
 	slices.Sort(ops)
 	for _, op := range ops {
 		s := r.Ops[op]
-		ew.printf("  %-12s %8d requests  %s  errors %d  mismatches %d\n",
+		ew.Printf("  %-12s %8d requests  %s  errors %d  mismatches %d\n",
 			op, s.Requests, Percentiles(&s.Latency), s.Errors, s.Mismatches)
 	}
-	ew.printf("  initial logins: %d, %s, errors %d\n", r.Logins.Requests, Percentiles(&r.Logins.Latency), r.Logins.Errors)
+	ew.Printf("  initial logins: %d, %s, errors %d\n", r.Logins.Requests, Percentiles(&r.Logins.Latency), r.Logins.Errors)
 	for _, e := range r.ErrorSamples {
-		ew.printf("  error: %s\n", e)
+		ew.Printf("  error: %s\n", e)
 	}
-	return ew.err
+	return ew.Err
 }
 
-// errWriter remembers the first write error.
-type errWriter struct {
-	w   io.Writer
-	err error
+// ErrWriter writes formatted text to W until a write fails, and keeps
+// that first error, so a report can be written without checking each
+// line.
+type ErrWriter struct {
+	W   io.Writer
+	Err error
 }
 
-func (e *errWriter) printf(format string, args ...any) {
-	if e.err == nil {
-		_, e.err = fmt.Fprintf(e.w, format, args...)
+// Printf writes to W unless an earlier write failed.
+func (e *ErrWriter) Printf(format string, args ...any) {
+	if e.Err == nil {
+		_, e.Err = fmt.Fprintf(e.W, format, args...)
 	}
 }
