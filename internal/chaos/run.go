@@ -505,27 +505,20 @@ func (h *harness) runFault(ctx context.Context, f Fault) *FaultResult {
 		if !h.restart(ctx, n, r, fail) {
 			return r
 		}
-	case Partition:
-		// The load balancer drains the node first, as one whose health
-		// check follows the cluster's membership would on seeing it cut
-		// off; requests already on their way there finish.
-		h.setBackends(others)
-		pollUntil(ctx, time.Now().Add(drainTimeout), 10*time.Millisecond, func() bool { return h.tracker.inFlight(n.hostPort) == 0 })
+	case Partition, Loss:
+		inject := func() error { return h.lab.lose(ctx, n.name, peers, f.Loss) }
+		if f.Kind == Partition {
+			// The load balancer drains the node first, as one whose
+			// health check follows the cluster's membership would on
+			// seeing it cut off; requests already on their way there
+			// finish.
+			h.setBackends(others)
+			pollUntil(ctx, time.Now().Add(drainTimeout), 10*time.Millisecond, func() bool { return h.tracker.inFlight(n.hostPort) == 0 })
+			inject = func() error { return h.lab.isolate(ctx, n.name, peers) }
+		}
 		r.Injected = time.Now()
-		if err := h.lab.isolate(ctx, n.name, peers); err != nil {
+		if err := inject(); err != nil {
 			h.setBackends(h.nodes)
-			fail("%v", err)
-			return r
-		}
-		hold()
-		if err := h.lab.heal(context.WithoutCancel(ctx)); err != nil {
-			fail("%v", err)
-			return r
-		}
-		r.Repaired = time.Since(r.Injected)
-	case Loss:
-		r.Injected = time.Now()
-		if err := h.lab.lose(ctx, n.name, peers, f.Loss); err != nil {
 			fail("%v", err)
 			return r
 		}
