@@ -183,7 +183,7 @@
 //
 // A node that restarts in the middle gets every key still in use:
 // SecretKey (the primary) and SecondaryKeys. The replication transport has
-// the same three calls for its own keyring (replication.TCPTransport).
+// the same three calls for its own keyring (tcp.Transport).
 //
 // # Concurrency contract
 //

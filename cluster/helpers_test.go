@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/leaktest"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/internal/testing/leaktest"
 )
 
 func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sessionmesh/sessionmesh/httpsession"
-	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 )
 
 // discardWriter is a ResponseWriter that keeps nothing, so the benchmarks

@@ -51,7 +51,7 @@
 // an admin page). Manager.MaxSessionsPerPrincipal optionally caps a user's
 // sessions: a login beyond the cap ends the user's oldest one. The index
 // behind them is replicated data in the same store, under IDs that start
-// with ReservedPrefix, which no session ID does: concurrent logins of one
+// with "~", which no session ID does: concurrent logins of one
 // user on different nodes all land in it, and a node failure loses none of
 // it. Entries of ended sessions are removed lazily, when a listing finds
 // them.

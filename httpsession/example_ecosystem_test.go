@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 
+	"github.com/sessionmesh/sessionmesh"
+
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
@@ -18,10 +20,10 @@ import (
 // exampleStore starts a one-node cluster, as ExampleManager_LoadAndSave
 // does, and returns its store and a function that stops it.
 func exampleStore() (*replication.Store, func()) {
-	cfg := replication.DefaultLocalNodeConfig()
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	cfg.Cluster.NodeName = "web-1"
 	cfg.Store.Logger = slog.New(slog.DiscardHandler)
-	node, err := replication.StartNode(cfg)
+	node, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -10,17 +10,18 @@ import (
 	"net/http/httptest"
 	"net/url"
 
+	"github.com/sessionmesh/sessionmesh"
+
 	"github.com/sessionmesh/sessionmesh/httpsession"
-	"github.com/sessionmesh/sessionmesh/replication"
 )
 
 // A login handler and a page that needs the login, on a one-node cluster.
 // More nodes join by listing each other as seeds; the handlers don't change.
 func ExampleManager_LoadAndSave() {
-	cfg := replication.DefaultLocalNodeConfig()
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	cfg.Cluster.NodeName = "web-1"
 	cfg.Store.Logger = slog.New(slog.DiscardHandler)
-	node, err := replication.StartNode(cfg)
+	node, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

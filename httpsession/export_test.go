@@ -1,6 +1,10 @@
 package httpsession
 
-import "time"
+import (
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/internal/sessionid"
+)
 
 // SetIndexGrace sets how old an index entry must be before a listing drops
 // it for want of its session, until the returned function restores it.
@@ -9,3 +13,7 @@ func SetIndexGrace(d time.Duration) (restore func()) {
 	indexGrace = d
 	return func() { indexGrace = old }
 }
+
+// IsReservedID reports whether id names one of the package's own records
+// (the principal index) rather than a session.
+var IsReservedID = sessionid.Reserved

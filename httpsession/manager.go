@@ -2,8 +2,6 @@ package httpsession
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh/internal/sessionid"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -84,7 +83,7 @@ type Cookie struct {
 	// only for plain-HTTP development setups.
 	Secure bool
 	// HttpOnly hides the cookie from JavaScript. Default true.
-	HttpOnly bool
+	HttpOnly bool //nolint:revive // named as in net/http.Cookie
 	// SameSite restricts cross-site sending. Default http.SameSiteLaxMode.
 	SameSite http.SameSite
 	// Persist makes the cookie outlive the browser session, expiring with
@@ -119,34 +118,6 @@ func (m *Manager) logger() *slog.Logger {
 		return m.Logger
 	}
 	return slog.Default()
-}
-
-// idBytes is the number of random bytes in a session ID: 256 bits.
-const idBytes = 32
-
-// idLen is the length of an encoded session ID.
-var idLen = base64.RawURLEncoding.EncodedLen(idBytes)
-
-// newID returns a fresh session ID: 256 bits from crypto/rand, URL-safe.
-func newID() string {
-	var b [idBytes]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// validID reports whether s has the shape of an ID made by newID, so that
-// malformed cookies never reach the store.
-func validID(s string) bool {
-	if len(s) != idLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // LoadAndSave is the middleware that gives next access to the session of
@@ -207,7 +178,7 @@ func (m *Manager) load(r *http.Request) (*sessionData, error) {
 // hint that follows it after a dot, if any. Malformed values are not ok.
 func parseCookie(value string) (id string, v replication.Version, ok bool) {
 	id, hint, hinted := strings.Cut(value, ".")
-	if !validID(id) {
+	if !sessionid.Valid(id) {
 		return "", 0, false
 	}
 	if hinted {
@@ -252,14 +223,14 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 	)
 	switch {
 	case sd.renew && sd.id != "":
-		newID := newID()
-		version, err = m.Store.Rename(ctx, sd.id, newID, changes)
+		renewed := sessionid.New()
+		version, err = m.Store.Rename(ctx, sd.id, renewed, changes)
 		if errors.Is(err, replication.ErrSessionEnded) {
-			version, err = m.Store.Save(ctx, newID, changes)
+			version, err = m.Store.Save(ctx, renewed, changes)
 		}
-		sd.id, setCookie = newID, true
+		sd.id, setCookie = renewed, true
 	case sd.renew || sd.id == "" && len(sd.changes) > 0:
-		sd.id, setCookie = newID(), true
+		sd.id, setCookie = sessionid.New(), true
 		version, err = m.Store.Save(ctx, sd.id, changes)
 	case len(sd.changes) > 0:
 		version, err = m.Store.Save(ctx, sd.id, changes)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/sessionmesh/sessionmesh/internal/sessionid"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -22,7 +23,7 @@ import (
 // SetPrincipal stores the user in the session under PrincipalKey. When the
 // session is saved, its ID is added to an index record of that user kept in
 // the session store itself, next to the sessions: a record whose ID starts
-// with ReservedPrefix (session IDs never do) and whose attributes are the
+// with a reserved prefix ("~"; session IDs never do) and whose attributes are the
 // user's session IDs. The index is replicated like any session, so every
 // node sees the same index and a node failure loses nothing; and because
 // records merge attribute by attribute (an LWW-map), two logins of one user
@@ -40,18 +41,6 @@ import (
 // principal (a msgpack string, readable with GetString or Principal).
 // Putting or removing it directly updates the index the same way.
 const PrincipalKey = "sessionmesh.principal"
-
-// ReservedPrefix starts the IDs of the records sessionmesh keeps in the
-// session store for itself (the principal index). Session IDs never start
-// with it (they are 43 characters of base64url), cookies and headers naming
-// such an ID are ignored, and adapters that list sessions skip them.
-const ReservedPrefix = "~"
-
-// IsReservedID reports whether id names one of sessionmesh's own records
-// rather than a session.
-func IsReservedID(id string) bool {
-	return len(id) > 0 && id[0] == ReservedPrefix[0]
-}
 
 var (
 	// ErrNoLifetime is returned by SetPrincipal when the Manager's
@@ -194,7 +183,7 @@ func decodeEntry(b []byte) (tagged time.Time, v replication.Version, ok bool) {
 // b. The principal is hashed: any string fits, and IDs have a fixed size.
 func indexID(principal string, b int64, n int) string {
 	h := sha256.Sum256([]byte(principal))
-	id := ReservedPrefix + "p." + base64.RawURLEncoding.EncodeToString(h[:]) + "." + strconv.FormatInt(b, 36)
+	id := sessionid.ReservedPrefix + "p." + base64.RawURLEncoding.EncodeToString(h[:]) + "." + strconv.FormatInt(b, 36)
 	if n > 0 {
 		id += "." + strconv.Itoa(n)
 	}
@@ -303,7 +292,7 @@ func (m *Manager) entries(ctx context.Context, principal string) ([]indexEntry, 
 			}
 			for id, val := range rec.All() {
 				tagged, v, ok := decodeEntry(val)
-				if ok && validID(id) {
+				if ok && sessionid.Valid(id) {
 					out = append(out, indexEntry{id: id, record: rid, tagged: tagged, version: v})
 				}
 			}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/sessionmesh/sessionmesh/internal/sessionid"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -44,7 +45,7 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 		if err != nil {
 			return zero, fmt.Errorf("httpsession: encode %q: %w", key, err)
 		}
-		id := newID()
+		id := sessionid.New()
 		version, err := m.Store.Save(ctx, id, replication.Changes{
 			Set: map[string][]byte{key: b}, IdleTimeout: m.IdleTimeout, Lifetime: m.Lifetime,
 		})

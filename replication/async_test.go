@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 

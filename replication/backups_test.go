@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh/transport"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sessionmesh/sessionmesh/internal/memnet"
-	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -284,7 +286,7 @@ func TestBackups_TwentyNodesRandomKillsAndJoins(t *testing.T) {
 	requireAllReadable(t, c, 500)
 }
 
-var _ replication.Transport = (*memnet.Node)(nil)
+var _ transport.Transport = (*memnet.Node)(nil)
 
 // FullyReplicated must not report a count made before a failure: once a
 // node has taken a crash into its membership, it reports false until the

@@ -29,13 +29,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/loadgen"
-	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -276,21 +276,43 @@ func BenchmarkStore_Save(b *testing.B) {
 
 // latencies records the latency of each operation of a benchmark and
 // reports p50 and p99 (in ns) next to ns/op, so that tail latencies can be
-// compared with a baseline measured in the same run.
-type latencies struct{ h *loadgen.Histogram }
+// compared with a baseline measured in the same run. It is safe for
+// concurrent use.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration // guards: every latency recorded
+}
 
-// newLatencies returns an empty record; recording never allocates.
-func newLatencies() *latencies { return &latencies{h: loadgen.NewHistogram()} }
+func newLatencies() *latencies { return &latencies{d: make([]time.Duration, 0, 1<<16)} }
 
-func (l *latencies) record(d time.Duration) { l.h.Record(d) }
+func (l *latencies) record(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// quantile returns the q-quantile of the latencies recorded (0 if none).
+func (l *latencies) quantile(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0
+	}
+	slices.Sort(l.d)
+	return l.d[int(q*float64(len(l.d)-1))]
+}
 
 func (l *latencies) report(b *testing.B) {
-	if l.h.Count() == 0 {
+	if l.quantile(0.5) == 0 {
 		return
 	}
-	b.ReportMetric(float64(l.h.Quantile(0.50).Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(l.h.Quantile(0.99).Nanoseconds()), "p99-ns")
+	b.ReportMetric(float64(l.quantile(0.50).Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(l.quantile(0.99).Nanoseconds()), "p99-ns")
 }
+
+// benchPayload is the size of one replicated write in the round-trip
+// benchmarks.
+const benchPayload = 1024
 
 // rawLoopback is a bare TCP connection over loopback to a server that
 // answers each request of benchPayload bytes (after a 4-byte length) with
@@ -348,6 +370,24 @@ func (r *rawLoopback) roundTrip() error {
 	}
 	_, err := io.ReadFull(r.c, r.ack)
 	return err
+}
+
+// BenchmarkRawLoopback is the floor: one request of benchPayload bytes and
+// a one-byte ack over a bare TCP connection, one in flight.
+func BenchmarkRawLoopback(b *testing.B) {
+	raw := newRawLoopback(b) // closed when b ends
+	lat := newLatencies()    // p50/p99, for BenchmarkReplicatedWrite's targets
+	b.ReportAllocs()
+	b.SetBytes(benchPayload)
+	for b.Loop() {
+		t0 := time.Now()
+		if err := raw.roundTrip(); err != nil {
+			b.Fatal(err)
+		}
+		lat.record(time.Since(t0))
+	}
+	b.StopTimer()
+	lat.report(b)
 }
 
 // BenchmarkReplicatedWrite writes 1 KiB of a session (one attribute) with
@@ -409,8 +449,8 @@ func BenchmarkReplicatedWrite(b *testing.B) {
 		}
 		b.StopTimer()
 		writeLat.report(b)
-		r50, r99 := rawLat.h.Quantile(0.50), rawLat.h.Quantile(0.99)
-		w50, w99 := writeLat.h.Quantile(0.50), writeLat.h.Quantile(0.99)
+		r50, r99 := rawLat.quantile(0.50), rawLat.quantile(0.99)
+		w50, w99 := writeLat.quantile(0.50), writeLat.quantile(0.99)
 		b.ReportMetric(float64(r50.Nanoseconds()), "raw-p50-ns")
 		b.ReportMetric(float64(r99.Nanoseconds()), "raw-p99-ns")
 		b.ReportMetric(w50.Seconds()/r50.Seconds(), "x-raw-p50")
@@ -613,8 +653,8 @@ func BenchmarkUpdate(b *testing.B) {
 				saveLat.record(t1.Sub(t0))
 			}
 			b.StopTimer()
-			s50, s99 := saveLat.h.Quantile(0.50), saveLat.h.Quantile(0.99)
-			u50, u99 := updLat.h.Quantile(0.50), updLat.h.Quantile(0.99)
+			s50, s99 := saveLat.quantile(0.50), saveLat.quantile(0.99)
+			u50, u99 := updLat.quantile(0.50), updLat.quantile(0.99)
 			b.ReportMetric(float64(s50.Nanoseconds()), "save-p50-ns")
 			b.ReportMetric(float64(u50.Nanoseconds()), "update-p50-ns")
 			b.ReportMetric(u50.Seconds()/s50.Seconds(), "x-save-p50")

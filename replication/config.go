@@ -5,18 +5,20 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // Config configures a Store. Start from DefaultConfig (or DefaultLocalConfig
 // for loopback tests and demos) and set Membership and Transport.
 type Config struct {
-	// Membership tells the store who its peers are. Required; usually a
-	// *cluster.Cluster whose Tags carry AddrTag.
+	// Membership tells the store who its peers are. Required;
+	// sessionmesh.Membership adapts a *cluster.Cluster.
 	Membership Membership
 
 	// Transport carries the store's messages to its peers. Required. The
 	// store owns it from New on: Store.Close closes it.
-	Transport Transport
+	Transport transport.Transport
 
 	// Mode says which members own each session: AllToAll (the default,
 	// the zero Mode) or Backups(n).
@@ -116,10 +118,10 @@ func DefaultLocalConfig() Config {
 func (c *Config) validate() error {
 	var errs []error
 	if c.Membership == nil {
-		errs = append(errs, errors.New("Membership is required"))
+		errs = append(errs, errors.New("missing Membership"))
 	}
 	if c.Transport == nil {
-		errs = append(errs, errors.New("Transport is required"))
+		errs = append(errs, errors.New("missing Transport"))
 	}
 	d := DefaultConfig()
 	if c.WriteTimeout <= 0 {

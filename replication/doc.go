@@ -5,26 +5,31 @@
 //
 // # Using it
 //
-// A store needs a Membership (a *cluster.Cluster) and a Transport (a
-// *TCPTransport). The transport's address travels in the cluster metadata
-// under AddrTag, so create the transport first:
+// A store needs a Membership (who the peers are, and where their stores
+// listen) and a transport.Transport (how messages reach them). Most
+// applications get both from sessionmesh.StartNode, which joins the cluster
+// (package cluster), listens with transport/tcp and starts the store:
 //
-//	tr, err := replication.ListenTCP(replication.TCPConfig{
-//		BindAddr: "10.0.0.5:7947", SecretKey: secret, Label: "shop",
-//	})
+//	node, err := sessionmesh.StartNode(cfg)
+//	store := node.Store // hand it to httpsession.New
+//
+// To assemble a store by hand:
+//
+//	tr, err := tcp.Listen(tcp.Config{BindAddr: "10.0.0.5:7947", SecretKey: secret, Label: "shop"})
 //	cl, err := cluster.New(cluster.Config{
 //		NodeName: "web-1", BindAddr: "10.0.0.5:7946", Seeds: seeds,
 //		SecretKey: secret, Label: "shop",
-//		Tags: map[string]string{replication.AddrTag: tr.Addr()},
+//		Tags: map[string]string{sessionmesh.AddrTag: tr.Addr()},
 //	})
 //	cfg := replication.DefaultConfig()
-//	cfg.Membership, cfg.Transport = cl, tr
+//	cfg.Membership, cfg.Transport = sessionmesh.Membership(cl), tr
 //	store, err := replication.New(cfg)
 //	defer store.Close() // closes tr too
 //
-// Most applications then hand the store to httpsession.New and never call
-// it directly. For a graceful exit call store.Leave, then the cluster's
-// Leave, then Close both.
+// For a graceful exit call store.Leave, then the cluster's Leave, then
+// Close both. This package imports neither cluster nor transport/tcp: tests
+// run whole clusters of stores over internal/memnet with a membership they
+// control.
 //
 // # Data model
 //
@@ -154,22 +159,13 @@
 //
 // # Security
 //
-// Set TCPConfig.SecretKey (32 random bytes, the same on every node, and the
-// same as cluster.Config.SecretKey if you like) and TCPConfig.Label (the
-// cluster's Label): every replication connection then runs TLS 1.3 with
-// mutual authentication by keys derived from the secret and the label, so
-// a host without the secret can neither read nor write a session, nor
-// pose as a peer. TCPConfig.TLSConfig uses your own certificates instead.
-// Rotate the secret with InstallKey, UseKey and RemoveKey on every node
-// (and the cluster's keyring), one step at a time: no call fails.
-//
-// Every input from the network is bounded before it is read or stored:
-// frames by MaxFrameSize, handshakes by HandshakeTimeout, connections by
-// MaxInboundConns and MaxInboundConnsPerHost, answers waiting for a slow
-// reader by about MaxFrameSize per connection, and sessions by
-// Config.Limits. What exceeds a bound is refused, counted in Stats and
-// logged; a connection that breaks the protocol is closed.
-// docs/security.md has the threat model and deployment steps.
+// The transport authenticates and encrypts the connections (transport/tcp:
+// TLS 1.3 with keys derived from the cluster secret). The store bounds what
+// it accepts from them: sessions by Config.Limits, peer timestamps by
+// MaxClockOffset, and every count and length on the wire by the bytes left
+// in the frame. What exceeds a bound is refused, counted in
+// Stats.Rejected and logged. docs/security.md has the threat model and
+// deployment steps.
 //
 // # Design notes
 //

@@ -7,16 +7,18 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh"
+
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
 // startNode starts a node on loopback that joins seeds.
-func startNode(name string, seeds ...string) *replication.Node {
-	cfg := replication.DefaultLocalNodeConfig()
+func startNode(name string, seeds ...string) *sessionmesh.Node {
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	cfg.Cluster.NodeName = name
 	cfg.Cluster.Seeds = seeds
 	cfg.Store.Logger = slog.New(slog.DiscardHandler)
-	n, err := replication.StartNode(cfg)
+	n, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -65,7 +67,9 @@ func ExampleStore_Update() {
 	incr := func(old []byte, exists bool) ([]byte, error) {
 		n := 0
 		if exists {
-			fmt.Sscan(string(old), &n)
+			if _, err := fmt.Sscan(string(old), &n); err != nil {
+				return nil, err
+			}
 		}
 		return fmt.Append(nil, n+1), nil
 	}

@@ -11,18 +11,17 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/internal/hlc"
 	"github.com/sessionmesh/sessionmesh/internal/memnet"
 )
 
 // aloneMembership is a cluster of one node.
-type aloneMembership struct{ self cluster.Member }
+type aloneMembership struct{ self Member }
 
-func (m aloneMembership) LocalMember() cluster.Member     { return m.self }
-func (m aloneMembership) Members() []cluster.Member       { return []cluster.Member{m.self} }
-func (m aloneMembership) Notify(chan<- cluster.Event)     {}
-func (m aloneMembership) StopNotify(chan<- cluster.Event) {}
+func (m aloneMembership) LocalMember() Member        { return m.self }
+func (m aloneMembership) Members() []Member          { return []Member{m.self} }
+func (m aloneMembership) Notify(chan<- struct{})     {}
+func (m aloneMembership) StopNotify(chan<- struct{}) {}
 func (m aloneMembership) Settled() <-chan struct{} {
 	ch := make(chan struct{})
 	close(ch)
@@ -34,9 +33,9 @@ func (m aloneMembership) Settled() <-chan struct{} {
 // The handler must never panic, and must answer every request with a
 // well-formed response (a body or an error).
 func FuzzHandleRequest(f *testing.F) {
-	tr := memnet.New(1, memnet.Options{}).Node("fuzz")
+	tr := memnet.New(1).Node("fuzz")
 	cfg := DefaultLocalConfig()
-	cfg.Membership = aloneMembership{cluster.Member{Name: "fuzz", Incarnation: 1, Tags: map[string]string{AddrTag: "fuzz"}}}
+	cfg.Membership = aloneMembership{Member{Name: "fuzz", Incarnation: 1, Addr: "fuzz"}}
 	cfg.Transport = tr
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	s, err := New(cfg)

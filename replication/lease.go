@@ -6,8 +6,9 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // Read leases.
@@ -237,7 +238,7 @@ func (s *Store) unfence(q *peer) {
 // unless the call proves q's process gone: a refused connection means
 // nothing listens at its address, so it answers no reads either.
 func (s *Store) fenceFailed(q *peer, err error) {
-	if errors.Is(err, syscall.ECONNREFUSED) {
+	if errors.Is(err, transport.ErrRefused) {
 		return
 	}
 	s.fence(q)
@@ -343,11 +344,11 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 		l.held[keyOf(q)] = h
 	}
 	q.silent.Store(err != nil)
-	if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+	if err == nil || errors.Is(err, transport.ErrRefused) {
 		h.behind, h.unknown, h.gone = false, false, false
 	}
 	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
+	case errors.Is(err, transport.ErrRefused):
 		h.gone = true
 	case err != nil:
 		// Not renewed: the lease runs out. What it said last, if behind,

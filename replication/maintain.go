@@ -426,15 +426,6 @@ func (s *Store) handOff(ctx context.Context, v *view, since time.Time) int {
 	return held
 }
 
-func contains(xs []int, x int) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
 // countUnderReplicated counts the partitions that have fewer ready copies
 // than their owners, by this round's statuses.
 func (s *Store) countUnderReplicated(v *view, since time.Time) {

@@ -1,31 +1,37 @@
 package replication
 
-import "github.com/sessionmesh/sessionmesh/cluster"
-
-// AddrTag is the cluster tag under which a node publishes the address of its
-// replication transport. Set it when creating the cluster:
-//
-//	cluster.Config{Tags: map[string]string{replication.AddrTag: transport.Addr()}}
-//
-// Members without it are not replicated to.
-const AddrTag = "repl"
+// Member is a node of the cluster as the store needs to know it: a name,
+// the life of its process, and where its store listens.
+type Member struct {
+	// Name is the member's unique node name.
+	Name string
+	// Incarnation identifies one life of the member's process: a process
+	// restarted under the same name has another Incarnation. The store
+	// treats a new Incarnation as a new peer that holds nothing yet.
+	Incarnation uint64
+	// Addr is the transport address of the member's store. Members with no
+	// Addr run no store and are not replicated to.
+	Addr string
+}
 
 // Membership is what the store needs to know about the cluster: who is in
-// it, and when that changes. *cluster.Cluster implements it; tests pass a
-// static fake.
+// it, and when that changes. The sessionmesh package adapts a
+// *cluster.Cluster to it; tests pass a fake they control.
+//
+// Implementations must be safe for concurrent use.
 type Membership interface {
 	// LocalMember returns this node.
-	LocalMember() cluster.Member
+	LocalMember() Member
 	// Members returns the live (alive or suspect) members, this node
 	// included.
-	Members() []cluster.Member
+	Members() []Member
 	// Settled is closed once the node has joined the cluster or found
 	// that it is alone.
 	Settled() <-chan struct{}
-	// Notify and StopNotify subscribe a channel to membership events. Sends
-	// never block: the store treats events as hints and re-reads Members.
-	Notify(ch chan<- cluster.Event)
-	StopNotify(ch chan<- cluster.Event)
+	// Notify subscribes ch to membership changes, and StopNotify ends the
+	// subscription; after StopNotify returns nothing is sent on ch. A send
+	// never blocks: when ch is full the change is not sent, since the store
+	// treats a send as a hint to read Members again.
+	Notify(ch chan<- struct{})
+	StopNotify(ch chan<- struct{})
 }
-
-var _ Membership = (*cluster.Cluster)(nil)

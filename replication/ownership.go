@@ -32,10 +32,6 @@ func Backups(n int) Mode {
 	return Mode{owners: n + 1}
 }
 
-// Copies returns the number of copies of each session the mode keeps, or
-// 0 for AllToAll (one per member).
-func (m Mode) Copies() int { return m.owners }
-
 // String returns "all-to-all" or "backups(n)".
 func (m Mode) String() string {
 	if m.owners == 0 {

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/sessionmesh/sessionmesh/cluster"
 )
 
 // peer is a member of the cluster as the store sees it; one value also
@@ -44,13 +42,6 @@ type peerStatus struct {
 	counts  []uint32 // records held per partition
 }
 
-// readyFor reports whether the peer's last status, if not older than
-// maxAge, says it is a ready owner of partition p.
-func (q *peer) readyFor(p int, now time.Time, maxAge time.Duration) bool {
-	st := q.status.Load()
-	return st != nil && now.Sub(st.at) <= maxAge && st.ready[p]
-}
-
 // view is an immutable snapshot of the cluster as this node sees it: its
 // peers and the owners of every partition. The membership goroutine builds
 // a new one on every change and publishes it atomically; readers never
@@ -76,14 +67,14 @@ func (v *view) sees(name string, incarnation uint64) bool {
 // buildView returns the view for members. Peers of prev are reused for
 // members whose incarnation and address did not change. Members in leaving
 // (name -> incarnation), and this node when selfLeaving, own nothing.
-func buildView(mode Mode, self *peer, members []cluster.Member, prev *view, leaving map[string]uint64, selfLeaving bool) *view {
+func buildView(mode Mode, self *peer, members []Member, prev *view, leaving map[string]uint64, selfLeaving bool) *view {
 	v := &view{mode: mode, self: self, byName: make(map[string]*peer, len(members))}
 	var candidates []*peer
 	if !selfLeaving {
 		candidates = append(candidates, self)
 	}
 	for _, m := range members {
-		addr := m.Tags[AddrTag]
+		addr := m.Addr
 		if m.Name == self.name || addr == "" {
 			continue
 		}

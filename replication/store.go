@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/internal/hlc"
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // Store is a replicated session store: this node's share of the cluster's
@@ -17,14 +17,14 @@ import (
 type Store struct {
 	cfg   Config
 	log   *slog.Logger
-	tr    Transport
+	tr    transport.Transport
 	clock *hlc.Clock
 	self  *peer
 	node  uint64 // this incarnation's ID, the tie-break of its versions
 	parts []*partition
 
 	view   atomic.Pointer[view] // written only by watchMembership
-	events chan cluster.Event   // membership hints
+	events chan struct{}        // membership hints
 	kick   chan struct{}        // asks the maintenance loop for a round now
 
 	eventsOut chan SessionEvent // session events waiting for OnSessionEvent
@@ -89,7 +89,7 @@ func New(cfg Config) (*Store, error) {
 		self:      &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
 		node:      h.sum(),
 		parts:     newPartitions(),
-		events:    make(chan cluster.Event, 64),
+		events:    make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		eventsOut: make(chan SessionEvent, eventQueue),
 		leaving:   map[string]uint64{},
@@ -253,6 +253,7 @@ func (s *Store) Close() error {
 
 // Stats is a snapshot of a store's counters.
 type Stats struct {
+	Addr            string           // this node's transport address
 	Sessions        int              // sessions held, tombstones included
 	Peers           int              // other members with a replication address
 	DegradedPeers   int              // peers not waited for until repaired
@@ -282,6 +283,7 @@ type Stats struct {
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	st := Stats{
+		Addr:            s.self.addr,
 		UnderReplicated: int(s.replicated.Load()),
 		Ready:           s.IsReady(),
 		Writes:          s.stats.writes.Load(),
@@ -324,30 +326,16 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
-// Digest returns a 64-bit summary of every session this node holds
-// (tombstones included). In AllToAll mode replicas that hold the same
-// sessions have the same digest, so comparing digests across nodes tells
-// whether they have converged.
-func (s *Store) Digest() uint64 {
+// digest returns a 64-bit summary of every session this node holds
+// (tombstones included): replicas that hold the same sessions have the
+// same digest.
+func (s *Store) digest() uint64 {
 	var d uint64
 	for _, p := range s.parts {
 		_, pd := p.stats()
 		d ^= pd
 	}
 	return d
-}
-
-// PartitionDigests returns the digest of each partition this node owns and
-// holds completely, keyed by partition, for comparing owners across nodes.
-func (s *Store) PartitionDigests() map[int]uint64 {
-	v := s.view.Load()
-	out := map[int]uint64{}
-	for i, p := range s.parts {
-		if v.owns(i) && p.ready.Load() {
-			_, out[i] = p.stats()
-		}
-	}
-	return out
 }
 
 // goroutine runs f in a goroutine that Close waits for, unless the store

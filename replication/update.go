@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // maxUpdateAttempts bounds how often Update runs its function when other
@@ -173,7 +175,7 @@ func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateReque
 		resp, err := s.callTimeout(ctx, q, msg)
 		switch {
 		case err == nil:
-		case errors.Is(err, ErrNotSent):
+		case errors.Is(err, transport.ErrNotSent):
 			continue
 		default:
 			return updateResult{}, fmt.Errorf("update at %s: %w", q.name, err)

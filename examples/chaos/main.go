@@ -13,7 +13,7 @@
 //
 // Network faults need root, iproute2 and nftables (each node then runs in a
 // network namespace of its own); without them they are skipped with a
-// message. See internal/chaos for what is checked and how, and
+// message. See examples/internal/chaos for what is checked and how, and
 // docs/reliability.md for the documented long run.
 package main
 
@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/chaos"
+	"github.com/sessionmesh/sessionmesh/examples/internal/chaos"
 )
 
 // Exit statuses.

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sessionmesh/sessionmesh/internal/chaos"
+	"github.com/sessionmesh/sessionmesh/examples/internal/chaos"
 )
 
 func TestMain(m *testing.M) {

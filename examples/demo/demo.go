@@ -18,8 +18,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/procs"
-	"github.com/sessionmesh/sessionmesh/internal/rrproxy"
+	"github.com/sessionmesh/sessionmesh/examples/internal/procs"
+	"github.com/sessionmesh/sessionmesh/examples/internal/rrproxy"
 )
 
 // secretEnv is the environment variable in which the login servers find the

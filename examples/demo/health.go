@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/healthz"
+	"github.com/sessionmesh/sessionmesh/examples/internal/healthz"
 )
 
 // healthPollInterval is how often waitReplicated polls every node.
@@ -144,15 +144,4 @@ func (d *demo) printClusterState(ctx context.Context, live []*node) {
 	mode := strings.Join(slices.Sorted(maps.Keys(modes)), " and ")
 	d.printf("cluster: mode %s; sessions held (tombstones included): %s; partitions owned: %s",
 		mode, strings.Join(sessions, ", "), strings.Join(owned, ", "))
-}
-
-// liveNodes returns the nodes that are running.
-func (d *demo) liveNodes() []*node {
-	var live []*node
-	for _, n := range d.nodes {
-		if n.proc.Running() {
-			live = append(live, n)
-		}
-	}
-	return live
 }

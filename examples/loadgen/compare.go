@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/loadgen"
-	"github.com/sessionmesh/sessionmesh/internal/procs"
+	"github.com/sessionmesh/sessionmesh/examples/internal/loadgen"
+	"github.com/sessionmesh/sessionmesh/examples/internal/procs"
 )
 
 // comparison is one run of -compare.

@@ -29,7 +29,7 @@
 //     read next to a local session read, a raw loopback TCP request/ack
 //     next to a synchronous replicated write;
 //  2. the same HTTP workload, both mixes, against each target behind the
-//     same in-process round-robin proxy (internal/rrproxy, not sticky; or,
+//     same in-process round-robin proxy (examples/internal/rrproxy, not sticky; or,
 //     with -front client, rotated over the nodes by the load generator):
 //     sessionmesh with 3 examples/login nodes (all-to-all, sync), 3 and 5
 //     nodes with -backups 1 (skipped, saying why, while the login binary
@@ -67,7 +67,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/loadgen"
+	"github.com/sessionmesh/sessionmesh/examples/internal/loadgen"
 )
 
 // options are the command-line flags.
@@ -151,7 +151,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.secret, "secret", "", "with -compare: cluster secret given to the sessionmesh nodes (in $SESSIONMESH_SECRET) when they have a -secret flag (default: 32 random bytes in hex)")
 	fs.BoolVar(&o.keep, "keep", false, "with -compare: keep the logs and profiles directory")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "with -compare: how long a target may take to become healthy")
-	fs.StringVar(&o.front, "front", frontProxy, `with -compare: the load balancer in front of every target: "proxy" (internal/rrproxy in this process) or "client" (this load generator rotates the requests over the nodes itself: no proxy hop, so requests/s depends less on the front)`)
+	fs.StringVar(&o.front, "front", frontProxy, `with -compare: the load balancer in front of every target: "proxy" (examples/internal/rrproxy in this process) or "client" (this load generator rotates the requests over the nodes itself: no proxy hop, so requests/s depends less on the front)`)
 	fs.IntVar(&o.rounds, "rounds", 5, "with -compare: each mix runs in this many rounds, each giving every target -duration/rounds in turn")
 	if err := fs.Parse(args); err != nil {
 		return o, err

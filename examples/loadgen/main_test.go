@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sessionmesh/sessionmesh/internal/loadgen"
-	"github.com/sessionmesh/sessionmesh/internal/procs"
-	"github.com/sessionmesh/sessionmesh/internal/rrproxy"
+	"github.com/sessionmesh/sessionmesh/examples/internal/loadgen"
+	"github.com/sessionmesh/sessionmesh/examples/internal/procs"
+	"github.com/sessionmesh/sessionmesh/examples/internal/rrproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/loadgen"
+	"github.com/sessionmesh/sessionmesh/examples/internal/loadgen"
 )
 
 // profile is the CPU and allocation profile of a target's nodes under one

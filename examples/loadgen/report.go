@@ -16,7 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/loadgen"
+	"github.com/sessionmesh/sessionmesh/examples/internal/loadgen"
 )
 
 // keepMarker separates the generated part of the Markdown report from
@@ -483,7 +483,7 @@ func (r *report) writeMarkdown(w io.Writer) error {
 		p("user goes to the next node in turn; no proxy hop), on the same cores as the load generator and (for scs+Redis)")
 		p("redis-server. Every application runs with `-idle-timeout %s`.", o.idleTimeout)
 	} else {
-		p("behind the same non-sticky round-robin proxy (internal/rrproxy, inside the load generator's process), on the same")
+		p("behind the same non-sticky round-robin proxy (examples/internal/rrproxy, inside the load generator's process), on the same")
 		p("cores as the load generator, the proxy and (for scs+Redis) redis-server. Every application runs with `-idle-timeout %s`.", o.idleTimeout)
 	}
 	p("")

@@ -17,8 +17,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/internal/procs"
-	"github.com/sessionmesh/sessionmesh/internal/rrproxy"
+	"github.com/sessionmesh/sessionmesh/examples/internal/procs"
+	"github.com/sessionmesh/sessionmesh/examples/internal/rrproxy"
 )
 
 // app is the server program a target runs.

@@ -55,9 +55,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
+
 	"github.com/sessionmesh/sessionmesh/cluster"
+	"github.com/sessionmesh/sessionmesh/examples/internal/pprofserve"
 	"github.com/sessionmesh/sessionmesh/httpsession"
-	"github.com/sessionmesh/sessionmesh/internal/pprofserve"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -112,9 +115,9 @@ func main() {
 // and HTTP server.
 type node struct {
 	name      string
-	mesh      *replication.Node // cluster, transport and store together
+	mesh      *sessionmesh.Node // cluster, transport and store together
 	cluster   *cluster.Cluster
-	transport *replication.TCPTransport
+	transport *tcp.Transport
 	store     *replication.Store
 	sessions  *httpsession.Manager
 	// antiEntropy is the store's AntiEntropyInterval, which paces its
@@ -206,9 +209,9 @@ func start(o options, log *slog.Logger) (*node, error) {
 			return nil, fmt.Errorf("-seeds-dns: %w", err)
 		}
 	}
-	cfg := replication.DefaultLocalNodeConfig()
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	if o.timers == "lan" {
-		cfg = replication.DefaultNodeConfig()
+		cfg = sessionmesh.DefaultNodeConfig()
 	}
 	cfg.Cluster.Discover = discover
 	cfg.Cluster.NodeName = o.name
@@ -229,7 +232,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 		cfg.Store.WriteConcern = replication.Async
 	}
 	cfg.Store.Logger = log
-	mesh, err := replication.StartNode(cfg)
+	mesh, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 // secretEnv is the environment variable -secret defaults to. The
@@ -21,8 +21,8 @@ import (
 const secretEnv = "SESSIONMESH_SECRET"
 
 // secretSizes are the sizes of a cluster secret both keyrings accept; 32
-// bytes (replication.SecretKeySize) is the one to generate.
-var secretSizes = []int{16, 24, replication.SecretKeySize}
+// bytes (tcp.SecretKeySize) is the one to generate.
+var secretSizes = []int{16, 24, tcp.SecretKeySize}
 
 // parseSecrets parses a list of cluster secrets separated by commas or
 // white space (so a file may hold one per line), the primary first. Each
@@ -65,7 +65,7 @@ func parseSecret(s string) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("want %d random bytes (or 16 or 24) in hex (%d digits) or base64, got %d characters that are neither",
-		replication.SecretKeySize, hex.EncodedLen(replication.SecretKeySize), len(s))
+		tcp.SecretKeySize, hex.EncodedLen(tcp.SecretKeySize), len(s))
 }
 
 // loadSecrets returns the cluster secrets configured by -secret-file,

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/sessionmesh/sessionmesh/replication"
 )
 
 func TestParseSecrets(t *testing.T) {
@@ -66,16 +66,16 @@ func FuzzParseSecrets(f *testing.F) {
 		}
 		require.NotEmpty(t, keys)
 		for _, k := range keys {
-			require.Contains(t, []int{16, 24, replication.SecretKeySize}, len(k))
+			require.Contains(t, []int{16, 24, tcp.SecretKeySize}, len(k))
 		}
 	})
 }
 
 func TestSetKeys(t *testing.T) {
 	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
-	cfg := replication.DefaultTCPConfig("127.0.0.1:0")
+	cfg := tcp.DefaultConfig("127.0.0.1:0")
 	cfg.SecretKey = k1
-	tr, err := replication.ListenTCP(cfg)
+	tr, err := tcp.Listen(cfg)
 	require.NoError(t, err)
 	defer tr.Close()
 

@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sessionmesh/sessionmesh/internal/procs"
+	"github.com/sessionmesh/sessionmesh/examples/internal/procs"
 )
 
 // chromiumNames are the executables the browser test looks for on PATH.

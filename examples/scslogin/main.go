@@ -51,7 +51,7 @@ import (
 	"github.com/alexedwards/scs/v2"
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/sessionmesh/sessionmesh/internal/pprofserve"
+	"github.com/sessionmesh/sessionmesh/examples/internal/pprofserve"
 )
 
 type options struct {

@@ -10,8 +10,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 
+	"github.com/sessionmesh/sessionmesh"
+
 	"github.com/sessionmesh/sessionmesh/httpsession/gorillastore"
-	"github.com/sessionmesh/sessionmesh/replication"
 )
 
 // A gorilla/sessions application on a one-node cluster: the handlers use
@@ -19,10 +20,10 @@ import (
 // other as seeds.
 func Example() {
 	// The replicated store (see package replication).
-	cfg := replication.DefaultLocalNodeConfig()
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	cfg.Cluster.NodeName = "web-1"
 	cfg.Store.Logger = slog.New(slog.DiscardHandler)
-	node, err := replication.StartNode(cfg)
+	node, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package gorillastore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -18,7 +16,7 @@ import (
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
 
-	"github.com/sessionmesh/sessionmesh/httpsession"
+	"github.com/sessionmesh/sessionmesh/internal/sessionid"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
@@ -51,9 +49,6 @@ const (
 // touchFraction sets how far a Save that changes no value must move the
 // deadline before it is written: an eighth of MaxAge.
 const touchFraction = 8
-
-// idBytes is the number of random bytes in a session ID: 256 bits.
-const idBytes = 32
 
 // Backend is what a Store needs from the session store.
 // *replication.Store implements it.
@@ -165,7 +160,7 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 		s.logger().Debug("session cookie refused", "name", name, "err", err)
 		return session, nil
 	}
-	if !validID(id) {
+	if !sessionid.Valid(id) {
 		return session, nil
 	}
 	stored, ok, err := s.Backend.Get(r.Context(), id)
@@ -282,7 +277,7 @@ func (s *Store) create(ctx context.Context, attrs map[string]value, now time.Tim
 	if len(attrs) == 0 {
 		return nil, nil
 	}
-	next := &loaded{id: newID(), attrs: make(map[string][]byte, len(attrs)), expires: now.Add(maxAge)}
+	next := &loaded{id: sessionid.New(), attrs: make(map[string][]byte, len(attrs)), expires: now.Add(maxAge)}
 	c := replication.Changes{Set: make(map[string][]byte, len(attrs)), Lifetime: maxAge, ExpiresAt: next.expires}
 	for name, v := range attrs {
 		c.Set[name], next.attrs[name] = v.enc, v.enc
@@ -316,7 +311,7 @@ func (s *Store) update(ctx context.Context, ld *loaded, attrs map[string]value, 
 	var err error
 	switch {
 	case ld.renew:
-		next.id = newID()
+		next.id = sessionid.New()
 		if _, err = s.Backend.Rename(ctx, ld.id, next.id, c); errors.Is(err, replication.ErrSessionEnded) {
 			return nil, nil
 		}
@@ -479,21 +474,4 @@ func gobEncode(v any) ([]byte, error) {
 
 func gobDecode(b []byte, v any) error {
 	return gob.NewDecoder(bytes.NewReader(b)).Decode(v)
-}
-
-// newID returns a fresh session ID: 256 bits from crypto/rand, base64url,
-// the shape of httpsession's IDs.
-func newID() string {
-	var b [idBytes]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// validID reports whether id has the shape of an ID made by newID.
-func validID(id string) bool {
-	if len(id) != base64.RawURLEncoding.EncodedLen(idBytes) || httpsession.IsReservedID(id) {
-		return false
-	}
-	_, err := base64.RawURLEncoding.DecodeString(id)
-	return err == nil
 }

@@ -21,8 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sessionmesh/sessionmesh/httpsession/gorillastore"
-	"github.com/sessionmesh/sessionmesh/internal/leaktest"
-	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/internal/testing/leaktest"
+	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 

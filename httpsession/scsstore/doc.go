@@ -46,7 +46,7 @@
 // and the next request gets a new session. A Commit whose expiry has passed
 // deletes the session. All (and scs's Iterate) lists the sessions of the
 // whole cluster, reading the partitions this node does not hold from their
-// owners; it skips sessionmesh's own records (httpsession.ReservedPrefix)
+// owners; it skips sessionmesh's own records (IDs starting with "~")
 // and sessions that were not written through this package.
 //
 // Use the default synchronous write concern with scs: scs's cookie carries

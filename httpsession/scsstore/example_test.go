@@ -10,10 +10,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 
+	"github.com/sessionmesh/sessionmesh"
+
 	"github.com/alexedwards/scs/v2"
 
 	"github.com/sessionmesh/sessionmesh/httpsession/scsstore"
-	"github.com/sessionmesh/sessionmesh/replication"
 )
 
 // An scs application on a one-node cluster: the handlers and the
@@ -21,10 +22,10 @@ import (
 // listing each other as seeds.
 func Example() {
 	// The replicated store (see package replication).
-	cfg := replication.DefaultLocalNodeConfig()
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	cfg.Cluster.NodeName = "web-1"
 	cfg.Store.Logger = slog.New(slog.DiscardHandler)
-	node, err := replication.StartNode(cfg)
+	node, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -11,12 +11,12 @@ import (
 
 	"github.com/alexedwards/scs/v2"
 
-	"github.com/sessionmesh/sessionmesh/httpsession"
+	"github.com/sessionmesh/sessionmesh/internal/sessionid"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
 // ErrInvalidToken is returned by Commit for a token the store cannot hold:
-// empty, longer than 256 bytes, or starting with httpsession.ReservedPrefix.
+// empty, longer than 256 bytes, or starting with the reserved prefix of sessionmesh's own records ("~").
 // scs never generates one.
 var ErrInvalidToken = errors.New("scsstore: invalid session token")
 
@@ -78,7 +78,7 @@ func New(b Backend) *Store {
 
 // validToken reports whether token can name a session in the store.
 func validToken(token string) bool {
-	return token != "" && len(token) <= maxTokenLen && !httpsession.IsReservedID(token)
+	return token != "" && len(token) <= maxTokenLen && !sessionid.Reserved(token)
 }
 
 // Find returns the blob of session token; see FindCtx.

@@ -23,8 +23,8 @@ import (
 
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/httpsession/scsstore"
-	"github.com/sessionmesh/sessionmesh/internal/leaktest"
-	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/internal/testing/leaktest"
+	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 

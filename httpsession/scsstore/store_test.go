@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sessionmesh/sessionmesh/httpsession/scsstore"
-	"github.com/sessionmesh/sessionmesh/internal/testcluster"
+	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 )
 
 // newStore returns a Store on a one-node cluster whose clock the test

@@ -2,16 +2,15 @@
 // with fault injection: partitions, dropped requests or responses, and
 // added latency.
 //
-// A Node satisfies replication.Transport structurally (Addr, Call, Serve,
-// Close); memnet does not import replication, so that replication's own
-// tests can use it. Because of that, the errors a Node returns are the ones
-// given in Options: pass replication's sentinels so that errors.Is works as
-// it does with the TCP transport:
+// A Node implements transport.Transport and returns its errors in the same
+// situations as transport/tcp: a call to an address where no node runs (none
+// was started, or it was closed like a killed process) is refused
+// (transport.ErrRefused, with ErrUnreachable and ErrNotSent); a partition or
+// a dropped request is silence (ErrUnreachable and ErrNotSent, never
+// ErrRefused); a dropped response is ErrUnreachable alone, since the handler
+// ran; a call after Close returns transport.ErrClosed.
 //
-//	net := memnet.New(seed, memnet.Options{
-//		Unreachable: replication.ErrUnreachable,
-//		Closed:      replication.ErrClosed,
-//	})
+//	net := memnet.New(seed)
 //	a, b := net.Node("a"), net.Node("b")
 //	b.Serve(handler)
 //	resp, err := a.Call(ctx, "b", req)
@@ -36,38 +35,13 @@ package memnet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
-)
 
-// Default errors, used when Options leaves a field nil.
-var (
-	// ErrUnreachable is returned for a peer that is unknown, closed,
-	// partitioned away, or whose request or response was dropped.
-	ErrUnreachable = errors.New("memnet: peer unreachable")
-	// ErrClosed is returned by a Node's calls after its Close.
-	ErrClosed = errors.New("memnet: closed")
-	// ErrNotSent is wrapped, next to the unreachable error, by calls whose
-	// request certainly never reached the callee's handler.
-	ErrNotSent = errors.New("memnet: request not delivered")
+	"github.com/sessionmesh/sessionmesh/transport"
 )
-
-// Options configures a Network.
-type Options struct {
-	// Unreachable is wrapped by every error about a peer that cannot be
-	// reached. Default ErrUnreachable; pass replication.ErrUnreachable.
-	Unreachable error
-	// Closed is returned by calls on a closed Node. Default ErrClosed;
-	// pass replication.ErrClosed.
-	Closed error
-	// NotSent is wrapped by errors of calls whose request never reached
-	// the handler (refused, partitioned, dropped). Default ErrNotSent;
-	// pass replication.ErrNotSent.
-	NotSent error
-}
 
 // Link is the direction from one address to another.
 type Link struct {
@@ -101,8 +75,6 @@ type fault struct {
 // Network is a set of Nodes that reach each other by address. Its methods
 // are safe for concurrent use.
 type Network struct {
-	unreachable, closed, notSent error
-
 	mu     sync.Mutex       // guards the fields below
 	rng    *rand.Rand       // every random draw
 	nodes  map[string]*Node // by address; the latest Node at each address
@@ -112,25 +84,13 @@ type Network struct {
 }
 
 // New returns an empty network whose faults are drawn from seed.
-func New(seed int64, opts Options) *Network {
-	if opts.Unreachable == nil {
-		opts.Unreachable = ErrUnreachable
-	}
-	if opts.Closed == nil {
-		opts.Closed = ErrClosed
-	}
-	if opts.NotSent == nil {
-		opts.NotSent = ErrNotSent
-	}
+func New(seed int64) *Network {
 	return &Network{
-		unreachable: opts.Unreachable,
-		closed:      opts.Closed,
-		notSent:     opts.NotSent,
-		rng:         rand.New(rand.NewPCG(uint64(seed), uint64(seed)^0x9e3779b97f4a7c15)),
-		nodes:       map[string]*Node{},
-		group:       map[string]int{},
-		faults:      map[Link]fault{},
-		stats:       map[Link]*LinkStats{},
+		rng:    rand.New(rand.NewPCG(uint64(seed), uint64(seed)^0x9e3779b97f4a7c15)),
+		nodes:  map[string]*Node{},
+		group:  map[string]int{},
+		faults: map[Link]fault{},
+		stats:  map[Link]*LinkStats{},
 	}
 }
 
@@ -151,7 +111,7 @@ func (n *Network) Node(addr string) *Node {
 
 // Partition splits the network into the given groups of addresses: calls
 // between addresses in different groups fail at once with an unreachable
-// error. Addresses named in no group (including nodes created later) form
+// error that is not a refusal. Addresses named in no group (including nodes created later) form
 // one more group together, so Partition([]string{"a"}) isolates a from
 // everyone else. Partition replaces any earlier partition; Heal undoes it.
 func (n *Network) Partition(groups ...[]string) {
@@ -243,11 +203,11 @@ func (n *Network) route(from, to string) plan {
 	dst := n.nodes[to]
 	switch {
 	case dst == nil:
-		p.refused = fmt.Errorf("memnet: call %s -> %s: no such node: %w (%w)", from, to, n.unreachable, n.notSent)
+		p.refused = refused(from, to, "no such node")
 	case dst.isClosed():
-		p.refused = fmt.Errorf("memnet: call %s -> %s: node closed: %w (%w)", from, to, n.unreachable, n.notSent)
+		p.refused = refused(from, to, "node closed")
 	case n.group[from] != n.group[to]:
-		p.refused = fmt.Errorf("memnet: call %s -> %s: partitioned: %w (%w)", from, to, n.unreachable, n.notSent)
+		p.refused = unreachable(from, to, "partitioned", true)
 	}
 	if p.refused != nil {
 		st.Refused++
@@ -268,7 +228,7 @@ func (n *Network) count(st *LinkStats, fn func(*LinkStats)) {
 	n.mu.Unlock()
 }
 
-// Node is one transport on a Network. It implements replication.Transport
+// Node is one transport on a Network. It implements transport.Transport
 // and is safe for concurrent use.
 type Node struct {
 	net  *Network
@@ -293,8 +253,8 @@ func (nd *Node) Serve(handler func(request []byte) (response []byte)) {
 	nd.handler = handler
 }
 
-// Close detaches the node: calls to it fail as unreachable, its own calls
-// return the Closed error (those waiting in a delay at once), and Close
+// Close detaches the node: calls to it are refused, its own calls
+// return transport.ErrClosed (those waiting in a delay at once), and Close
 // waits for handler runs already under way. It is safe to call more than
 // once. Close must not be called from the node's own handler.
 func (nd *Node) Close() error {
@@ -321,12 +281,13 @@ func (nd *Node) isClosed() bool {
 
 // Call sends a copy of request to the node at addr, runs its handler in
 // the calling goroutine, and returns a copy of the response. It fails with
-// an error wrapping the network's Unreachable error when addr is unknown,
-// closed, partitioned away, or the request or response is dropped; with
-// ctx.Err() when ctx ends first; and with the Closed error after Close.
+// an error wrapping transport.ErrUnreachable when addr is unknown, closed
+// (both also refused), partitioned away, or the request or response is
+// dropped; with ctx.Err() when ctx ends first; and with transport.ErrClosed
+// after Close.
 func (nd *Node) Call(ctx context.Context, addr string, request []byte) ([]byte, error) {
 	if nd.isClosed() {
-		return nil, nd.net.closed
+		return nil, transport.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -344,15 +305,15 @@ func (nd *Node) Call(ctx context.Context, addr string, request []byte) ([]byte, 
 			return nil, ctx.Err()
 		case <-nd.done:
 			t.Stop()
-			return nil, nd.net.closed
+			return nil, transport.ErrClosed
 		case <-p.to.done:
 			t.Stop()
-			return nil, fmt.Errorf("memnet: call %s -> %s: node closed: %w (%w)", nd.addr, addr, nd.net.unreachable, nd.net.notSent)
+			return nil, unreachable(nd.addr, addr, "node closed", true)
 		}
 	}
 	if p.dropReq {
 		nd.net.count(p.stats, func(s *LinkStats) { s.DroppedRequests++ })
-		return nil, fmt.Errorf("memnet: call %s -> %s: request dropped: %w (%w)", nd.addr, addr, nd.net.unreachable, nd.net.notSent)
+		return nil, unreachable(nd.addr, addr, "request dropped", true)
 	}
 	resp, err := p.to.handle(nd.addr, append([]byte(nil), request...))
 	if err != nil {
@@ -365,7 +326,7 @@ func (nd *Node) Call(ctx context.Context, addr string, request []byte) ([]byte, 
 			s.RequestBytes += uint64(len(request))
 			s.DroppedResponses++
 		})
-		return nil, fmt.Errorf("memnet: call %s -> %s: response dropped: %w", nd.addr, addr, nd.net.unreachable)
+		return nil, unreachable(nd.addr, addr, "response dropped", false)
 	}
 	nd.net.count(p.stats, func(s *LinkStats) {
 		s.Delivered++
@@ -373,7 +334,7 @@ func (nd *Node) Call(ctx context.Context, addr string, request []byte) ([]byte, 
 		s.ResponseBytes += uint64(len(resp))
 	})
 	if nd.isClosed() {
-		return nil, nd.net.closed
+		return nil, transport.ErrClosed
 	}
 	return resp, nil
 }
@@ -384,7 +345,7 @@ func (nd *Node) handle(from string, req []byte) ([]byte, error) {
 	nd.mu.Lock()
 	if nd.closed {
 		nd.mu.Unlock()
-		return nil, fmt.Errorf("memnet: call %s -> %s: node closed: %w (%w)", from, nd.addr, nd.net.unreachable, nd.net.notSent)
+		return nil, refused(from, nd.addr, "node closed")
 	}
 	h := nd.handler
 	if h == nil {
@@ -397,6 +358,23 @@ func (nd *Node) handle(from string, req []byte) ([]byte, error) {
 	resp := append([]byte(nil), h(req)...) // copied before req is poisoned: an echo may return req
 	poison(req)
 	return resp, nil
+}
+
+// refused is the error of a call to an address where no node listens (none
+// was started there, or it was closed: a killed process), as a TCP dial
+// that the peer's kernel refuses.
+func refused(from, to, why string) error {
+	return fmt.Errorf("memnet: call %s -> %s: %s: %w (%w, %w)", from, to, why,
+		transport.ErrUnreachable, transport.ErrNotSent, transport.ErrRefused)
+}
+
+// unreachable is the error of a call that met a fault: silence, as far as
+// the caller can tell. notSent says the handler certainly did not run.
+func unreachable(from, to, why string, notSent bool) error {
+	if notSent {
+		return fmt.Errorf("memnet: call %s -> %s: %s: %w (%w)", from, to, why, transport.ErrUnreachable, transport.ErrNotSent)
+	}
+	return fmt.Errorf("memnet: call %s -> %s: %s: %w", from, to, why, transport.ErrUnreachable)
 }
 
 // poison overwrites a request the handler has returned from, so a handler

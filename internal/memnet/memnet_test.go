@@ -13,19 +13,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sessionmesh/sessionmesh/internal/memnet"
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// Sentinels standing in for replication's, which memnet cannot import.
 var (
-	errUnreachable = errors.New("test: unreachable")
-	errClosed      = errors.New("test: closed")
+	errUnreachable = transport.ErrUnreachable
+	errClosed      = transport.ErrClosed
 )
 
-func newNet(seed int64) *memnet.Network {
-	return memnet.New(seed, memnet.Options{Unreachable: errUnreachable, Closed: errClosed})
-}
+func newNet(seed int64) *memnet.Network { return memnet.New(seed) }
 
 // served returns a node at addr serving an echo handler that counts its runs.
 func served(n *memnet.Network, addr string, runs *atomic.Int64) *memnet.Node {
@@ -78,11 +76,14 @@ func TestNode_UnknownClosedAndRestarted(t *testing.T) {
 
 	_, err := a.Call(ctx, "nobody", []byte("x"))
 	assert.ErrorIs(t, err, errUnreachable)
+	assert.ErrorIs(t, err, transport.ErrRefused, "no node listens there")
+	assert.ErrorIs(t, err, transport.ErrNotSent)
 
 	require.NoError(t, b.Close())
 	require.NoError(t, b.Close(), "Close is idempotent")
 	_, err = a.Call(ctx, "b", []byte("x"))
 	assert.ErrorIs(t, err, errUnreachable)
+	assert.ErrorIs(t, err, transport.ErrRefused, "a closed node refuses, like a killed process")
 	_, err = b.Call(ctx, "a", []byte("x"))
 	assert.ErrorIs(t, err, errClosed)
 
@@ -103,16 +104,6 @@ func TestNode_NoHandlerIsNotUnreachable(t *testing.T) {
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, errUnreachable)
 	assert.Contains(t, err.Error(), "no handler")
-}
-
-func TestNew_DefaultErrors(t *testing.T) {
-	n := memnet.New(1, memnet.Options{})
-	a := n.Node("a")
-	_, err := a.Call(context.Background(), "b", nil)
-	assert.ErrorIs(t, err, memnet.ErrUnreachable)
-	require.NoError(t, a.Close())
-	_, err = a.Call(context.Background(), "b", nil)
-	assert.ErrorIs(t, err, memnet.ErrClosed)
 }
 
 func TestNode_CallHonoursCanceledContext(t *testing.T) {
@@ -138,6 +129,7 @@ func TestNetwork_Partition(t *testing.T) {
 		_, err := nodes[from].Call(ctx, to, []byte("x"))
 		if err != nil {
 			require.ErrorIs(t, err, errUnreachable)
+			require.NotErrorIs(t, err, transport.ErrRefused, "a partition is silence, not proof of death")
 		}
 		return err == nil
 	}
@@ -173,6 +165,7 @@ func TestNetwork_Drop(t *testing.T) {
 		n.Drop("a", "b", 1)
 		_, err := a.Call(ctx, "b", []byte("x"))
 		assert.ErrorIs(t, err, errUnreachable)
+		assert.NotErrorIs(t, err, transport.ErrRefused)
 		assert.Zero(t, runs.Load(), "a dropped request never reaches the handler")
 		_, err = n.Node("c").Call(ctx, "b", []byte("x"))
 		assert.NoError(t, err, "other links are unaffected")

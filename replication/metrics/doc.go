@@ -79,7 +79,7 @@
 //	sessionmesh_cluster_join_failures_total       counter  join attempts that failed
 //	sessionmesh_cluster_events_dropped_total      counter  membership events dropped because a subscriber was full
 //
-// The replication transport (replication.TCPTransport), when
+// The replication transport (tcp.Transport), when
 // Config.Transport is set:
 //
 //	sessionmesh_transport_open_connections        gauge    connections open now, inbound and outbound

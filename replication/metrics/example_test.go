@@ -9,11 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/metrics"
 )
 
@@ -21,10 +22,10 @@ import (
 // its own.
 func ExampleRegister() {
 	// One node, alone: transport, membership, store.
-	cfg := replication.DefaultLocalNodeConfig()
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	cfg.Cluster.NodeName = "web-1"
 	cfg.Store.Logger = quiet
-	node, err := replication.StartNode(cfg)
+	node, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
@@ -33,15 +35,15 @@ type Cluster interface {
 }
 
 // Transport is what the collector reads of the replication transport.
-// *replication.TCPTransport implements it.
+// *tcp.Transport implements it.
 type Transport interface {
-	Stats() replication.TCPStats
+	Stats() tcp.Stats
 }
 
 var (
 	_ Store     = (*replication.Store)(nil)
 	_ Cluster   = (*cluster.Cluster)(nil)
-	_ Transport = (*replication.TCPTransport)(nil)
+	_ Transport = (*tcp.Transport)(nil)
 )
 
 // DefaultPeerTimeout is the default Config.PeerTimeout: three anti-entropy
@@ -138,7 +140,7 @@ func isNil(v any) bool {
 		return x == nil
 	case *cluster.Cluster:
 		return x == nil
-	case *replication.TCPTransport:
+	case *tcp.Transport:
 		return x == nil
 	}
 	return false

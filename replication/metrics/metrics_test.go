@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -22,8 +24,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
-	"github.com/sessionmesh/sessionmesh/internal/leaktest"
-	"github.com/sessionmesh/sessionmesh/internal/meshtest"
+	"github.com/sessionmesh/sessionmesh/internal/testing/leaktest"
+	"github.com/sessionmesh/sessionmesh/internal/testing/meshtest"
 	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/metrics"
 )
@@ -269,11 +271,11 @@ func TestNew_Errors(t *testing.T) {
 }
 
 // TestCollector_OptionalParts checks that a nil *cluster.Cluster and a nil
-// *replication.TCPTransport leave their metrics out instead of panicking,
+// *tcp.Transport leave their metrics out instead of panicking,
 // and that roles are told apart without the local name.
 func TestCollector_OptionalParts(t *testing.T) {
 	var cl *cluster.Cluster
-	var tr *replication.TCPTransport
+	var tr *tcp.Transport
 	st := &fakeStore{
 		parts: []replication.PartitionInfo{
 			{Partition: 0, Owners: []string{"me", "p1"}, Owned: true, Complete: true, Sessions: 3},

@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh"
+
 	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/status"
 )
@@ -16,11 +18,11 @@ import (
 // ExampleHandler mounts the status page at /cluster and reads its JSON
 // report, as a script would.
 func ExampleHandler() {
-	cfg := replication.DefaultLocalNodeConfig()
+	cfg := sessionmesh.DefaultLocalNodeConfig()
 	cfg.Cluster.NodeName = "web-1"
 	cfg.Store.Logger = slog.New(slog.DiscardHandler)
 	cfg.Store.Mode = replication.Backups(1)
-	node, err := replication.StartNode(cfg)
+	node, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -190,14 +190,14 @@ func (r *reporter) report() Report {
 
 	for _, m := range members {
 		mr := MemberReport{
-			Name: m.Name, Addr: m.Addr, ReplAddr: m.Tags[replication.AddrTag], State: m.State.String(),
+			Name: m.Name, Addr: m.Addr, State: m.State.String(),
 			Self: m.Name == self.Name, Primary: primary[m.Name], Owned: owned[m.Name],
 		}
 		if mr.Self {
-			mr.State = self.State.String()
+			mr.State, mr.ReplAddr = self.State.String(), st.Addr
 			mr.Complete, mr.Sessions = st.ReadyPartitions, st.Sessions
 		} else if p, ok := peers[m.Name]; ok {
-			mr.Degraded, mr.LastStatus = p.Degraded, p.LastStatus
+			mr.ReplAddr, mr.Degraded, mr.LastStatus = p.Addr, p.Degraded, p.LastStatus
 			mr.Complete, mr.Sessions = p.CompletePartitions, p.Sessions
 		}
 		if m.Incarnation > 0 {

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
-	"github.com/sessionmesh/sessionmesh/internal/leaktest"
-	"github.com/sessionmesh/sessionmesh/internal/meshtest"
+	"github.com/sessionmesh/sessionmesh/internal/testing/leaktest"
+	"github.com/sessionmesh/sessionmesh/internal/testing/meshtest"
 	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/status"
 )
@@ -140,9 +140,12 @@ func TestHandler_Escaping(t *testing.T) {
 	evil := `</script><script>alert(1)</script><img src=x onerror=alert(2)>&`
 	cl := &fakeCluster{
 		self:    cluster.Member{Name: "n1", Addr: "127.0.0.1:1", State: cluster.StateAlive},
-		members: []cluster.Member{{Name: evil, Addr: evil, State: cluster.StateAlive, Tags: map[string]string{replication.AddrTag: evil}}},
+		members: []cluster.Member{{Name: evil, Addr: evil, State: cluster.StateAlive}},
 	}
-	st := &fakeStore{parts: []replication.PartitionInfo{{Owners: []string{evil, "n1"}, Owned: true, Complete: true}}}
+	st := &fakeStore{
+		parts: []replication.PartitionInfo{{Owners: []string{evil, "n1"}, Owned: true, Complete: true}},
+		peers: []replication.PeerInfo{{Name: evil, Addr: evil}},
+	}
 	srv := httptest.NewServer(status.Handler(st, cl))
 	defer srv.Close()
 
@@ -201,17 +204,16 @@ func TestHandler_Headers(t *testing.T) {
 // TestHandler_Report checks the report's arithmetic on a static node.
 func TestHandler_Report(t *testing.T) {
 	cl := &fakeCluster{
-		self: cluster.Member{Name: "b", Addr: "10.0.0.2:7946", Incarnation: uint64(time.Unix(100, 0).UnixNano()),
-			Tags: map[string]string{replication.AddrTag: "10.0.0.2:7947"}},
+		self: cluster.Member{Name: "b", Addr: "10.0.0.2:7946", Incarnation: uint64(time.Unix(100, 0).UnixNano())},
 		members: []cluster.Member{
-			{Name: "c", Addr: "10.0.0.3:7946", Tags: map[string]string{replication.AddrTag: "10.0.0.3:7947"}},
+			{Name: "c", Addr: "10.0.0.3:7946"},
 			{Name: "a", Addr: "10.0.0.1:7946"}, // no replication address
 		},
 	}
 	cl.members = append(cl.members, cl.self)
 	last := time.Unix(200, 0)
 	st := &fakeStore{
-		stats: replication.Stats{Sessions: 12, ReadyPartitions: 1, UnderReplicated: 1, DegradedPeers: 1, Ready: true},
+		stats: replication.Stats{Addr: "10.0.0.2:7947", Sessions: 12, ReadyPartitions: 1, UnderReplicated: 1, DegradedPeers: 1, Ready: true},
 		parts: []replication.PartitionInfo{
 			{Owners: []string{"b", "c"}, Owned: true, Complete: true, Sessions: 5},
 			{Owners: []string{"c", "b"}, Owned: true, Sessions: 7},
@@ -235,6 +237,8 @@ func TestHandler_Report(t *testing.T) {
 	a, b, c := r.Members[0], r.Members[1], r.Members[2]
 	assert.Equal(t, status.MemberReport{Name: "a", Addr: "10.0.0.1:7946", State: "alive"}, a)
 	assert.True(t, b.Self)
+	assert.Equal(t, "10.0.0.2:7947", b.ReplAddr)
+	assert.Equal(t, "10.0.0.3:7947", c.ReplAddr)
 	assert.Equal(t, time.Unix(100, 0).UTC(), b.Started)
 	assert.Equal(t, [4]int{1, 2, 1, 12}, [4]int{b.Primary, b.Owned, b.Complete, b.Sessions})
 	assert.True(t, c.Degraded)

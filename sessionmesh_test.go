@@ -1,0 +1,69 @@
+package sessionmesh_test
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh"
+	"github.com/sessionmesh/sessionmesh/internal/testing/leaktest"
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
+
+func TestStartNode_SecretClusterOfThreeWithGracefulLeave(t *testing.T) {
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	start := func(name string, seeds ...string) *sessionmesh.Node {
+		cfg := sessionmesh.DefaultLocalNodeConfig()
+		cfg.Cluster.NodeName = name
+		cfg.Cluster.Seeds = seeds
+		cfg.SecretKey, cfg.Label = secret, "shop"
+		cfg.Store.Mode = replication.Backups(1)
+		cfg.Store.Logger = slog.New(slog.DiscardHandler)
+		n, err := sessionmesh.StartNode(cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	a := start("a")
+	seed := a.Cluster.LocalMember().Addr
+	b, c := start("b", seed), start("c", seed)
+	nodes := []*sessionmesh.Node{a, b, c}
+	require.Eventually(t, func() bool {
+		for _, n := range nodes {
+			if !n.Store.IsReady() || !n.Store.FullyReplicated() || n.Store.Stats().Peers != 2 {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 10*time.Millisecond)
+	assert.Equal(t, [][]byte{secret}, a.Transport.Keys())
+	assert.Equal(t, [][]byte{secret}, a.Cluster.Keys())
+
+	ctx := context.Background()
+	for i := 0; i < 30; i++ {
+		_, err := nodes[i%3].Store.Save(ctx, "s"+string(rune('a'+i)), replication.Changes{Set: map[string][]byte{"n": []byte("v")}, Lifetime: time.Hour})
+		require.NoError(t, err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, b.Leave(lctx))
+	require.NoError(t, b.Close())
+	require.NoError(t, b.Close(), "Close is idempotent")
+	for i := 0; i < 30; i++ {
+		for _, n := range []*sessionmesh.Node{a, c} {
+			sess, ok, err := n.Store.Get(ctx, "s"+string(rune('a'+i)))
+			require.NoError(t, err)
+			require.True(t, ok, "a graceful leave lost session %d", i)
+			v, _ := sess.Value("n")
+			require.Equal(t, "v", string(v))
+		}
+	}
+}

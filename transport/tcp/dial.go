@@ -1,0 +1,172 @@
+package tcp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/internal/wire"
+	"github.com/sessionmesh/sessionmesh/transport"
+)
+
+// connect returns the connection to p, dialing it when there is none. One
+// caller dials while the others wait for it. After a failed dial, callers
+// get the same error at once until RedialBackoff has passed.
+func (t *Transport) connect(ctx context.Context, p *peer) (*conn, error) {
+	for {
+		if c := p.conn.Load(); c != nil {
+			return c, nil // if it is failing, roundTrip reports its error
+		}
+		p.mu.Lock()
+		if c := p.conn.Load(); c != nil {
+			p.mu.Unlock()
+			return c, nil
+		}
+		if wait := p.dialing; wait != nil {
+			p.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if p.dialErr != nil && time.Now().Before(p.retryAt) {
+			err := p.dialErr
+			p.mu.Unlock()
+			return nil, err
+		}
+		done := make(chan struct{})
+		p.dialing = done
+		p.mu.Unlock()
+
+		c, err := t.dial(ctx, p)
+
+		p.mu.Lock()
+		p.dialing = nil
+		close(done)
+		switch {
+		case err == nil:
+			p.dialErr = nil
+		case errors.Is(err, transport.ErrClosed):
+		case ctx.Err() != nil && t.ctx.Err() == nil:
+			// The caller gave up; that says nothing about the peer.
+			err = ctx.Err()
+		default:
+			t.st.dialFailures.Add(1)
+			err = dialError(p.addr, err)
+			p.dialErr = err
+			p.retryAt = time.Now().Add(t.cfg.RedialBackoff)
+			t.log.Info("tcp: dial failed", "peer", p.addr, "err", err)
+		}
+		p.mu.Unlock()
+		return c, err
+	}
+}
+
+// dialError wraps the error of a failed dial: the peer is unreachable and
+// the request was not sent; a refused connection also says that the peer is
+// gone.
+func dialError(addr string, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("tcp: dial %s: %w (%w, %w): %w", addr, transport.ErrUnreachable, transport.ErrNotSent, transport.ErrRefused, err)
+	}
+	return fmt.Errorf("tcp: dial %s: %w (%w): %w", addr, transport.ErrUnreachable, transport.ErrNotSent, err)
+}
+
+// dial opens a connection to p, makes it ready and starts its goroutines.
+func (t *Transport) dial(ctx context.Context, p *peer) (*conn, error) {
+	t.st.dials.Add(1)
+	dctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	raw, err := t.dialer.DialContext(dctx, "tcp", p.addr)
+	if err != nil {
+		if t.ctx.Err() != nil {
+			return nil, transport.ErrClosed
+		}
+		return nil, err
+	}
+	nc, hs, err := t.clientConn(dctx, raw, p.addr)
+	if err != nil {
+		_ = raw.Close()
+		if t.ctx.Err() != nil {
+			return nil, transport.ErrClosed
+		}
+		return nil, err
+	}
+	c := t.newConn(nc, raw, hs, p.addr, true)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		_ = raw.Close()
+		return nil, transport.ErrClosed
+	}
+	c.onClose = func() {
+		p.conn.CompareAndSwap(c, nil)
+		t.mu.Lock()
+		delete(t.outbound, c)
+		t.mu.Unlock()
+	}
+	c.peer = p
+	p.conn.Store(c)
+	t.outbound[c] = struct{}{}
+	t.wg.Add(2)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		c.writeLoop()
+	}()
+	go func() {
+		defer t.wg.Done()
+		c.readLoop()
+	}()
+	if !t.keysInstalled(hs) { // RemoveKey ran during the handshake
+		c.retire("key removed")
+	}
+	return c, nil
+}
+
+// clientConn turns a freshly dialed connection into one ready to carry
+// frames: it sends the preface and, with a cluster secret or a TLSConfig,
+// runs the TLS handshake as the client, all within ctx's deadline. hs is
+// the keys the handshake used (nil without a cluster secret).
+func (t *Transport) clientConn(ctx context.Context, raw net.Conn, addr string) (nc net.Conn, hs *handshake, err error) {
+	if d, ok := ctx.Deadline(); ok {
+		if err := raw.SetDeadline(d); err != nil {
+			return nil, nil, err
+		}
+	}
+	var preface [wire.MaxPrefaceSize]byte
+	if _, err := raw.Write(wire.AppendPreface(preface[:0], wire.Preface{Security: t.security, Label: t.cfg.Label})); err != nil {
+		return nil, nil, fmt.Errorf("send preface: %w", err)
+	}
+	nc = raw
+	switch t.security {
+	case wire.SecuritySecret:
+		hs = &handshake{}
+		nc, err = tlsHandshake(ctx, tls.Client(raw, t.keyring.secretTLS(false, hs)))
+	case wire.SecurityTLS:
+		nc, err = tlsHandshake(ctx, tls.Client(raw, userClientTLS(t.userTLS, addr)))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := raw.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, err
+	}
+	return nc, hs, nil
+}
+
+// tlsHandshake runs the handshake of tc.
+func tlsHandshake(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
+}
