@@ -9,7 +9,7 @@ import (
 	"pgregory.net/rapid"
 )
 
-func TestMessages_RecordRoundTrip(t *testing.T) {
+func TestCodec_RecordRoundTrip(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		rs := rapid.SliceOfN(genRecord(), 0, 5).Draw(t, "records")
 		msg, err := encodeRecordsReply(rs)
@@ -23,7 +23,7 @@ func TestMessages_RecordRoundTrip(t *testing.T) {
 	})
 }
 
-func TestMessages_ApplyRoundTrip(t *testing.T) {
+func TestCodec_ApplyRoundTrip(t *testing.T) {
 	r := &record{id: "abc", created: 1, expires: 2, idleMs: 3, idleUntil: 4,
 		attrs: []attr{{name: "a", value: []byte("v"), version: version{7, 8}}, {name: "b", version: version{9, 1}, deleted: true}}}
 	msg, err := encodeApply(r)
@@ -37,7 +37,7 @@ func TestMessages_ApplyRoundTrip(t *testing.T) {
 	requireSame(t, r, got[0])
 }
 
-func TestMessages_DecodeNormalisesAttributes(t *testing.T) {
+func TestCodec_DecodeNormalisesAttributes(t *testing.T) {
 	r := &record{id: "s", attrs: []attr{
 		{name: "b", value: []byte("1"), version: version{1, 1}},
 		{name: "a", value: []byte("2"), version: version{1, 1}},
@@ -52,7 +52,7 @@ func TestMessages_DecodeNormalisesAttributes(t *testing.T) {
 	assert.Equal(t, []byte("3"), got[0].attrs[1].value, "the newer duplicate wins")
 }
 
-func TestMessages_RejectsHugeCountsWithoutAllocating(t *testing.T) {
+func TestCodec_RejectsHugeCountsWithoutAllocating(t *testing.T) {
 	// An array header claiming 2^32-1 records, then nothing.
 	msg := []byte{respOK, 0xdd, 0xff, 0xff, 0xff, 0xff}
 	_, err := decodeRecordsReply(msg)
@@ -62,34 +62,69 @@ func TestMessages_RejectsHugeCountsWithoutAllocating(t *testing.T) {
 	require.ErrorIs(t, err, errMalformed)
 }
 
-func TestMessages_RemoteError(t *testing.T) {
+func TestCodec_RemoteError(t *testing.T) {
 	_, err := decodeRecordsReply(errorResponse(assert.AnError))
 	var re *remoteError
 	require.ErrorAs(t, err, &re)
 	assert.Contains(t, err.Error(), assert.AnError.Error())
 }
 
-func TestMessages_LeaseAndUpdateRoundTrip(t *testing.T) {
-	req, err := encodeLeaseRequest("n1", 7, 9)
-	require.NoError(t, err)
-	d := newDecoder(req[1:])
-	holder, grantor := decodeLeaseRequest(d)
-	require.NoError(t, d.done())
-	assert.Equal(t, memberKey{"n1", 7}, holder)
-	assert.Equal(t, uint64(9), grantor)
+func TestDecodeRequest_RoundTrip(t *testing.T) {
+	must := func(b []byte, err error) []byte {
+		require.NoError(t, err)
+		return b
+	}
+	r := &record{id: "s", created: 1, expires: 2, attrs: []attr{{name: "a", value: []byte("v"), version: version{7, 8}}}}
+	for _, tc := range []struct {
+		frame []byte
+		want  request
+	}{
+		{must(encodeHello(helloRequest{name: "n1", incarnation: 7, partitions: numPartitions})), helloRequest{name: "n1", incarnation: 7, partitions: numPartitions}},
+		{must(encodeApply(r)), applyRequest{records: []*record{r}, write: true}},
+		{must(encodeRepair(r)), applyRequest{records: []*record{r}}},
+		{must(encodeGet("s")), getRequest{id: "s"}},
+		{must(encodeStatusRequest()), statusRequest{}},
+		{must(encodeSummaryRequest(9)), summaryRequest{partition: 9}},
+		{must(encodeFetch([]string{"a", "b"})), fetchRequest{ids: []string{"a", "b"}}},
+		{must(encodeFetchRange(3, "after", 4096)), fetchRangeRequest{partition: 3, after: "after", maxBytes: 4096}},
+		{must(encodeLeaving("n2", 5)), leavingRequest{name: "n2", incarnation: 5}},
+		{must(encodeLeaseRequest("n1", 7, 9)), leaseRequest{holder: memberKey{"n1", 7}, grantor: 9}},
+		{must(encodeUpdate(updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234})),
+			updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234}},
+		{must(encodeUpdateCopy(version{time: 5, node: 6}, r)), updateCopyRequest{expected: version{time: 5, node: 6}, delta: r}},
+	} {
+		got, err := decodeRequest(tc.frame)
+		require.NoError(t, err, "%T", tc.want)
+		assert.Equal(t, tc.want.requestType(), tc.frame[0], "%T", tc.want)
+		if a, ok := tc.want.(applyRequest); ok {
+			b := got.(applyRequest)
+			assert.Equal(t, a.write, b.write)
+			require.Len(t, b.records, 1)
+			requireSame(t, r, b.records[0])
+			continue
+		}
+		if u, ok := tc.want.(updateCopyRequest); ok {
+			b := got.(updateCopyRequest)
+			assert.Equal(t, u.expected, b.expected)
+			requireSame(t, r, b.delta)
+			continue
+		}
+		assert.Equal(t, tc.want, got)
+	}
 
+	_, err := decodeRequest(nil)
+	require.ErrorIs(t, err, errMalformed)
+	_, err = decodeRequest([]byte{200})
+	require.ErrorIs(t, err, errMalformed, "an unknown request type")
+	_, err = decodeRequest(append(must(encodeGet("s")), 0x01))
+	require.ErrorIs(t, err, errMalformed, "trailing bytes")
+}
+
+func TestReplies_LeaseRoundTrip(t *testing.T) {
 	want := leaseReply{outcome: leaseBehind, epoch: 4, duration: 1500 * time.Millisecond}
 	resp, err := encodeLeaseReply(want)
 	require.NoError(t, err)
 	got, err := decodeLeaseReply(resp)
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
-
-	u := updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234}
-	msg, err := encodeUpdate(u)
-	require.NoError(t, err)
-	d = newDecoder(msg[1:])
-	back := decodeUpdate(d)
-	require.NoError(t, d.done())
-	assert.Equal(t, u, back, "the deadline travels with the update")
 }

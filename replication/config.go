@@ -88,9 +88,11 @@ type Config struct {
 	// Logger receives the store's logs. Default slog.Default().
 	Logger *slog.Logger
 
-	// Now returns the current time. Default time.Now; tests inject a
-	// manual clock.
-	Now func() time.Time
+	// Clock is where the store reads the time: the wall clock for
+	// versions and deadlines, the monotonic one for leases and timeouts.
+	// Default SystemClock(); tests give each node its own, to skew or step
+	// its wall clock (WallClock).
+	Clock Clock
 }
 
 // DefaultConfig returns the defaults for a LAN cluster.
@@ -149,8 +151,8 @@ func (c *Config) validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = SystemClock()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("replication: invalid config: %w", err)

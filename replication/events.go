@@ -80,7 +80,7 @@ func (s *Store) isPrimary(pi int) bool {
 // event is dropped and counted, so a slow callback never slows writes.
 func (s *Store) emit(t EventType, r *record) {
 	select {
-	case s.eventsOut <- SessionEvent{Type: t, Session: Session{r: r}, Time: s.cfg.Now()}:
+	case s.eventsOut <- SessionEvent{Type: t, Session: Session{r: r}, Time: s.clock.Now()}:
 	default:
 		s.stats.droppedEvents.Add(1)
 	}

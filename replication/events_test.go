@@ -47,7 +47,7 @@ func TestEvents_EachSessionEventIsReportedOnceInTheCluster(t *testing.T) {
 			c := testcluster.New(t, testcluster.Options{Seed: 31, Config: func(name string) replication.Config {
 				cfg := replication.DefaultLocalConfig()
 				cfg.Mode = mode
-				cfg.Now = clock.Now
+				cfg.Clock = replication.WallClock(clock.Now)
 				cfg.AntiEntropyInterval = 50 * time.Millisecond
 				cfg.OnSessionEvent = log.add(name)
 				return cfg

@@ -46,7 +46,7 @@ func FuzzHandleRequest(f *testing.F) {
 
 	rec := &record{id: "s1", created: 1, expires: 1 << 50, attrs: []attr{{name: "user", value: []byte("ann"), version: version{1, 2}}}}
 	for _, seed := range [][]byte{
-		must(encodeHello(helloMsg{name: "peer", incarnation: 7, partitions: numPartitions})),
+		must(encodeHello(helloRequest{name: "peer", incarnation: 7, partitions: numPartitions})),
 		must(encodeApply(rec, &record{id: "s2", destroyed: true, expires: 1 << 50})),
 		must(encodeGet("s1")),
 		{4}, // per-partition digests or status

@@ -21,158 +21,99 @@ func (s *Store) handle(req []byte) []byte {
 	return resp
 }
 
-func (s *Store) dispatch(req []byte) ([]byte, error) {
-	if len(req) == 0 {
-		return nil, fmt.Errorf("%w: empty request", errMalformed)
-	}
+// dispatch decodes a request and runs it.
+func (s *Store) dispatch(frame []byte) ([]byte, error) {
 	if s.closed() {
 		return nil, ErrClosed
 	}
-	d := newDecoder(req[1:])
-	defer d.release()
-	switch req[0] {
-	case msgHello:
-		h := decodeHello(d)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		if h.partitions != numPartitions {
-			return nil, fmt.Errorf("peer uses %d partitions, this node %d", h.partitions, numPartitions)
+	req, err := decodeRequest(frame)
+	if err != nil {
+		return nil, err
+	}
+	switch r := req.(type) {
+	case helloRequest:
+		if r.partitions != numPartitions {
+			return nil, fmt.Errorf("peer uses %d partitions, this node %d", r.partitions, numPartitions)
 		}
 		return encodeHelloReply(helloReply{
 			name:        s.self.name,
 			incarnation: s.self.incarnation,
-			seesYou:     s.view.Load().sees(h.name, h.incarnation),
+			seesYou:     s.view.Load().sees(r.name, r.incarnation),
 			ready:       s.IsReady(),
 		})
 
-	case msgApply, msgRepair:
-		rs := d.records()
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		if err := s.applyRecords(rs, req[0] == msgApply); err != nil {
+	case applyRequest:
+		if err := s.applyRecords(r.records, r.write, "apply"); err != nil {
 			return nil, err
 		}
 		return []byte{respOK}, nil
 
-	case msgGet:
-		id := d.str(maxIDLen)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		p := s.parts[partitionOf(id)]
-		return encodeGetReply(s.authoritative(p), p.get(id))
+	case getRequest:
+		p := s.parts[partitionOf(r.id)]
+		return encodeGetReply(s.authoritative(p), p.get(r.id))
 
-	case msgLease:
-		holder, grantor := decodeLeaseRequest(d)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		return encodeLeaseReply(s.grantLease(holder, grantor))
+	case leaseRequest:
+		return encodeLeaseReply(s.grantLease(r.holder, r.grantor))
 
-	case msgStatus:
-		if err := d.done(); err != nil {
-			return nil, err
-		}
+	case statusRequest:
 		return encodeStatusReply(s.localStatus())
 
-	case msgUpdate:
-		u := decodeUpdate(d)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		if u.deadline != 0 && s.now() > u.deadline {
+	case updateRequest:
+		if r.deadline != 0 && s.now() > r.deadline {
 			return nil, errUpdateTooLate
 		}
-		pi := partitionOf(u.id)
+		pi := partitionOf(r.id)
 		if !s.view.Load().owns(pi) {
 			return encodeUpdateReply(updateResult{outcome: updateNotReady})
 		}
-		return encodeUpdateReply(s.applyUpdate(pi, u))
+		return encodeUpdateReply(s.applyUpdate(pi, r))
 
-	case msgUpdateCopy:
-		expected, r := decodeUpdateReplica(d)
-		if err := d.done(); err != nil {
+	case updateCopyRequest:
+		if err := s.admit("update copy", r.delta); err != nil {
 			return nil, err
 		}
-		if err := s.checkRemote([]*record{r}); err != nil {
-			return nil, err
-		}
-		if err := s.clock.Update(r.maxVersion().time); err != nil {
-			s.stats.rejected.Add(1)
-			return nil, fmt.Errorf("refuse record: %w", err)
-		}
-		if !s.applyUpdateReplica(partitionOf(r.id), expected, r) {
+		if !s.applyUpdateReplica(partitionOf(r.delta.id), r.expected, r.delta) {
 			return nil, errUpdateRefused
 		}
 		return []byte{respOK}, nil
 
-	case msgLeaving:
-		name, incarnation := decodeLeaving(d)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		s.peerLeaving(name, incarnation)
+	case leavingRequest:
+		s.peerLeaving(r.name, r.incarnation)
 		return []byte{respOK}, nil
 
-	case msgSummary:
-		pi := decodePartition(d)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		p := s.parts[pi]
+	case summaryRequest:
+		p := s.parts[r.partition]
 		rs := p.snapshot()
 		entries := make([]summaryEntry, len(rs))
-		for i, r := range rs {
-			entries[i] = summaryEntry{id: r.id, digest: r.digest()}
+		for i, rec := range rs {
+			entries[i] = summaryEntry{id: rec.id, digest: rec.digest()}
 		}
 		return encodeSummaryReply(p.ready.Load(), entries)
 
-	case msgFetch:
-		ids := decodeIDs(d)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		rs := make([]*record, 0, len(ids))
-		for _, id := range ids {
-			if r := s.parts[partitionOf(id)].get(id); r != nil {
-				rs = append(rs, r)
+	case fetchRequest:
+		rs := make([]*record, 0, len(r.ids))
+		for _, id := range r.ids {
+			if rec := s.parts[partitionOf(id)].get(id); rec != nil {
+				rs = append(rs, rec)
 			}
 		}
 		return encodeRecordsReply(rs)
 
-	case msgFetchRange:
-		n := d.arrayLen(3, 64)
-		pi := decodePartition(d)
-		after := d.str(maxIDLen)
-		maxBytes := int(d.int64())
-		d.skip(n - 3)
-		if err := d.done(); err != nil {
-			return nil, err
-		}
-		return encodeRangeReply(s.fetchRange(s.parts[pi], after, maxBytes))
+	case fetchRangeRequest:
+		return encodeRangeReply(s.fetchRange(s.parts[r.partition], r.after, r.maxBytes))
 	}
-	return nil, fmt.Errorf("%w: unknown request type %d", errMalformed, req[0])
+	return nil, fmt.Errorf("%w: request %T has no handler", errMalformed, req)
 }
 
 // applyRemote merges records from a peer that are not a write: state
-// transfer, repair, hand-off.
-func (s *Store) applyRemote(rs []*record) error { return s.applyRecords(rs, false) }
+// transfer, repair, hand-off (path says which, for logs).
+func (s *Store) applyRemote(rs []*record, path string) error { return s.applyRecords(rs, false, path) }
 
-// applyRecords merges records from a peer; fromWrite says they are a write
-// (which may report session events) rather than a copy. Records over the
-// limits, or with versions too far ahead of the local clock, are refused,
-// all of them, so that a write is applied whole or not at all.
-func (s *Store) applyRecords(rs []*record, fromWrite bool) error {
-	if err := s.checkRemote(rs); err != nil {
+// applyRecords admits records from a peer and merges them; fromWrite says
+// they are a write (which may report session events) rather than a copy.
+func (s *Store) applyRecords(rs []*record, fromWrite bool, path string) error {
+	if err := s.admit(path, rs...); err != nil {
 		return err
-	}
-	for _, r := range rs {
-		if err := s.clock.Update(r.maxVersion().time); err != nil {
-			s.stats.rejected.Add(1)
-			return fmt.Errorf("refuse record: %w", err)
-		}
 	}
 	now := s.now()
 	for _, r := range rs {

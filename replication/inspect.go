@@ -97,6 +97,9 @@ func (s *Store) scanRemote(ctx context.Context, v *view, pi int) ([]*record, err
 			if complete && !chunk.ready {
 				return nil, errNotComplete
 			}
+			if err := s.admit("scan", chunk.records...); err != nil {
+				return nil, err
+			}
 			for _, r := range chunk.records {
 				out[r.id] = r
 			}
@@ -219,10 +222,11 @@ type PeerInfo struct {
 func (s *Store) Peers() []PeerInfo {
 	v := s.view.Load()
 	out := make([]PeerInfo, 0, len(v.peers))
+	now, mono := s.clock.Now(), s.clock.Monotonic()
 	for _, q := range v.peers {
 		info := PeerInfo{Name: q.name, Addr: q.addr, Incarnation: q.incarnation, Degraded: q.degraded.Load()}
 		if st := q.status.Load(); st != nil {
-			info.LastStatus = st.at
+			info.LastStatus = now.Add(st.at - mono)
 			for i := range st.ready {
 				if st.ready[i] {
 					info.CompletePartitions++

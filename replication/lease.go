@@ -94,7 +94,7 @@ type grantedLease struct {
 
 // leases holds a store's read leases, both ways.
 type leases struct {
-	base     time.Time     // origin of the monotonic clock
+	clock    Clock         // leases are measured on its monotonic reading
 	duration time.Duration // ReadLease
 	// authority is the monotonic time until which this node is
 	// authoritative (0: not at all); fenceUntil the time before which a
@@ -111,9 +111,9 @@ type leases struct {
 	synced  uint64                      // guards: the value of behind the last resync started from
 }
 
-func newLeases(d time.Duration) *leases {
+func newLeases(d time.Duration, clock Clock) *leases {
 	l := &leases{
-		base:     time.Now(),
+		clock:    clock,
 		duration: d,
 		renew:    make(chan struct{}, 1),
 		held:     map[memberKey]*heldLease{},
@@ -123,8 +123,8 @@ func newLeases(d time.Duration) *leases {
 	return l
 }
 
-// mono returns the monotonic time, in nanoseconds since base.
-func (l *leases) mono() int64 { return int64(time.Since(l.base)) }
+// mono returns the monotonic time in nanoseconds.
+func (l *leases) mono() int64 { return int64(l.clock.Monotonic()) }
 
 // authoritative reports whether this node may answer reads of p from its
 // own copy. It is on every read's path: a flag, a clock read and an atomic.
@@ -264,21 +264,6 @@ func (s *Store) awaitFence(ctx context.Context) error {
 	}
 }
 
-// leaseReply is a peer's answer to a lease request.
-type leaseReply struct {
-	outcome  byte // leaseGranted, leaseBehind, leaseUnknown or leaseNotYou
-	epoch    uint64
-	duration time.Duration
-}
-
-// Lease outcomes; values are protocol.
-const (
-	leaseGranted byte = 0 // granted for duration, with the grantor's epoch for the asker
-	leaseBehind  byte = 1 // the asker is degraded at the grantor: it missed writes
-	leaseUnknown byte = 2 // the grantor does not count the asker as a member
-	leaseNotYou  byte = 3 // the grantor is another incarnation than the one asked
-)
-
 // grantLease answers a lease request from holder, addressed to this
 // node's incarnation grantor.
 func (s *Store) grantLease(holder memberKey, grantor uint64) leaseReply {
@@ -395,7 +380,7 @@ func (s *Store) resync(ctx context.Context, v *view) {
 	}
 	// A poll of its own: statuses from before the lease that asked for
 	// this may predate the writes it stands for.
-	since := time.Now()
+	since := s.clock.Monotonic()
 	s.poll(ctx, v)
 	for pi, p := range s.parts {
 		if !v.owns(pi) || !p.ready.Load() {
@@ -421,46 +406,4 @@ func (s *Store) resync(ctx context.Context, v *view) {
 	l.recompute()
 	l.mu.Unlock()
 	s.log.Info("merged with the other owners; answering reads locally again")
-}
-
-func encodeLeaseRequest(holder string, holderIncarnation, grantorIncarnation uint64) ([]byte, error) {
-	e := newEncoder(msgLease)
-	e.arrayLen(3)
-	e.str(holder)
-	e.uint64(holderIncarnation)
-	e.uint64(grantorIncarnation)
-	return e.finish()
-}
-
-func decodeLeaseRequest(d *decoder) (holder memberKey, grantor uint64) {
-	n := d.arrayLen(3, 64)
-	holder.name = d.str(maxIDLen)
-	holder.incarnation = d.uint64()
-	grantor = d.uint64()
-	d.skip(n - 3)
-	return holder, grantor
-}
-
-func encodeLeaseReply(r leaseReply) ([]byte, error) {
-	e := okResponse()
-	e.arrayLen(3)
-	e.uint64(uint64(r.outcome))
-	e.uint64(r.epoch)
-	e.int64(int64(r.duration))
-	return e.finish()
-}
-
-func decodeLeaseReply(resp []byte) (leaseReply, error) {
-	d, err := openResponse(resp)
-	if err != nil {
-		return leaseReply{}, err
-	}
-	defer d.release()
-	n := d.arrayLen(3, 64)
-	r := leaseReply{outcome: byte(min(d.uint64(), 255)), epoch: d.uint64(), duration: time.Duration(d.int64())}
-	d.skip(n - 3)
-	if r.duration < 0 {
-		d.fail("negative lease duration")
-	}
-	return r, d.done()
 }

@@ -114,19 +114,6 @@ func (l Limits) checkWrite(cur, delta *record) error {
 	return nil
 }
 
-// checkRemote checks records received from a peer before any is applied:
-// a message over the limits is refused whole, counted and logged.
-func (s *Store) checkRemote(rs []*record) error {
-	for _, r := range rs {
-		if err := s.cfg.Limits.checkRecord(r); err != nil {
-			s.stats.rejected.Add(1)
-			s.log.Warn("refused a record from a peer", "err", err)
-			return fmt.Errorf("refuse record: %w", err)
-		}
-	}
-	return nil
-}
-
 // shortID returns a prefix of a session ID for logs and errors: enough to
 // tell sessions apart, too little to use one.
 func shortID(id string) string {

@@ -57,7 +57,7 @@ func (s *Store) maintain() {
 // round runs one round of maintenance.
 func (s *Store) round(ctx context.Context) {
 	v := s.view.Load()
-	start := time.Now()
+	start := s.clock.Monotonic()
 	s.poll(ctx, v)
 	s.transfer(ctx, v, start)
 	s.resync(ctx, v)
@@ -87,17 +87,17 @@ func (s *Store) allOwnedReady(v *view) bool {
 // Copying partitions before that could miss a write a peer sends to the
 // old owners only.
 func (s *Store) greetPeers(ctx context.Context) {
-	req, err := encodeHello(helloMsg{name: s.self.name, incarnation: s.self.incarnation, partitions: numPartitions})
+	req, err := encodeHello(helloRequest{name: s.self.name, incarnation: s.self.incarnation, partitions: numPartitions})
 	if err != nil {
 		s.log.Error("encode hello", "err", err)
 		return
 	}
-	deadline := time.Now().Add(helloTimeout)
+	deadline := s.clock.Monotonic() + helloTimeout
 	pending := map[*peer]bool{}
 	for _, q := range s.view.Load().peers {
 		pending[q] = true
 	}
-	for len(pending) > 0 && time.Now().Before(deadline) {
+	for len(pending) > 0 && s.clock.Monotonic() < deadline {
 		for q := range pending {
 			resp, err := s.callTimeout(ctx, q, req)
 			if ctx.Err() != nil {
@@ -146,7 +146,7 @@ func (s *Store) poll(ctx context.Context, v *view) {
 				s.log.Warn("bad status reply", "peer", q.name, "err", err)
 				return
 			}
-			st.at = time.Now()
+			st.at = s.clock.Monotonic()
 			q.status.Store(st)
 		}()
 	}
@@ -154,9 +154,9 @@ func (s *Store) poll(ctx context.Context, v *view) {
 }
 
 // fresh returns the status q reported in the current round, or nil.
-func fresh(q *peer, since time.Time) *peerStatus {
+func fresh(q *peer, since time.Duration) *peerStatus {
 	st := q.status.Load()
-	if st == nil || st.at.Before(since) {
+	if st == nil || st.at < since {
 		return nil
 	}
 	return st
@@ -164,7 +164,7 @@ func fresh(q *peer, since time.Time) *peerStatus {
 
 // transfer copies the partitions this node owns but does not hold
 // completely, transferWindow at a time.
-func (s *Store) transfer(ctx context.Context, v *view, since time.Time) {
+func (s *Store) transfer(ctx context.Context, v *view, since time.Duration) {
 	var todo []int
 	for i, p := range s.parts {
 		if v.owns(i) && !p.ready.Load() {
@@ -174,7 +174,7 @@ func (s *Store) transfer(ctx context.Context, v *view, since time.Time) {
 	if len(todo) == 0 {
 		return
 	}
-	start := time.Now()
+	start := s.clock.Monotonic()
 	before := s.stats.transferred.Load()
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -198,12 +198,12 @@ func (s *Store) transfer(ctx context.Context, v *view, since time.Time) {
 	close(next)
 	wg.Wait()
 	if n := s.stats.transferred.Load() - before; n > 0 {
-		s.log.Info("state transfer", "partitions", len(todo), "records", n, "took", time.Since(start).Round(time.Millisecond))
+		s.log.Info("state transfer", "partitions", len(todo), "records", n, "took", (s.clock.Monotonic() - start).Round(time.Millisecond))
 	}
 }
 
 // transferPartition makes partition pi complete on this node.
-func (s *Store) transferPartition(ctx context.Context, v *view, pi int, since time.Time) error {
+func (s *Store) transferPartition(ctx context.Context, v *view, pi int, since time.Duration) error {
 	var holders []*peer
 	for _, q := range v.owners[pi] {
 		if st := fresh(q, since); !q.self && st != nil && st.ready[pi] {
@@ -253,7 +253,7 @@ func (s *Store) copyPartition(ctx context.Context, q *peer, pi int, complete boo
 		if complete && !chunk.ready {
 			return errNotComplete
 		}
-		if err := s.applyRemote(chunk.records); err != nil {
+		if err := s.applyRemote(chunk.records, "state transfer"); err != nil {
 			return err
 		}
 		s.stats.transferred.Add(uint64(len(chunk.records)))
@@ -266,7 +266,7 @@ func (s *Store) copyPartition(ctx context.Context, q *peer, pi int, complete boo
 
 // repairOwners runs anti-entropy with every peer that answered this
 // round's poll, and clears the degraded mark of those it fully repaired.
-func (s *Store) repairOwners(ctx context.Context, v *view, since time.Time) {
+func (s *Store) repairOwners(ctx context.Context, v *view, since time.Duration) {
 	for _, q := range v.peers {
 		st := fresh(q, since)
 		if st == nil {
@@ -385,7 +385,7 @@ func (s *Store) pull(ctx context.Context, q *peer, ids []string) error {
 	if err != nil {
 		return err
 	}
-	return s.applyRemote(rs)
+	return s.applyRemote(rs, "repair")
 }
 
 // handOff pushes the records of partitions this node holds but does not
@@ -394,7 +394,7 @@ func (s *Store) pull(ctx context.Context, q *peer, ids []string) error {
 // partition completely. Until then readers that find no complete owner
 // still find the records here. It returns the number of records still held
 // in partitions this node does not own.
-func (s *Store) handOff(ctx context.Context, v *view, since time.Time) int {
+func (s *Store) handOff(ctx context.Context, v *view, since time.Duration) int {
 	held := 0
 	for pi, p := range s.parts {
 		if v.owns(pi) {
@@ -428,7 +428,7 @@ func (s *Store) handOff(ctx context.Context, v *view, since time.Time) int {
 
 // countUnderReplicated counts the partitions that have fewer ready copies
 // than their owners, by this round's statuses.
-func (s *Store) countUnderReplicated(v *view, since time.Time) {
+func (s *Store) countUnderReplicated(v *view, since time.Duration) {
 	under := 0
 	for pi := range s.parts {
 		for _, q := range v.owners[pi] {

@@ -36,10 +36,10 @@ type peer struct {
 
 // peerStatus is a peer's answer to a status poll.
 type peerStatus struct {
-	at      time.Time
-	ready   []bool   // the peer owns the partition and holds a complete copy
-	digests []uint64 // per-partition digests
-	counts  []uint32 // records held per partition
+	at      time.Duration // when it arrived, on the monotonic clock
+	ready   []bool        // the peer owns the partition and holds a complete copy
+	digests []uint64      // per-partition digests
+	counts  []uint32      // records held per partition
 }
 
 // view is an immutable snapshot of the cluster as this node sees it: its

@@ -76,7 +76,7 @@ const maxWaitingReads = 64
 // Versions come from clients (the cookie), so they are untrusted.
 func (s *Store) worthWaitingFor(want Version) bool {
 	wall := toTimestamp(want).Time()
-	now := s.cfg.Now()
+	now := s.clock.Now()
 	horizon := 2*s.cfg.MaxReadWait + 2*s.cfg.WriteTimeout
 	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-horizon)) {
 		return false
@@ -98,7 +98,7 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 		return r, nil
 	}
 	defer s.waitingReads.Add(-1)
-	deadline := time.Now().Add(s.cfg.MaxReadWait)
+	deadline := s.clock.Monotonic() + s.cfg.MaxReadWait
 	req, err := encodeGet(id)
 	if err != nil {
 		return nil, err
@@ -112,8 +112,7 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if err == nil && qr != nil && qr.id == id && s.checkRemote([]*record{qr}) == nil &&
-				s.clock.Update(qr.maxVersion().time) == nil {
+			if err == nil && qr != nil && qr.id == id && s.admit("read", qr) == nil {
 				if v.owns(pi) {
 					qr, _, _ = p.apply(qr, s.now())
 				}
@@ -123,7 +122,7 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 		if reached(r, want) {
 			return r, nil
 		}
-		if time.Now().Add(pause).After(deadline) {
+		if s.clock.Monotonic()+pause > deadline {
 			s.stats.staleReads.Add(1)
 			s.log.Debug("read gave up waiting for a write", "session_partition", pi, "want", want)
 			return r, nil
@@ -196,11 +195,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 		if r == nil || r.id != id {
 			return nil
 		}
-		if err := s.checkRemote([]*record{r}); err != nil {
-			return err
-		}
-		if err := s.clock.Update(r.maxVersion().time); err != nil {
-			s.stats.rejected.Add(1)
+		if err := s.admit("read", r); err != nil {
 			return err
 		}
 		if owner {

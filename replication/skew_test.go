@@ -21,7 +21,7 @@ func skewedCluster(t *testing.T, offsets map[string]time.Duration) (*testcluster
 	c := testcluster.New(t, testcluster.Options{Seed: 41, Config: func(name string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
 		off := offsets[name]
-		cfg.Now = func() time.Time { return clock.Now().Add(off) }
+		cfg.Clock = replication.WallClock(func() time.Time { return clock.Now().Add(off) })
 		return cfg
 	}})
 	for name := range offsets {

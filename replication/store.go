@@ -18,7 +18,8 @@ type Store struct {
 	cfg   Config
 	log   *slog.Logger
 	tr    transport.Transport
-	clock *hlc.Clock
+	clock Clock      // wall and monotonic time
+	hlc   *hlc.Clock // versions, read on clock's wall reading
 	self  *peer
 	node  uint64 // this incarnation's ID, the tie-break of its versions
 	parts []*partition
@@ -73,7 +74,8 @@ type storeCounters struct {
 // background and closes Ready when it holds them all. Until then reads of
 // sessions it has not copied yet are answered by a peer.
 func New(cfg Config) (*Store, error) {
-	defaultClock := cfg.Now == nil
+	_, systemTime := cfg.Clock.(systemClock)
+	systemTime = systemTime || cfg.Clock == nil
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -85,7 +87,8 @@ func New(cfg Config) (*Store, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("node", local.Name),
 		tr:        cfg.Transport,
-		clock:     hlc.NewClock(cfg.Now, cfg.MaxClockOffset),
+		clock:     cfg.Clock,
+		hlc:       hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset),
 		self:      &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
 		node:      h.sum(),
 		parts:     newPartitions(),
@@ -95,15 +98,15 @@ func New(cfg Config) (*Store, error) {
 		leaving:   map[string]uint64{},
 		readyCh:   make(chan struct{}),
 		done:      make(chan struct{}),
-		leases:    newLeases(cfg.ReadLease),
+		leases:    newLeases(cfg.ReadLease, cfg.Clock),
 	}
 	s.replicated.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rebuildView()
 	s.tr.Serve(s.handle)
 	cfg.Membership.Notify(s.events)
-	if defaultClock {
-		s.readClock.Store(time.Now().UnixMilli())
+	if systemTime {
+		s.readClock.Store(s.now())
 		s.goroutine(s.tickReadClock)
 	}
 	s.goroutine(s.watchMembership)
@@ -146,7 +149,8 @@ func (s *Store) IsReady() bool {
 // failure loses nothing.
 func (s *Store) FullyReplicated() bool { return s.replicated.Load() == 0 }
 
-func (s *Store) now() int64 { return s.cfg.Now().UnixMilli() }
+// now returns the wall-clock time in Unix milliseconds.
+func (s *Store) now() int64 { return s.clock.Now().UnixMilli() }
 
 // readClockTick is how often the read clock advances.
 const readClockTick = 10 * time.Millisecond
@@ -167,7 +171,7 @@ func (s *Store) tickReadClock() {
 	t := time.NewTicker(readClockTick)
 	defer t.Stop()
 	for {
-		s.readClock.Store(time.Now().UnixMilli())
+		s.readClock.Store(s.now())
 		select {
 		case <-s.done:
 			return
@@ -209,15 +213,15 @@ func (s *Store) Leave(ctx context.Context) error {
 	// Writes and hand-offs that peers started with their old view may
 	// still arrive for up to WriteTimeout: keep handing over until nothing
 	// has arrived for that long.
-	var emptySince time.Time
+	emptySince := time.Duration(-1) // none yet
 	for {
-		v, since := s.view.Load(), time.Now()
+		v, since := s.view.Load(), s.clock.Monotonic()
 		s.poll(ctx, v)
 		if s.handOff(ctx, v, since) > 0 {
-			emptySince = time.Time{}
-		} else if emptySince.IsZero() {
-			emptySince = time.Now()
-		} else if time.Since(emptySince) >= s.cfg.WriteTimeout {
+			emptySince = -1
+		} else if emptySince < 0 {
+			emptySince = s.clock.Monotonic()
+		} else if s.clock.Monotonic()-emptySince >= s.cfg.WriteTimeout {
 			s.log.Info("handed over every session")
 			return nil
 		}

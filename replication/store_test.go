@@ -323,7 +323,7 @@ func TestStore_ExpiredSessionsAreNeverReturned(t *testing.T) {
 	clock := hlc.NewManualClock(time.Now())
 	c := testcluster.New(t, testcluster.Options{Seed: 3, Config: func(string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
-		cfg.Now = clock.Now
+		cfg.Clock = replication.WallClock(clock.Now)
 		return cfg
 	}})
 	c.Start("a")
@@ -359,7 +359,7 @@ func TestStore_TouchReplicatesOnlyInCoarseSteps(t *testing.T) {
 	clock := hlc.NewManualClock(time.Now())
 	c := testcluster.New(t, testcluster.Options{Seed: 4, Config: func(string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
-		cfg.Now = clock.Now
+		cfg.Clock = replication.WallClock(clock.Now)
 		return cfg
 	}})
 	c.Start("a")

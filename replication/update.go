@@ -123,28 +123,6 @@ func attrOf(r *record, key string) attrState {
 	return attrState{}
 }
 
-// updateRequest asks a coordinator to set key to value if its version is
-// still expected.
-type updateRequest struct {
-	id, key  string
-	expected version
-	value    []byte
-	// deadline is when the caller stops waiting (Unix ms, its clock), so
-	// that a request delayed in the network (a partition that heals, TCP
-	// retransmission) is refused instead of applied after a later update
-	// was acknowledged: applied late, its new version would win over it.
-	// 0 for none.
-	deadline int64
-}
-
-// Update outcomes. Append only; values are protocol.
-const (
-	updateApplied  byte = 1 // delta holds the applied write
-	updateConflict byte = 2 // current holds the attribute's current state
-	updateEnded    byte = 3 // the session is gone
-	updateNotReady byte = 4 // ask another owner
-)
-
 // updateResult is a coordinator's answer.
 type updateResult struct {
 	outcome     byte
@@ -187,13 +165,8 @@ func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateReque
 		if res.outcome == updateNotReady {
 			continue
 		}
-		if res.delta != nil {
-			if err := s.checkRemote([]*record{res.delta}); err != nil {
-				return updateResult{}, err
-			}
-			if err := s.clock.Update(res.delta.maxVersion().time); err != nil {
-				return updateResult{}, err
-			}
+		if err := s.admit("update reply", res.delta); err != nil {
+			return updateResult{}, err
 		}
 		res.coordinator = q
 		return res, nil
@@ -226,7 +199,7 @@ func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 			return nil
 		}
 		delta := &record{id: req.id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs,
-			attrs: []attr{{name: req.key, value: req.value, version: version{time: s.clock.Now(), node: s.node}}}}
+			attrs: []attr{{name: req.key, value: req.value, version: version{time: s.hlc.Now(), node: s.node}}}}
 		if delta.idleMs > 0 {
 			delta.idleUntil = now + delta.idleMs
 		}
@@ -267,7 +240,7 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		}
 		if msg == nil {
 			var err error
-			if msg, err = encodeUpdateReplica(expected, delta); err != nil {
+			if msg, err = encodeUpdateCopy(expected, delta); err != nil {
 				return err
 			}
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 )
 
 // touchFraction sets how far a read must move the idle deadline before the
@@ -85,7 +84,7 @@ func (s *Store) changedAttrs(c Changes) []attr {
 	if c.empty() {
 		return nil
 	}
-	v := version{time: s.clock.Now(), node: s.node}
+	v := version{time: s.hlc.Now(), node: s.node}
 	as := make([]attr, 0, len(c.Set)+len(c.Delete))
 	for name, value := range c.Set {
 		as = append(as, attr{name: name, value: value, version: v})
@@ -218,8 +217,8 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 // owner the records it owns, all of them in one message, so a peer applies
 // them together. It waits as Save documents.
 func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
-	start := time.Now()
-	defer func() { s.stats.writeLatency.observe(time.Since(start)) }()
+	start := s.clock.Monotonic()
+	defer func() { s.stats.writeLatency.observe(s.clock.Monotonic() - start) }()
 	now := s.now()
 	type send struct {
 		q   *peer

@@ -1,0 +1,60 @@
+package replication
+
+import "errors"
+
+// This file is the protocol's vocabulary: the byte values and limits that
+// peers of different builds must agree on. Append only: a value, once
+// released, keeps its meaning.
+
+// Request types: the first byte of every request. Append only; values are
+// protocol.
+const (
+	msgHello      byte = 1  // hello: who are you, do you see me as a member, are you ready
+	msgApply      byte = 2  // apply: merge these records (writes, deltas, repairs)
+	msgGet        byte = 3  // get: one session, for a node that is not ready yet
+	msgStatus     byte = 4  // status: per-partition readiness, digests and record counts
+	msgSummary    byte = 5  // summary: (ID, digest) of every record of one partition
+	msgFetch      byte = 6  // fetch: records by ID
+	msgFetchRange byte = 7  // fetch range: a chunk of a partition after a cursor (state transfer)
+	msgLeaving    byte = 8  // leaving: the sender is leaving; stop giving it partitions
+	msgRepair     byte = 9  // repair: merge these records (anti-entropy, hand-off): not a write
+	msgUpdate     byte = 10 // update: compare-and-set one attribute, as the session's coordinator
+	msgUpdateCopy byte = 11 // update copy: apply an update coordinated elsewhere, unless another won here
+	msgLease      byte = 12 // lease: may the sender answer reads from its own copies (see lease.go)
+)
+
+// Response statuses: the first byte of every response. Append only; values
+// are protocol.
+const (
+	respOK    byte = 0 // a message body follows
+	respError byte = 1 // a UTF-8 error text follows
+)
+
+// Limits on what a peer may send. They are checked before anything is
+// allocated for the input they bound.
+const (
+	maxIDLen          = 256
+	maxAttrNameLen    = 1024
+	maxAttrsPerRecord = 4096
+	maxRecordsPerMsg  = 1 << 20
+)
+
+// errMalformed marks a message that does not decode; the peer sending it is
+// buggy or hostile.
+var errMalformed = errors.New("malformed message")
+
+// Update outcomes. Append only; values are protocol.
+const (
+	updateApplied  byte = 1 // delta holds the applied write
+	updateConflict byte = 2 // current holds the attribute's current state
+	updateEnded    byte = 3 // the session is gone
+	updateNotReady byte = 4 // ask another owner
+)
+
+// Lease outcomes; values are protocol.
+const (
+	leaseGranted byte = 0 // granted for duration, with the grantor's epoch for the asker
+	leaseBehind  byte = 1 // the asker is degraded at the grantor: it missed writes
+	leaseUnknown byte = 2 // the grantor does not count the asker as a member
+	leaseNotYou  byte = 3 // the grantor is another incarnation than the one asked
+)

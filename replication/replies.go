@@ -1,0 +1,322 @@
+package replication
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/internal/hlc"
+)
+
+// errorResponse encodes an error for the peer.
+func errorResponse(err error) []byte {
+	msg := err.Error()
+	if len(msg) > 512 {
+		msg = msg[:512]
+	}
+	return append([]byte{respError}, msg...)
+}
+
+// remoteError is an error reported by a peer's handler.
+type remoteError struct{ msg string }
+
+func (e *remoteError) Error() string { return "peer: " + e.msg }
+
+// openResponse checks a response's status and returns a decoder for its
+// body.
+func openResponse(resp []byte) (*decoder, error) {
+	switch {
+	case len(resp) == 0:
+		return nil, fmt.Errorf("%w: empty response", errMalformed)
+	case resp[0] == respError:
+		return nil, &remoteError{msg: string(resp[1:])}
+	case resp[0] != respOK:
+		return nil, fmt.Errorf("%w: response status %d", errMalformed, resp[0])
+	}
+	return newDecoder(resp[1:]), nil
+}
+
+func okResponse() *encoder { return newEncoder(respOK) }
+
+func encodeHelloReply(h helloReply) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(4)
+	e.str(h.name)
+	e.uint64(h.incarnation)
+	e.boolean(h.seesYou)
+	e.boolean(h.ready)
+	return e.finish()
+}
+
+func decodeHelloReply(resp []byte) (helloReply, error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return helloReply{}, err
+	}
+	defer d.release()
+	n := d.arrayLen(4, 64)
+	h := helloReply{name: d.str(maxIDLen), incarnation: d.uint64(), seesYou: d.boolean(), ready: d.boolean()}
+	d.skip(n - 4)
+	return h, d.done()
+}
+
+// encodeGetReply answers a get: whether the replying node is ready for the
+// partition, and the record or nil.
+func encodeGetReply(ready bool, r *record) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(2)
+	e.boolean(ready)
+	if r == nil {
+		e.check(e.enc.EncodeNil())
+	} else {
+		e.record(r)
+	}
+	return e.finish()
+}
+
+func decodeGetReply(resp []byte) (ready bool, r *record, err error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return false, nil, err
+	}
+	defer d.release()
+	n := d.arrayLen(2, 64)
+	ready = d.boolean()
+	if !d.isNil() {
+		r = d.record()
+	}
+	d.skip(n - 2)
+	return ready, r, d.done()
+}
+
+// encodeStatusReply sends per-partition readiness, digests and record
+// counts.
+func encodeStatusReply(st *peerStatus) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(3)
+	mask := make([]byte, (len(st.ready)+7)/8)
+	for i, ok := range st.ready {
+		if ok {
+			mask[i/8] |= 1 << (i % 8)
+		}
+	}
+	e.bin(mask)
+	e.arrayLen(len(st.digests))
+	for _, v := range st.digests {
+		e.uint64(v)
+	}
+	e.arrayLen(len(st.counts))
+	for _, v := range st.counts {
+		e.uint64(uint64(v))
+	}
+	return e.finish()
+}
+
+func decodeStatusReply(resp []byte) (*peerStatus, error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return nil, err
+	}
+	defer d.release()
+	n := d.arrayLen(3, 64)
+	mask := d.bytesN(numPartitions / 8)
+	if d.err == nil && len(mask) != numPartitions/8 {
+		d.fail("readiness mask of %d bytes", len(mask))
+	}
+	st := &peerStatus{
+		ready:   make([]bool, numPartitions),
+		digests: make([]uint64, numPartitions),
+		counts:  make([]uint32, numPartitions),
+	}
+	if d.err == nil {
+		for i := range st.ready {
+			st.ready[i] = mask[i/8]&(1<<(i%8)) != 0
+		}
+	}
+	d.arrayLen(numPartitions, numPartitions)
+	for i := 0; i < numPartitions && d.err == nil; i++ {
+		st.digests[i] = d.uint64()
+	}
+	d.arrayLen(numPartitions, numPartitions)
+	for i := 0; i < numPartitions && d.err == nil; i++ {
+		st.counts[i] = uint32(min(d.uint64(), 1<<32-1))
+	}
+	d.skip(n - 3)
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func encodeSummaryReply(ready bool, entries []summaryEntry) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(2)
+	e.boolean(ready)
+	e.arrayLen(len(entries))
+	for _, s := range entries {
+		e.arrayLen(2)
+		e.str(s.id)
+		e.uint64(s.digest)
+	}
+	return e.finish()
+}
+
+func decodeSummaryReply(resp []byte) (ready bool, entries []summaryEntry, err error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return false, nil, err
+	}
+	defer d.release()
+	n := d.arrayLen(2, 64)
+	ready = d.boolean()
+	cnt := d.arrayLen(0, maxRecordsPerMsg)
+	if d.err == nil {
+		entries = make([]summaryEntry, 0, cnt)
+	}
+	for i := 0; i < cnt && d.err == nil; i++ {
+		fields := d.arrayLen(2, 64)
+		entries = append(entries, summaryEntry{id: d.str(maxIDLen), digest: d.uint64()})
+		d.skip(fields - 2)
+	}
+	d.skip(n - 2)
+	return ready, entries, d.done()
+}
+
+func encodeRecordsReply(rs []*record) ([]byte, error) {
+	e := okResponse()
+	e.records(rs)
+	return e.finish()
+}
+
+func decodeRecordsReply(resp []byte) ([]*record, error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return nil, err
+	}
+	defer d.release()
+	rs := d.records()
+	return rs, d.done()
+}
+
+func encodeRangeReply(r rangeReply) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(3)
+	e.boolean(r.ready)
+	e.records(r.records)
+	e.boolean(r.done)
+	return e.finish()
+}
+
+func decodeRangeReply(resp []byte) (rangeReply, error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return rangeReply{}, err
+	}
+	defer d.release()
+	n := d.arrayLen(3, 64)
+	r := rangeReply{ready: d.boolean(), records: d.records(), done: d.boolean()}
+	d.skip(n - 3)
+	return r, d.done()
+}
+
+func decodeAckReply(resp []byte) error {
+	d, err := openResponse(resp)
+	if err != nil {
+		return err
+	}
+	defer d.release()
+	return d.done()
+}
+
+func encodeUpdateReply(r updateResult) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(6)
+	e.int64(int64(r.outcome))
+	if r.delta != nil {
+		e.record(r.delta)
+	} else {
+		e.check(e.enc.EncodeNil())
+	}
+	e.bin(r.current.value)
+	e.boolean(r.current.exists)
+	e.uint64(uint64(r.current.version.time))
+	e.uint64(r.current.version.node)
+	return e.finish()
+}
+
+func decodeUpdateReply(resp []byte) (updateResult, error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return updateResult{}, err
+	}
+	defer d.release()
+	n := d.arrayLen(6, 64)
+	r := updateResult{outcome: byte(d.int64())}
+	if !d.isNil() {
+		r.delta = d.record()
+	}
+	r.current.value = d.bytesN(d.r.Len())
+	r.current.exists = d.boolean()
+	r.current.version = version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}
+	d.skip(n - 6)
+	if d.err == nil {
+		switch {
+		case r.outcome < updateApplied || r.outcome > updateNotReady:
+			d.fail("update outcome %d", r.outcome)
+		case (r.outcome == updateApplied) != (r.delta != nil):
+			d.fail("update outcome %d with delta %v", r.outcome, r.delta != nil)
+		}
+	}
+	return r, d.done()
+}
+
+// helloReply answers a hello.
+type helloReply struct {
+	name        string
+	incarnation uint64
+	seesYou     bool // the replying node sends its writes to the caller
+	ready       bool // the replying node holds a complete copy of every partition it owns
+}
+
+// rangeReply is one chunk of a partition.
+type rangeReply struct {
+	ready   bool
+	records []*record
+	done    bool // no record after the last one returned
+}
+
+// summaryEntry is one record's ID and digest.
+type summaryEntry struct {
+	id     string
+	digest uint64
+}
+
+// leaseReply is a peer's answer to a lease request.
+type leaseReply struct {
+	outcome  byte // leaseGranted, leaseBehind, leaseUnknown or leaseNotYou
+	epoch    uint64
+	duration time.Duration
+}
+
+func encodeLeaseReply(r leaseReply) ([]byte, error) {
+	e := okResponse()
+	e.arrayLen(3)
+	e.uint64(uint64(r.outcome))
+	e.uint64(r.epoch)
+	e.int64(int64(r.duration))
+	return e.finish()
+}
+
+func decodeLeaseReply(resp []byte) (leaseReply, error) {
+	d, err := openResponse(resp)
+	if err != nil {
+		return leaseReply{}, err
+	}
+	defer d.release()
+	n := d.arrayLen(3, 64)
+	r := leaseReply{outcome: byte(min(d.uint64(), 255)), epoch: d.uint64(), duration: time.Duration(d.int64())}
+	d.skip(n - 3)
+	if r.duration < 0 {
+		d.fail("negative lease duration")
+	}
+	return r, d.done()
+}

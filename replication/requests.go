@@ -1,0 +1,297 @@
+package replication
+
+import (
+	"fmt"
+
+	"github.com/sessionmesh/sessionmesh/internal/hlc"
+)
+
+// This file holds the requests peers send each other: one type per request,
+// its encoder, and decodeRequest, the one decoder that turns a frame from a
+// peer into a request value for the handler's type switch (handler.go).
+
+// request is a decoded request: one of the *Request types of this file.
+type request interface {
+	// requestType returns the request's type byte (protocol.go).
+	requestType() byte
+}
+
+// helloRequest introduces a node to a peer.
+type helloRequest struct {
+	name        string
+	incarnation uint64
+	partitions  int
+}
+
+// applyRequest asks a peer to merge records: a write (msgApply) or a copy
+// made by repair or hand-off (msgRepair), which reports no session events.
+type applyRequest struct {
+	records []*record
+	write   bool
+}
+
+// getRequest asks for one session.
+type getRequest struct{ id string }
+
+// statusRequest asks for the per-partition readiness, digests and counts.
+type statusRequest struct{}
+
+// summaryRequest asks for the (ID, digest) of every record of a partition.
+type summaryRequest struct{ partition int }
+
+// fetchRequest asks for records by ID.
+type fetchRequest struct{ ids []string }
+
+// fetchRangeRequest asks for a chunk of a partition after a cursor.
+type fetchRangeRequest struct {
+	partition int
+	after     string
+	maxBytes  int
+}
+
+// leavingRequest announces that a member (this incarnation) is leaving.
+type leavingRequest struct {
+	name        string
+	incarnation uint64
+}
+
+// leaseRequest asks the grantor (at its incarnation) for a read lease.
+type leaseRequest struct {
+	holder  memberKey
+	grantor uint64
+}
+
+// updateRequest asks a coordinator to set key to value if its version is
+// still expected.
+type updateRequest struct {
+	id, key  string
+	expected version
+	value    []byte
+	// deadline is when the caller stops waiting (Unix ms, its clock), so
+	// that a request delayed in the network (a partition that heals, TCP
+	// retransmission) is refused instead of applied after a later update
+	// was acknowledged: applied late, its new version would win over it.
+	// 0 for none.
+	deadline int64
+}
+
+// updateCopyRequest asks an owner to apply an update coordinated
+// elsewhere, unless another update of the attribute won there.
+type updateCopyRequest struct {
+	expected version
+	delta    *record
+}
+
+func (helloRequest) requestType() byte      { return msgHello }
+func (getRequest) requestType() byte        { return msgGet }
+func (statusRequest) requestType() byte     { return msgStatus }
+func (summaryRequest) requestType() byte    { return msgSummary }
+func (fetchRequest) requestType() byte      { return msgFetch }
+func (fetchRangeRequest) requestType() byte { return msgFetchRange }
+func (leavingRequest) requestType() byte    { return msgLeaving }
+func (leaseRequest) requestType() byte      { return msgLease }
+func (updateRequest) requestType() byte     { return msgUpdate }
+func (updateCopyRequest) requestType() byte { return msgUpdateCopy }
+func (r applyRequest) requestType() byte {
+	if r.write {
+		return msgApply
+	}
+	return msgRepair
+}
+
+// decodeRequest decodes a frame from a peer. A frame that does not decode,
+// or whose type this build does not know, yields an error wrapping
+// errMalformed.
+func decodeRequest(b []byte) (request, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty request", errMalformed)
+	}
+	d := newDecoder(b[1:])
+	defer d.release()
+	var req request
+	switch b[0] {
+	case msgHello:
+		n := d.arrayLen(3, 64)
+		req = helloRequest{name: d.str(maxIDLen), incarnation: d.uint64(), partitions: int(d.int64())}
+		d.skip(n - 3)
+	case msgApply, msgRepair:
+		req = applyRequest{records: d.records(), write: b[0] == msgApply}
+	case msgGet:
+		req = getRequest{id: d.str(maxIDLen)}
+	case msgStatus:
+		req = statusRequest{}
+	case msgSummary:
+		req = summaryRequest{partition: decodePartition(d)}
+	case msgFetch:
+		req = fetchRequest{ids: decodeIDs(d)}
+	case msgFetchRange:
+		n := d.arrayLen(3, 64)
+		req = fetchRangeRequest{partition: decodePartition(d), after: d.str(maxIDLen), maxBytes: int(d.int64())}
+		d.skip(n - 3)
+	case msgLeaving:
+		n := d.arrayLen(2, 64)
+		req = leavingRequest{name: d.str(maxIDLen), incarnation: d.uint64()}
+		d.skip(n - 2)
+	case msgLease:
+		n := d.arrayLen(3, 64)
+		r := leaseRequest{}
+		r.holder.name, r.holder.incarnation, r.grantor = d.str(maxIDLen), d.uint64(), d.uint64()
+		d.skip(n - 3)
+		req = r
+	case msgUpdate:
+		req = decodeUpdate(d)
+	case msgUpdateCopy:
+		req = decodeUpdateCopy(d)
+	default:
+		return nil, fmt.Errorf("%w: unknown request type %d", errMalformed, b[0])
+	}
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+func decodeIDs(d *decoder) []string {
+	n := d.arrayLen(0, maxRecordsPerMsg)
+	if d.err != nil {
+		return nil
+	}
+	ids := make([]string, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		ids = append(ids, d.str(maxIDLen))
+	}
+	return ids
+}
+
+func decodePartition(d *decoder) int {
+	p := d.int64()
+	if d.err == nil && (p < 0 || p >= numPartitions) {
+		d.fail("partition %d out of range", p)
+	}
+	return int(p)
+}
+
+func decodeUpdate(d *decoder) updateRequest {
+	n := d.arrayLen(5, 64)
+	u := updateRequest{id: d.str(maxIDLen), key: d.str(maxAttrNameLen)}
+	u.expected = version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}
+	u.value = d.bytesN(d.r.Len())
+	read := 5
+	if n >= 6 {
+		u.deadline, read = d.int64(), 6
+	}
+	d.skip(n - read)
+	if d.err == nil && (u.id == "" || u.key == "") {
+		d.fail("update without session ID or attribute")
+	}
+	return u
+}
+
+func decodeUpdateCopy(d *decoder) updateCopyRequest {
+	n := d.arrayLen(3, 64)
+	u := updateCopyRequest{expected: version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}}
+	u.delta = d.record()
+	d.skip(n - 3)
+	if d.err == nil && len(u.delta.attrs) != 1 {
+		d.fail("update copy with %d attributes", len(u.delta.attrs))
+	}
+	return u
+}
+
+// Encoders, one per request type.
+
+func encodeHello(h helloRequest) ([]byte, error) {
+	e := newEncoder(msgHello)
+	e.arrayLen(3)
+	e.str(h.name)
+	e.uint64(h.incarnation)
+	e.int64(int64(h.partitions))
+	return e.finish()
+}
+
+// encodeApply encodes a write of records.
+func encodeApply(rs ...*record) ([]byte, error) {
+	e := newEncoder(msgApply)
+	e.records(rs)
+	return e.finish()
+}
+
+// encodeRepair is encodeApply for records that are copies, not writes.
+func encodeRepair(rs ...*record) ([]byte, error) {
+	e := newEncoder(msgRepair)
+	e.records(rs)
+	return e.finish()
+}
+
+func encodeGet(id string) ([]byte, error) {
+	e := newEncoder(msgGet)
+	e.str(id)
+	return e.finish()
+}
+
+func encodeStatusRequest() ([]byte, error) {
+	return []byte{msgStatus}, nil
+}
+
+// encodeLeaving announces that the node name (this incarnation) is leaving.
+func encodeLeaving(name string, incarnation uint64) ([]byte, error) {
+	e := newEncoder(msgLeaving)
+	e.arrayLen(2)
+	e.str(name)
+	e.uint64(incarnation)
+	return e.finish()
+}
+
+func encodeSummaryRequest(partition int) ([]byte, error) {
+	e := newEncoder(msgSummary)
+	e.int64(int64(partition))
+	return e.finish()
+}
+
+func encodeFetch(ids []string) ([]byte, error) {
+	e := newEncoder(msgFetch)
+	e.arrayLen(len(ids))
+	for _, id := range ids {
+		e.str(id)
+	}
+	return e.finish()
+}
+
+func encodeFetchRange(partition int, after string, maxBytes int) ([]byte, error) {
+	e := newEncoder(msgFetchRange)
+	e.arrayLen(3)
+	e.int64(int64(partition))
+	e.str(after)
+	e.int64(int64(maxBytes))
+	return e.finish()
+}
+
+func encodeLeaseRequest(holder string, holderIncarnation, grantorIncarnation uint64) ([]byte, error) {
+	e := newEncoder(msgLease)
+	e.arrayLen(3)
+	e.str(holder)
+	e.uint64(holderIncarnation)
+	e.uint64(grantorIncarnation)
+	return e.finish()
+}
+
+func encodeUpdate(u updateRequest) ([]byte, error) {
+	e := newEncoder(msgUpdate)
+	e.arrayLen(6)
+	e.str(u.id)
+	e.str(u.key)
+	e.uint64(uint64(u.expected.time))
+	e.uint64(u.expected.node)
+	e.bin(u.value)
+	e.int64(u.deadline)
+	return e.finish()
+}
+
+func encodeUpdateCopy(expected version, delta *record) ([]byte, error) {
+	e := newEncoder(msgUpdateCopy)
+	e.arrayLen(3)
+	e.uint64(uint64(expected.time))
+	e.uint64(expected.node)
+	e.record(delta)
+	return e.finish()
+}
