@@ -174,17 +174,26 @@
 // through: writes are CRDT merges into partitions, each under its own lock,
 // so reads and writes of different sessions run in parallel on every core
 // and never queue behind a control loop. The pure parts are pure functions
-// and are tested as such: merge (record.go), digests and the wire codec
-// (messages.go). The control work has one owner goroutine each: the peer
+// and are tested as such: merge (record.go), digests and the wire codec.
+// The control work has one owner goroutine each: the peer
 // view (peers and partition owners) is written only by the membership
 // watcher and published as an immutable snapshot; the maintenance loop and
 // the sweeper each run in their own goroutine, all stopped and awaited by
 // Close. Ownership (ownersOf) is a pure function of the partition and the
 // member names.
 //
-// The wire format (messages.go) is msgpack with hand-written encoders and
-// decoders: every count and length from the wire is checked against a limit
-// and against the bytes left in the frame before anything is allocated.
+// The wire format is msgpack with hand-written encoders and decoders:
+// protocol.go has the byte values (append only), codec.go the primitives
+// and the record codec, requests.go the requests and decodeRequest, the one
+// decoder the handler's type switch (handler.go) runs on, and replies.go
+// the replies. Every count and length from the wire is checked against a
+// limit and against the bytes left in the frame before anything is
+// allocated. Every record from a peer, whatever carried it, passes one gate
+// before it is used (admission.go): limits, the clock bound, counting and
+// logging.
+//
+// Time is read through one Clock (clock.go): its wall reading for versions
+// and deadlines, its monotonic reading for leases, freshness and waits.
 //
 // # Concurrency
 //
