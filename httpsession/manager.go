@@ -233,6 +233,7 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 		sd.id, setCookie = sessionid.New(), true
 		version, err = m.Store.Save(ctx, sd.id, changes)
 	case len(sd.changes) > 0:
+		changes.Base = sd.loaded // no second read of the session on a non-owner
 		version, err = m.Store.Save(ctx, sd.id, changes)
 		setCookie = m.hints()
 	case sd.id != "" && m.IdleTimeout > 0:

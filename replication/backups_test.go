@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
-
-	"github.com/sessionmesh/sessionmesh/transport"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -15,6 +14,7 @@ import (
 	"github.com/sessionmesh/sessionmesh/internal/memnet"
 	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // shortLeases shortens read leases, for tests that make many writes miss
@@ -311,4 +311,56 @@ func TestBackups_FullyReplicatedTurnsFalseWhenAMemberFails(t *testing.T) {
 	c.Net.Heal()
 	require.Eventually(t, func() bool { return a.Store.FullyReplicated() && b.Store.FullyReplicated() },
 		10*time.Second, time.Millisecond, "the survivors did not re-replicate")
+}
+
+// A node that does not own a session writes it through its owners without
+// reading it from them first when the caller passes the session it loaded
+// (as httpsession does), and destroys it without reading it at all.
+func TestBackups_WriteOnANonOwnerDoesNotReadTheSessionFirst(t *testing.T) {
+	c := modeCluster(t, 7, replication.Backups(1), nodeNames(4)...)
+	ctx := context.Background()
+	var id string
+	for i := 0; id == ""; i++ { // a session whose owners exclude n03
+		s := fmt.Sprint("s", i)
+		require.NoError(t, errOf(c.Node("n00").Store.Save(ctx, s, put("n", "0"))))
+		if owners := ownersOf(t, c.Node("n00").Store, s); !slices.Contains(owners, "n03") {
+			id = s
+		}
+	}
+	writer := c.Node("n03").Store
+	reads := func() uint64 { return writer.Stats().RemoteReads }
+	sess, ok, err := writer.Get(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	before := reads()
+	require.NoError(t, errOf(writer.Save(ctx, id, replication.Changes{Set: map[string][]byte{"n": []byte("1")}})))
+	require.Equal(t, before+1, reads(), "without a base, a non-owner reads the session from its owners")
+
+	before = reads()
+	require.NoError(t, errOf(writer.Save(ctx, id, replication.Changes{Set: map[string][]byte{"n": []byte("2")}, Base: sess})))
+	assert.Equal(t, before, reads(), "with the loaded session as its base, it does not")
+	v, ok := value(t, c.Node("n00").Store, id, "n")
+	require.True(t, ok)
+	assert.Equal(t, "2", v)
+
+	before = reads()
+	require.NoError(t, writer.Destroy(ctx, id))
+	assert.Equal(t, before, reads(), "a destroy reads nothing")
+	for _, n := range c.Nodes() {
+		_, ok := value(t, n.Store, id, "n")
+		assert.False(t, ok, "%s still serves the destroyed session", n.Name)
+	}
+}
+
+// ownersOf returns the owners of id's partition as st sees them.
+func ownersOf(t *testing.T, st *replication.Store, id string) []string {
+	t.Helper()
+	for _, p := range st.Partitions() {
+		if p.Partition == replication.PartitionOf(id) {
+			return p.Owners
+		}
+	}
+	t.Fatalf("no partition for %s", id)
+	return nil
 }

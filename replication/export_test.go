@@ -3,3 +3,6 @@ package replication
 // Digest returns a 64-bit summary of every session the store holds, for
 // tests that compare replicas.
 func (s *Store) Digest() uint64 { return s.digest() }
+
+// PartitionOf returns the partition of a session ID.
+var PartitionOf = partitionOf

@@ -146,8 +146,8 @@ func (s *Store) current(ctx context.Context, v *view, pi int, id string) (*recor
 	return s.readRemote(ctx, v, pi, id, true)
 }
 
-// writeBase returns the record a blind write (Save, Destroy) of id starts
-// from. Its changes carry their own versions and merge correctly with
+// writeBase returns the record a blind write (Save without a base) of id
+// starts from. Its changes carry their own versions and merge correctly with
 // whatever the base missed, so the base need not be up to date: an owner
 // that holds the partition completely uses its own copy even without
 // read leases (a peer that stopped answering adds no read to a write);

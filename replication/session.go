@@ -126,6 +126,14 @@ type Changes struct {
 	// forward: replicas merge them by maximum). Adapters for libraries that
 	// manage expiry themselves, such as scs, use it.
 	ExpiresAt time.Time
+	// Base is the session as the caller read it earlier in the same
+	// request (from Get), if it did. A node that does not hold the
+	// session's partition builds the write on it instead of reading the
+	// session from its owners again: one round trip less per write. A
+	// node that holds the partition builds on its own, fresher copy. Zero:
+	// the store reads the session itself. A Base whose ID is not the one
+	// written is ignored.
+	Base Session
 }
 
 func (c Changes) empty() bool { return len(c.Set) == 0 && len(c.Delete) == 0 }

@@ -32,7 +32,7 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 		return 0, fmt.Errorf("save session: %w", ErrInvalidID)
 	}
 	v, pi := s.view.Load(), partitionOf(id)
-	cur, err := s.writeBase(ctx, v, pi, id)
+	cur, local, err := s.saveBase(ctx, v, pi, id, c.Base)
 	if err != nil {
 		return 0, err
 	}
@@ -55,8 +55,10 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 	if !c.ExpiresAt.IsZero() {
 		delta.expires = max(delta.expires, c.ExpiresAt.UnixMilli())
 	}
-	if cur != nil && len(c.Delete) > 0 {
-		// Deleting what is not there would only leave a tombstone.
+	if cur != nil && local && len(c.Delete) > 0 {
+		// Deleting what is not there would only leave a tombstone. (A
+		// caller's base may predate a concurrent write of the attribute:
+		// then the delete must travel.)
 		c.Delete = slices.DeleteFunc(slices.Clone(c.Delete), func(name string) bool {
 			return !attrOf(cur, name).exists
 		})
@@ -66,6 +68,18 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 		return 0, fmt.Errorf("save session: %w", err)
 	}
 	return writtenVersion(cur, delta), s.write(ctx, v, delta)
+}
+
+// saveBase returns the record a write of id builds on: this node's own
+// copy when it holds the partition, else the caller's base, else what the
+// owners hold. local reports that it is this node's own or the owners'
+// current copy rather than the caller's.
+func (s *Store) saveBase(ctx context.Context, v *view, pi int, id string, base Session) (cur *record, local bool, err error) {
+	if s.parts[pi].ready.Load() || base.r == nil || base.r.id != id {
+		cur, err = s.writeBase(ctx, v, pi, id)
+		return cur, true, err
+	}
+	return base.r, false, nil
 }
 
 // writtenVersion returns the version a reader must see to see delta: its
@@ -153,10 +167,14 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	v, pi := s.view.Load(), partitionOf(id)
-	cur, err := s.writeBase(ctx, v, pi, id)
-	if err != nil {
-		return err
+	var cur *record
+	if p := s.parts[pi]; p.ready.Load() {
+		cur = p.get(id)
 	}
+	// A node that does not hold the partition does not read the session
+	// first: its tombstone lives TombstoneTTL, and each owner's merge
+	// extends it to the session's own deadline (deadlines merge by
+	// maximum).
 	return s.write(ctx, v, s.tombstone(id, cur))
 }
 
