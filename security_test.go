@@ -27,16 +27,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh"
-	"github.com/sessionmesh/sessionmesh/transport/tcp"
-
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sessionmesh/sessionmesh"
 	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/internal/wire"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 // secNode is one complete node: gossip, replication transport, store, and

@@ -12,7 +12,6 @@ import (
 	"net/url"
 
 	"github.com/sessionmesh/sessionmesh"
-
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/replication"
 )

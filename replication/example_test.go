@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sessionmesh/sessionmesh"
-
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 

@@ -56,12 +56,11 @@ import (
 	"time"
 
 	"github.com/sessionmesh/sessionmesh"
-	"github.com/sessionmesh/sessionmesh/transport/tcp"
-
 	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/examples/internal/pprofserve"
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 type options struct {

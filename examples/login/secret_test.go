@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sessionmesh/sessionmesh/transport/tcp"
-
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 func TestParseSecrets(t *testing.T) {

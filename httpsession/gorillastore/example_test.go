@@ -11,7 +11,6 @@ import (
 	"net/url"
 
 	"github.com/sessionmesh/sessionmesh"
-
 	"github.com/sessionmesh/sessionmesh/httpsession/gorillastore"
 )
 

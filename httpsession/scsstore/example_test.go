@@ -10,10 +10,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 
-	"github.com/sessionmesh/sessionmesh"
-
 	"github.com/alexedwards/scs/v2"
 
+	"github.com/sessionmesh/sessionmesh"
 	"github.com/sessionmesh/sessionmesh/httpsession/scsstore"
 )
 

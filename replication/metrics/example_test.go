@@ -9,12 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sessionmesh/sessionmesh"
 	"github.com/sessionmesh/sessionmesh/replication/metrics"
 )
 

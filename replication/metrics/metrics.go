@@ -6,12 +6,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/transport/tcp"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 // Store is what the collector reads of a replication store.

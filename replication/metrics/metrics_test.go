@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/transport/tcp"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -28,6 +26,7 @@ import (
 	"github.com/sessionmesh/sessionmesh/internal/testing/meshtest"
 	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/metrics"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }

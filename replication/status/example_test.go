@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/sessionmesh/sessionmesh"
-
 	"github.com/sessionmesh/sessionmesh/replication"
 	"github.com/sessionmesh/sessionmesh/replication/status"
 )

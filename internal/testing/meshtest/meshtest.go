@@ -24,13 +24,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh"
-	"github.com/sessionmesh/sessionmesh/transport/tcp"
-
 	"github.com/stretchr/testify/require"
 
+	"github.com/sessionmesh/sessionmesh"
 	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 // Options configures the nodes of Start.

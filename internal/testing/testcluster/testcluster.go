@@ -26,13 +26,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessionmesh/sessionmesh/transport"
-	"github.com/sessionmesh/sessionmesh/transport/tcp"
-
 	"github.com/stretchr/testify/require"
 
 	"github.com/sessionmesh/sessionmesh/internal/memnet"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/transport"
+	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
 // Options configures a Cluster.
