@@ -64,12 +64,23 @@ func TestUpdate_ConcurrentIncrementsAreNeverLost(t *testing.T) {
 			}
 			const rounds, parallel = 3, 64
 			for round := 1; round <= rounds; round++ {
+				// In the first round every caller reads the counter before
+				// any writes it, so the updates certainly race.
+				race := newBarrier(parallel, 5*time.Second)
 				var wg sync.WaitGroup
 				for i := 0; i < parallel; i++ {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						_, _, err := stores[i%len(stores)].Update(ctx, "s", "visits", increment)
+						fn := increment
+						if round == 1 {
+							var once sync.Once
+							fn = func(old []byte, exists bool) ([]byte, error) {
+								once.Do(race.arrive)
+								return increment(old, exists)
+							}
+						}
+						_, _, err := stores[i%len(stores)].Update(ctx, "s", "visits", fn)
 						assert.NoError(t, err)
 					}()
 				}
@@ -83,6 +94,32 @@ func TestUpdate_ConcurrentIncrementsAreNeverLost(t *testing.T) {
 			}
 			assert.Positive(t, conflicts, "the updates did race")
 		})
+	}
+}
+
+// barrier lets n callers of arrive through together, or each after
+// timeout if fewer arrive.
+type barrier struct {
+	mu      sync.Mutex
+	waiting int
+	all     chan struct{}
+	timeout time.Duration
+}
+
+func newBarrier(n int, timeout time.Duration) *barrier {
+	return &barrier{waiting: n, all: make(chan struct{}), timeout: timeout}
+}
+
+func (b *barrier) arrive() {
+	b.mu.Lock()
+	b.waiting--
+	if b.waiting == 0 {
+		close(b.all)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.all:
+	case <-time.After(b.timeout):
 	}
 }
 
