@@ -54,71 +54,25 @@ import (
 // copies until the link heals; the epoch then says so
 // (docs/consistency.md).
 
-// memberKey names one incarnation of a member.
-type memberKey struct {
-	name        string
-	incarnation uint64
-}
-
-func keyOf(q *peer) memberKey { return memberKey{q.name, q.incarnation} }
-
-// heldLease is what a node knows about the lease a peer granted it.
-type heldLease struct {
-	until   int64  // monotonic deadline of the lease; 0 for none
-	epoch   uint64 // the peer's epoch for this node at the last grant
-	granted bool   // the peer has granted a lease at least once
-	behind  bool   // the peer's last answer: this node is degraded there
-	unknown bool   // the peer's last answer: this node is not a member there
-	gone    bool   // the peer's process is gone: connection refused, or another incarnation answered
-}
-
-// required reports whether the lease must be valid for this node to be
-// authoritative.
-func (h *heldLease) required() bool {
-	switch {
-	case h.behind:
-		return true // until that peer has repaired this node
-	case h.gone:
-		return false // proven gone: nothing listens at its address any more
-	case h.unknown:
-		return h.granted // a peer that has not met this node yet sent it nothing
-	}
-	return true
-}
-
-// grantedLease is what a node granted a peer.
-type grantedLease struct {
-	until int64  // monotonic deadline of the latest lease granted
-	epoch uint64 // bumped by each fence
-}
-
-// leases holds a store's read leases, both ways.
+// leases is the runtime of a store's read leases: the pure leaseTable
+// under a mutex, its two answers the read and write paths need published
+// in atomics, and the goroutine that renews leases (renewLeases).
 type leases struct {
-	clock    Clock         // leases are measured on its monotonic reading
-	duration time.Duration // ReadLease
+	clock Clock // leases are measured on its monotonic reading
 	// authority is the monotonic time until which this node is
 	// authoritative (0: not at all); fenceUntil the time before which a
-	// write that skipped an owner may not be acknowledged.
+	// write that skipped an owner may not be acknowledged. Both are
+	// copies of the table's, stored after every change.
 	authority  atomic.Int64
 	fenceUntil atomic.Int64
 	renew      chan struct{} // asks renewLeases for a round now
 
-	mu      sync.Mutex
-	peers   []*peer                     // guards: the current view's peers
-	held    map[memberKey]*heldLease    // guards: leases from peers
-	granted map[memberKey]*grantedLease // guards: leases to peers
-	behind  uint64                      // guards: grants whose epoch changed; a resync is due when != synced
-	synced  uint64                      // guards: the value of behind the last resync started from
+	mu    sync.Mutex
+	table *leaseTable // guards: the decisions
 }
 
-func newLeases(d time.Duration, clock Clock) *leases {
-	l := &leases{
-		clock:    clock,
-		duration: d,
-		renew:    make(chan struct{}, 1),
-		held:     map[memberKey]*heldLease{},
-		granted:  map[memberKey]*grantedLease{},
-	}
+func newLeases(self uint64, d time.Duration, clock Clock) *leases {
+	l := &leases{clock: clock, renew: make(chan struct{}, 1), table: newLeaseTable(self, d)}
 	l.authority.Store(math.MaxInt64) // alone: nobody can write behind its back
 	return l
 }
@@ -126,54 +80,30 @@ func newLeases(d time.Duration, clock Clock) *leases {
 // mono returns the monotonic time in nanoseconds.
 func (l *leases) mono() int64 { return int64(l.clock.Monotonic()) }
 
+// publish copies the table's answers for the lock-free paths. Callers
+// hold l.mu.
+func (l *leases) publish() {
+	l.authority.Store(l.table.authority())
+	l.fenceUntil.Store(l.table.fenceUntil)
+}
+
 // authoritative reports whether this node may answer reads of p from its
 // own copy. It is on every read's path: a flag, a clock read and an atomic.
 func (s *Store) authoritative(p *partition) bool {
 	return p.ready.Load() && s.leases.mono() < s.leases.authority.Load()
 }
 
-// recompute publishes the authority deadline. Callers hold l.mu.
-func (l *leases) recompute() {
-	if l.behind != l.synced {
-		l.authority.Store(0)
-		return
-	}
-	until := int64(math.MaxInt64)
-	for _, q := range l.peers {
-		h := l.held[keyOf(q)]
-		if h == nil {
-			until = 0 // not asked yet: renewLeases asks at once
-			break
-		}
-		if h.required() {
-			until = min(until, h.until)
-		}
-	}
-	l.authority.Store(until)
-}
-
-// leasesViewChanged takes a new view's peers and fences those that left it (they
-// get no more writes from here), forgetting earlier incarnations of
-// members.
+// leasesViewChanged gives the lease table a new view's peers; those that
+// left it are fenced (they get no more writes from here).
 func (s *Store) leasesViewChanged(prev, next *view) {
 	l := s.leases
 	l.mu.Lock()
+	var before []memberKey
 	if prev != nil {
-		for _, q := range prev.peers {
-			if r := next.byName[q.name]; r != q {
-				if r != nil && r.incarnation != q.incarnation {
-					continue // restarted: the old process, and what it held, is gone
-				}
-				s.fenceLocked(q)
-			}
-		}
+		before = peerKeys(prev.peers)
 	}
-	l.peers = next.peers
-	for _, q := range next.peers {
-		forgetOtherIncarnations(l.held, q)
-		forgetOtherIncarnations(l.granted, q)
-	}
-	l.recompute()
+	l.table.viewChanged(before, peerKeys(next.peers))
+	l.publish()
 	l.mu.Unlock()
 	select {
 	case l.renew <- struct{}{}:
@@ -181,14 +111,12 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 	}
 }
 
-// forgetOtherIncarnations drops the entries of m about q's member other
-// than q's incarnation: a restarted member starts afresh.
-func forgetOtherIncarnations[V any](m map[memberKey]V, q *peer) {
-	for k := range m {
-		if k.name == q.name && k.incarnation != q.incarnation {
-			delete(m, k)
-		}
+func peerKeys(ps []*peer) []memberKey {
+	out := make([]memberKey, len(ps))
+	for i, q := range ps {
+		out[i] = keyOf(q)
 	}
+	return out
 }
 
 // fence stops q from answering reads from its copy before this node
@@ -197,30 +125,17 @@ func forgetOtherIncarnations[V any](m map[memberKey]V, q *peer) {
 // lease tells it to resync) and writes wait until the leases already
 // granted to it expire.
 func (s *Store) fence(q *peer) {
-	s.leases.mu.Lock()
-	defer s.leases.mu.Unlock()
-	s.fenceLocked(q)
+	l := s.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.table.fence(keyOf(q))
+	l.publish()
 	if !q.degraded.Swap(true) { // under l.mu: see grantLease
 		s.log.Warn("peer missed a write; not waiting for it until repaired", "peer", q.name)
 		select {
 		case s.kick <- struct{}{}: // repair it soon
 		default:
 		}
-	}
-}
-
-// fenceLocked bumps q's epoch and makes writes wait until the leases
-// granted to it have expired. Callers hold s.leases.mu.
-func (s *Store) fenceLocked(q *peer) {
-	l := s.leases
-	g := l.granted[keyOf(q)]
-	if g == nil {
-		g = &grantedLease{}
-		l.granted[keyOf(q)] = g
-	}
-	g.epoch++
-	if g.until > l.fenceUntil.Load() {
-		l.fenceUntil.Store(g.until)
 	}
 }
 
@@ -267,37 +182,25 @@ func (s *Store) awaitFence(ctx context.Context) error {
 // grantLease answers a lease request from holder, addressed to this
 // node's incarnation grantor.
 func (s *Store) grantLease(holder memberKey, grantor uint64) leaseReply {
-	if grantor != s.self.incarnation {
-		return leaseReply{outcome: leaseNotYou}
-	}
 	q := s.view.Load().byName[holder.name]
-	if q == nil || q.incarnation != holder.incarnation {
-		return leaseReply{outcome: leaseUnknown}
-	}
+	member := q != nil && q.incarnation == holder.incarnation
 	l := s.leases
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if q.degraded.Load() { // under l.mu: fence sets it there
-		return leaseReply{outcome: leaseBehind}
-	}
-	g := l.granted[holder]
-	if g == nil {
-		g = &grantedLease{}
-		l.granted[holder] = g
-	}
-	g.until = max(g.until, l.mono()+int64(l.duration))
-	return leaseReply{outcome: leaseGranted, epoch: g.epoch, duration: l.duration}
+	// degraded is read under l.mu: fence sets it there, after the table
+	// fenced q, so no lease is granted between the two.
+	return l.table.grant(holder, grantor, member, member && q.degraded.Load(), l.mono())
 }
 
 // renewLeases is the store's lease goroutine: every ReadLease/4, and at
 // once after a view change, it asks every peer for a lease, waiting up to
 // ReadLease/2 for the answers.
 func (s *Store) renewLeases() {
-	period := s.leases.duration / 4
-	s.repeat(period, s.leases.renew, func() {
+	d := s.cfg.ReadLease
+	s.repeat(d/4, s.leases.renew, func() {
 		var wg sync.WaitGroup
 		for _, q := range s.view.Load().peers {
-			wg.Go(func() { s.askLease(q, s.leases.duration/2) })
+			wg.Go(func() { s.askLease(q, d/2) })
 		}
 		wg.Wait()
 	})
@@ -317,46 +220,21 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	if s.ctx.Err() != nil {
 		return
 	}
-	var r leaseReply
+	var a leaseAnswer
 	if err == nil {
-		r, err = decodeLeaseReply(resp)
-	}
-	resync := false
-	l.mu.Lock()
-	h := l.held[keyOf(q)]
-	if h == nil {
-		h = &heldLease{}
-		l.held[keyOf(q)] = h
-	}
-	q.silent.Store(err != nil)
-	if err == nil || errors.Is(err, transport.ErrRefused) {
-		h.behind, h.unknown, h.gone = false, false, false
+		a.reply, err = decodeLeaseReply(resp)
 	}
 	switch {
 	case errors.Is(err, transport.ErrRefused):
-		h.gone = true
+		a.refused = true
 	case err != nil:
-		// Not renewed: the lease runs out. What it said last, if behind,
-		// still holds.
+		a.failed = true
 		s.log.Debug("lease request failed", "peer", q.name, "err", err)
-	case r.outcome == leaseGranted:
-		if r.epoch != h.epoch {
-			// Whatever the peer acknowledged without this node is
-			// unknown here: merge with the other owners first.
-			l.behind++
-			resync = true
-		}
-		h.granted, h.epoch = true, r.epoch
-		h.until = asked + int64(min(r.duration, l.duration))
-	case r.outcome == leaseBehind:
-		h.behind = true
-	case r.outcome == leaseUnknown:
-		h.unknown = true
-	case r.outcome == leaseNotYou:
-		h.gone = true
 	}
-	// leaseBehind: the lease is not renewed; it runs out.
-	l.recompute()
+	q.silent.Store(err != nil)
+	l.mu.Lock()
+	resync := l.table.answered(keyOf(q), asked, a)
+	l.publish()
 	l.mu.Unlock()
 	if resync {
 		s.log.Info("a peer acknowledged writes without this node; merging with the other owners before answering reads locally", "peer", q.name)
@@ -373,7 +251,7 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 func (s *Store) resync(ctx context.Context, v *view) {
 	l := s.leases
 	l.mu.Lock()
-	target, due := l.behind, l.behind != l.synced
+	mark, due := l.table.resyncDue()
 	l.mu.Unlock()
 	if !due {
 		return
@@ -382,28 +260,20 @@ func (s *Store) resync(ctx context.Context, v *view) {
 	// this may predate the writes it stands for.
 	since := s.clock.Monotonic()
 	s.poll(ctx, v)
-	for pi, p := range s.parts {
-		if !v.owns(pi) || !p.ready.Load() {
-			continue
-		}
-		for _, q := range v.targets(pi) {
-			st := fresh(q, since)
-			if st == nil {
-				s.log.Debug("resync: owner did not answer; retrying next round", "peer", q.name)
-				return
-			}
-			if _, d := p.stats(); d == st.digests[pi] {
-				continue
-			}
-			if _, err := s.exchange(ctx, q, pi, true); err != nil {
-				s.log.Debug("resync failed; retrying next round", "peer", q.name, "partition", pi, "err", err)
-				return
-			}
+	plan := planResync(v, s.partStates(), freshStatuses(v, since))
+	if !plan.complete {
+		s.log.Debug("resync: an owner did not answer; retrying next round")
+		return
+	}
+	for _, x := range plan.exchanges {
+		if _, err := s.exchange(ctx, x.peer, x.partition, true); err != nil {
+			s.log.Debug("resync failed; retrying next round", "peer", x.peer.name, "partition", x.partition, "err", err)
+			return
 		}
 	}
 	l.mu.Lock()
-	l.synced = target
-	l.recompute()
+	l.table.resynced(mark)
+	l.publish()
 	l.mu.Unlock()
 	s.log.Info("merged with the other owners; answering reads locally again")
 }

@@ -54,12 +54,15 @@ func (s *Store) maintain() {
 	s.repeat(s.cfg.AntiEntropyInterval, s.kick, func() { s.round(s.ctx) })
 }
 
-// round runs one round of maintenance.
+// round runs one round of maintenance: it polls the peers, then carries
+// out what the round planner (roundplan.go) decides from their answers,
+// step by step, each step deciding on what the previous one left.
 func (s *Store) round(ctx context.Context) {
 	v := s.view.Load()
-	start := s.clock.Monotonic()
+	since := s.clock.Monotonic()
 	s.poll(ctx, v)
-	s.transfer(ctx, v, start)
+	st := freshStatuses(v, since)
+	s.transfer(ctx, planTransfers(v, s.partStates(), st))
 	s.resync(ctx, v)
 	if s.allOwnedReady(v) {
 		s.readyOnce.Do(func() {
@@ -67,9 +70,37 @@ func (s *Store) round(ctx context.Context) {
 			s.log.Info("store ready", "mode", s.cfg.Mode, "sessions", s.Stats().Sessions)
 		})
 	}
-	s.repairOwners(ctx, v, start)
-	s.handOff(ctx, v, start)
-	s.countUnderReplicated(v, start)
+	s.repair(ctx, planRepairs(v, s.partStates(), st))
+	s.handOff(ctx, planHandOffs(v, s.partStates(), st))
+	s.replicated.Store(int32(underReplicated(v, s.partStates(), st)))
+	if s.view.Load() != v {
+		// The membership changed during the round: this count is of the
+		// old one. rebuildView stores -1 again after the new view, so
+		// either it or this line has the last word.
+		s.replicated.Store(-1)
+	}
+}
+
+// partStates returns the state of each of this node's partitions.
+func (s *Store) partStates() []partState {
+	out := make([]partState, len(s.parts))
+	for i, p := range s.parts {
+		n, d := p.stats()
+		out[i] = partState{ready: p.ready.Load(), digest: d, count: n}
+	}
+	return out
+}
+
+// freshStatuses returns the statuses of v's peers that answered a poll
+// made at monotonic time since or later.
+func freshStatuses(v *view, since time.Duration) statuses {
+	st := make(statuses, len(v.peers))
+	for _, q := range v.peers {
+		if s := fresh(q, since); s != nil {
+			st[q] = s
+		}
+	}
+	return st
 }
 
 // allOwnedReady reports whether every partition v owns is ready.
@@ -162,67 +193,52 @@ func fresh(q *peer, since time.Duration) *peerStatus {
 	return st
 }
 
-// transfer copies the partitions this node owns but does not hold
-// completely, transferWindow at a time.
-func (s *Store) transfer(ctx context.Context, v *view, since time.Duration) {
-	var todo []int
-	for i, p := range s.parts {
-		if v.owns(i) && !p.ready.Load() {
-			todo = append(todo, i)
-		}
-	}
-	if len(todo) == 0 {
+// transfer carries out the round's transfer plans, transferWindow
+// partitions at a time.
+func (s *Store) transfer(ctx context.Context, plans []transferPlan) {
+	if len(plans) == 0 {
 		return
 	}
 	start := s.clock.Monotonic()
 	before := s.stats.transferred.Load()
-	next := make(chan int)
+	next := make(chan transferPlan)
 	var wg sync.WaitGroup
-	for w := 0; w < min(transferWindow, len(todo)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for pi := range next {
-				if err := s.transferPartition(ctx, v, pi, since); err != nil && ctx.Err() == nil {
-					s.log.Warn("state transfer of a partition failed; retrying next round", "partition", pi, "err", err)
+	for w := 0; w < min(transferWindow, len(plans)); w++ {
+		wg.Go(func() {
+			for plan := range next {
+				if err := s.transferPartition(ctx, plan); err != nil && ctx.Err() == nil {
+					s.log.Warn("state transfer of a partition failed; retrying next round", "partition", plan.partition, "err", err)
 				}
 			}
-		}()
+		})
 	}
-	for _, pi := range todo {
+	for _, plan := range plans {
 		select {
-		case next <- pi:
+		case next <- plan:
 		case <-ctx.Done():
 		}
 	}
 	close(next)
 	wg.Wait()
 	if n := s.stats.transferred.Load() - before; n > 0 {
-		s.log.Info("state transfer", "partitions", len(todo), "records", n, "took", (s.clock.Monotonic() - start).Round(time.Millisecond))
+		s.log.Info("state transfer", "partitions", len(plans), "records", n, "took", (s.clock.Monotonic() - start).Round(time.Millisecond))
 	}
 }
 
-// transferPartition makes partition pi complete on this node.
-func (s *Store) transferPartition(ctx context.Context, v *view, pi int, since time.Duration) error {
-	var holders []*peer
-	for _, q := range v.owners[pi] {
-		if st := fresh(q, since); !q.self && st != nil && st.ready[pi] {
-			if err := s.copyPartition(ctx, q, pi, true); err != nil {
-				s.log.Debug("copy from owner failed", "peer", q.name, "partition", pi, "err", err)
-				continue
-			}
-			s.setReady(pi)
-			return nil
+// transferPartition makes a partition complete on this node as plan says:
+// from the first complete owner that works, or by merging what every
+// holder has.
+func (s *Store) transferPartition(ctx context.Context, plan transferPlan) error {
+	pi := plan.partition
+	for _, q := range plan.owners {
+		if err := s.copyPartition(ctx, q, pi, true); err != nil {
+			s.log.Debug("copy from owner failed", "peer", q.name, "partition", pi, "err", err)
+			continue
 		}
+		s.setReady(pi)
+		return nil
 	}
-	// No owner holds it completely: a rebalance moved every copy, or the
-	// cluster is starting. Merge what every peer holds.
-	for _, q := range v.peers {
-		if st := fresh(q, since); st != nil && st.counts[pi] > 0 {
-			holders = append(holders, q)
-		}
-	}
-	for _, q := range holders {
+	for _, q := range plan.holders {
 		if err := s.copyPartition(ctx, q, pi, false); err != nil {
 			return err
 		}
@@ -264,22 +280,13 @@ func (s *Store) copyPartition(ctx context.Context, q *peer, pi int, complete boo
 	}
 }
 
-// repairOwners runs anti-entropy with every peer that answered this
-// round's poll, and clears the degraded mark of those it fully repaired.
-func (s *Store) repairOwners(ctx context.Context, v *view, since time.Duration) {
-	for _, q := range v.peers {
-		st := fresh(q, since)
-		if st == nil {
-			continue
-		}
+// repair runs anti-entropy as the round's repair plans say, and clears the
+// degraded mark of each peer whose exchanges all succeeded.
+func (s *Store) repair(ctx context.Context, plans []repairPlan) {
+	for _, plan := range plans {
+		q := plan.peer
 		exchanged, failed := 0, false
-		for pi, p := range s.parts {
-			if !p.ready.Load() || !st.ready[pi] {
-				continue
-			}
-			if _, d := p.stats(); d == st.digests[pi] {
-				continue
-			}
+		for _, pi := range plan.partitions {
 			n, err := s.exchange(ctx, q, pi, true)
 			exchanged += n
 			if err != nil {
@@ -388,69 +395,31 @@ func (s *Store) pull(ctx context.Context, q *peer, ids []string) error {
 	return s.applyRemote(rs, "repair")
 }
 
-// handOff pushes the records of partitions this node holds but does not
-// own to their owners, and drops those that did not change meanwhile once
-// every owner reports (in a status polled since since) that it holds the
-// partition completely. Until then readers that find no complete owner
-// still find the records here. It returns the number of records still held
-// in partitions this node does not own.
-func (s *Store) handOff(ctx context.Context, v *view, since time.Duration) int {
+// handOff pushes the records of each partition in plans to its owners,
+// and drops those that did not change meanwhile where the plan allows it.
+// Until then readers that find no complete owner still find the records
+// here. It returns the number of records still held in partitions this
+// node does not own.
+func (s *Store) handOff(ctx context.Context, plans []handOffPlan) int {
 	held := 0
-	for pi, p := range s.parts {
-		if v.owns(pi) {
-			continue
-		}
+	for _, plan := range plans {
+		p := s.parts[plan.partition]
 		mine := p.snapshot()
-		if len(mine) == 0 {
-			continue
-		}
-		owners := v.targets(pi)
-		pushed, complete := len(owners) > 0, true
-		for _, q := range owners {
-			if _, err := s.exchangeRecords(ctx, q, pi, mine, false); err != nil {
-				s.log.Debug("hand-off failed", "peer", q.name, "partition", pi, "err", err)
+		pushed := len(plan.owners) > 0
+		for _, q := range plan.owners {
+			if _, err := s.exchangeRecords(ctx, q, plan.partition, mine, false); err != nil {
+				s.log.Debug("hand-off failed", "peer", q.name, "partition", plan.partition, "err", err)
 				pushed = false
 				break
 			}
-			if st := fresh(q, since); st == nil || !st.ready[pi] {
-				complete = false
-			}
 		}
-		if pushed && complete {
-			n := p.dropUnchanged(mine)
-			s.stats.handedOff.Add(uint64(n))
+		if pushed && plan.droppable {
+			s.stats.handedOff.Add(uint64(p.dropUnchanged(mine)))
 		}
 		n, _ := p.stats()
 		held += n
 	}
 	return held
-}
-
-// countUnderReplicated counts the partitions that have fewer ready copies
-// than their owners, by this round's statuses.
-func (s *Store) countUnderReplicated(v *view, since time.Duration) {
-	under := 0
-	for pi := range s.parts {
-		for _, q := range v.owners[pi] {
-			var ready bool
-			if q.self {
-				ready = s.parts[pi].ready.Load()
-			} else if st := fresh(q, since); st != nil {
-				ready = st.ready[pi]
-			}
-			if !ready {
-				under++
-				break
-			}
-		}
-	}
-	s.replicated.Store(int32(under))
-	if s.view.Load() != v {
-		// The membership changed during the round: this count is of the
-		// old one. rebuildView stores -1 again after the new view, so
-		// either it or this line has the last word.
-		s.replicated.Store(-1)
-	}
 }
 
 // errNotComplete reports a peer that no longer holds a partition

@@ -98,7 +98,7 @@ func New(cfg Config) (*Store, error) {
 		leaving:   map[string]uint64{},
 		readyCh:   make(chan struct{}),
 		done:      make(chan struct{}),
-		leases:    newLeases(cfg.ReadLease, cfg.Clock),
+		leases:    newLeases(local.Incarnation, cfg.ReadLease, cfg.Clock),
 	}
 	s.replicated.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -217,7 +217,7 @@ func (s *Store) Leave(ctx context.Context) error {
 	for {
 		v, since := s.view.Load(), s.clock.Monotonic()
 		s.poll(ctx, v)
-		if s.handOff(ctx, v, since) > 0 {
+		if s.handOff(ctx, planHandOffs(v, s.partStates(), freshStatuses(v, since))) > 0 {
 			emptySince = -1
 		} else if emptySince < 0 {
 			emptySince = s.clock.Monotonic()

@@ -190,25 +190,8 @@ func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 	now := s.now()
 	var res updateResult
 	p.update(req.id, func(cur *record) *record {
-		if cur == nil || !cur.live(now) {
-			res.outcome = updateEnded
-			return nil
-		}
-		if st := attrOf(cur, req.key); st.version != req.expected {
-			res.outcome, res.current = updateConflict, st
-			return nil
-		}
-		delta := &record{id: req.id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs,
-			attrs: []attr{{name: req.key, value: req.value, version: version{time: s.hlc.Now(), node: s.node}}}}
-		if delta.idleMs > 0 {
-			delta.idleUntil = now + delta.idleMs
-		}
-		if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
-			res.outcome = updateEnded // unreachable in practice: a value within limits came in
-			return nil
-		}
-		res.outcome, res.delta = updateApplied, delta
-		return delta
+		res = coordinateRule(cur, req, now, version{time: s.hlc.Now(), node: s.node}, s.cfg.Limits)
+		return res.delta
 	})
 	if res.outcome == updateApplied {
 		s.stats.writes.Add(1)
@@ -289,22 +272,10 @@ var errUpdateRefused = errors.New("update refused: the attribute moved on from a
 // node has applied a competing update of the attribute: one made from the
 // same or a later state by another coordinator.
 func (s *Store) applyUpdateReplica(pi int, expected version, delta *record) bool {
-	if len(delta.attrs) != 1 {
-		return false
-	}
-	want := delta.attrs[0]
-	ok := true
+	ok := false
 	s.parts[pi].update(delta.id, func(cur *record) *record {
-		if cur != nil {
-			// A newer version than the update's base, from another
-			// coordinator, is a competing update. From the same one it is a
-			// later update that arrived first: coordinators apply one
-			// attribute's updates one at a time, so it already includes
-			// this one.
-			if st := attrOf(cur, want.name); expected.less(st.version) && st.version.node != want.version.node {
-				ok = false
-				return nil
-			}
+		if ok = replicaRule(cur, expected, delta); !ok {
+			return nil
 		}
 		return delta
 	})

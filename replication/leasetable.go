@@ -1,0 +1,227 @@
+package replication
+
+import (
+	"math"
+	"time"
+)
+
+// leaseTable is the decision logic of read leases (lease.go explains what
+// they are for): which leases this node holds from its peers and which it
+// granted them, whether it is authoritative, whom to fence, when a write
+// may be acknowledged. It is pure: no clock, no network, no goroutine, no
+// lock. Its methods take the monotonic time (nanoseconds) and the facts
+// the runtime observed, and return what follows. The store's leases type
+// holds it under a mutex, publishes its answers for the read path, and
+// does the I/O.
+type leaseTable struct {
+	self     uint64 // this node's incarnation
+	duration int64  // ReadLease, in nanoseconds
+
+	peers   []memberKey                 // the current view's peers
+	held    map[memberKey]*heldLease    // leases from peers
+	granted map[memberKey]*grantedLease // leases to peers
+	// behind counts grants whose epoch changed: a resync is due while it
+	// differs from synced, the value the last completed resync started
+	// from.
+	behind, synced uint64
+	// fenceUntil is the monotonic time before which a write that skipped
+	// an owner may not be acknowledged.
+	fenceUntil int64
+}
+
+// memberKey names one incarnation of a member.
+type memberKey struct {
+	name        string
+	incarnation uint64
+}
+
+func keyOf(q *peer) memberKey { return memberKey{q.name, q.incarnation} }
+
+// heldLease is what a node knows about the lease a peer granted it.
+type heldLease struct {
+	until   int64  // monotonic deadline of the lease; 0 for none
+	epoch   uint64 // the peer's epoch for this node at the last grant
+	granted bool   // the peer has granted a lease at least once
+	behind  bool   // the peer's last answer: this node is degraded there
+	unknown bool   // the peer's last answer: this node is not a member there
+	gone    bool   // the peer's process is gone: connection refused, or another incarnation answered
+}
+
+// required reports whether the lease must be valid for this node to be
+// authoritative.
+func (h *heldLease) required() bool {
+	switch {
+	case h.behind:
+		return true // until that peer has repaired this node
+	case h.gone:
+		return false // proven gone: nothing listens at its address any more
+	case h.unknown:
+		return h.granted // a peer that has not met this node yet sent it nothing
+	}
+	return true
+}
+
+// grantedLease is what a node granted a peer.
+type grantedLease struct {
+	until int64  // monotonic deadline of the latest lease granted
+	epoch uint64 // bumped by each fence
+}
+
+// leaseAnswer is what became of one lease request: the peer's reply, or
+// how the call failed.
+type leaseAnswer struct {
+	reply   leaseReply
+	refused bool // the connection was refused: nothing listens at the peer's address
+	failed  bool // no reply (timeout, lost, broken connection), and not refused
+}
+
+func newLeaseTable(self uint64, duration time.Duration) *leaseTable {
+	return &leaseTable{
+		self:     self,
+		duration: int64(duration),
+		held:     map[memberKey]*heldLease{},
+		granted:  map[memberKey]*grantedLease{},
+	}
+}
+
+// authority returns the monotonic time until which this node is
+// authoritative: 0 while a resync is due or a peer has not been asked yet;
+// otherwise the earliest deadline of the leases it requires; MaxInt64 when
+// alone.
+func (t *leaseTable) authority() int64 {
+	if t.behind != t.synced {
+		return 0
+	}
+	until := int64(math.MaxInt64)
+	for _, k := range t.peers {
+		h := t.held[k]
+		if h == nil {
+			return 0
+		}
+		if h.required() {
+			until = min(until, h.until)
+		}
+	}
+	return until
+}
+
+// viewChanged installs the peers of a new view. Each member of prev that
+// is not in next is fenced: it gets no more writes from here, so it must
+// stop answering from its copy before the next write is acknowledged. A
+// member back under another incarnation is not fenced (the old process,
+// and what it held, is gone); what is known about its earlier
+// incarnations is forgotten. It returns the members fenced.
+func (t *leaseTable) viewChanged(prev, next []memberKey) (fenced []memberKey) {
+	byName := make(map[string]uint64, len(next))
+	for _, k := range next {
+		byName[k.name] = k.incarnation
+	}
+	for _, k := range prev {
+		if _, ok := byName[k.name]; !ok {
+			t.fence(k)
+			fenced = append(fenced, k)
+		}
+	}
+	t.peers = next
+	forgetOtherIncarnations(t.held, byName)
+	forgetOtherIncarnations(t.granted, byName)
+	return fenced
+}
+
+// forgetOtherIncarnations drops the entries about members whose
+// incarnation is not the one in current (members not in current stay:
+// their fence must outlive them).
+func forgetOtherIncarnations[V any](m map[memberKey]V, current map[string]uint64) {
+	for k := range m {
+		if inc, ok := current[k.name]; ok && inc != k.incarnation {
+			delete(m, k)
+		}
+	}
+}
+
+// fence bumps k's epoch (its next lease tells it that it missed writes)
+// and makes writes wait until the leases granted to it have expired.
+func (t *leaseTable) fence(k memberKey) {
+	g := t.grantedTo(k)
+	g.epoch++
+	t.fenceUntil = max(t.fenceUntil, g.until)
+}
+
+func (t *leaseTable) grantedTo(k memberKey) *grantedLease {
+	g := t.granted[k]
+	if g == nil {
+		g = &grantedLease{}
+		t.granted[k] = g
+	}
+	return g
+}
+
+// fenceWait returns how long, from now, a write that skipped an owner must
+// wait before it is acknowledged (0 or less: not at all).
+func (t *leaseTable) fenceWait(now int64) time.Duration {
+	return time.Duration(t.fenceUntil - now)
+}
+
+// grant answers a lease request from holder addressed to this node's
+// incarnation grantor, at monotonic time now. member says this node's
+// view holds that incarnation of holder; degraded that holder missed a
+// write acknowledged without it and has not been repaired since.
+func (t *leaseTable) grant(holder memberKey, grantor uint64, member, degraded bool, now int64) leaseReply {
+	switch {
+	case grantor != t.self:
+		return leaseReply{outcome: leaseNotYou}
+	case !member:
+		return leaseReply{outcome: leaseUnknown}
+	case degraded:
+		return leaseReply{outcome: leaseBehind}
+	}
+	g := t.grantedTo(holder)
+	g.until = max(g.until, now+t.duration)
+	return leaseReply{outcome: leaseGranted, epoch: g.epoch, duration: time.Duration(t.duration)}
+}
+
+// answered records what became of the lease request this node sent peer
+// at monotonic time asked. It reports whether a resync is now due: the
+// peer's epoch for this node changed, so it may have acknowledged writes
+// without this node.
+func (t *leaseTable) answered(peer memberKey, asked int64, a leaseAnswer) (resync bool) {
+	h := t.held[peer]
+	if h == nil {
+		h = &heldLease{}
+		t.held[peer] = h
+	}
+	if !a.failed {
+		h.behind, h.unknown, h.gone = false, false, false
+	}
+	switch {
+	case a.refused:
+		h.gone = true
+	case a.failed:
+		// Not renewed: the lease runs out. What it said last, if behind,
+		// still holds.
+	case a.reply.outcome == leaseGranted:
+		if a.reply.epoch != h.epoch {
+			t.behind++
+			resync = true
+		}
+		h.granted, h.epoch = true, a.reply.epoch
+		h.until = asked + min(int64(a.reply.duration), t.duration)
+	case a.reply.outcome == leaseBehind:
+		h.behind = true // the lease is not renewed: it runs out
+	case a.reply.outcome == leaseUnknown:
+		h.unknown = true
+	case a.reply.outcome == leaseNotYou:
+		h.gone = true
+	}
+	return resync
+}
+
+// resyncDue reports whether a resync is due, and the mark that completing
+// it sets (resynced).
+func (t *leaseTable) resyncDue() (mark uint64, due bool) {
+	return t.behind, t.behind != t.synced
+}
+
+// resynced records that a resync started at mark has merged this node's
+// partitions with the other owners.
+func (t *leaseTable) resynced(mark uint64) { t.synced = mark }

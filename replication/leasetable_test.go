@@ -1,0 +1,142 @@
+package replication
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const testLease = time.Second
+
+var (
+	peerA = memberKey{"a", 1}
+	peerB = memberKey{"b", 1}
+)
+
+// granted is a reply granting a lease of the test duration at epoch.
+func granted(epoch uint64) leaseAnswer {
+	return leaseAnswer{reply: leaseReply{outcome: leaseGranted, epoch: epoch, duration: testLease}}
+}
+
+func outcome(o byte) leaseAnswer { return leaseAnswer{reply: leaseReply{outcome: o}} }
+
+func TestLeaseTable_Authority(t *testing.T) {
+	sec := int64(time.Second)
+	for _, tc := range []struct {
+		name    string
+		peers   []memberKey
+		answers map[memberKey][]leaseAnswer // each asked at 0, then at 1 s, ...
+		want    int64
+	}{
+		{name: "alone: nobody can write behind its back", want: math.MaxInt64},
+		{name: "a peer not asked yet", peers: []memberKey{peerA}, want: 0},
+		{name: "leases from every peer: the earliest deadline",
+			peers:   []memberKey{peerA, peerB},
+			answers: map[memberKey][]leaseAnswer{peerA: {granted(0)}, peerB: {granted(0), granted(0)}},
+			want:    sec},
+		{name: "a lease no longer than this node's own ReadLease",
+			peers:   []memberKey{peerA},
+			answers: map[memberKey][]leaseAnswer{peerA: {{reply: leaseReply{outcome: leaseGranted, duration: time.Hour}}}},
+			want:    sec},
+		{name: "silence is not proof of death: the lease runs out",
+			peers:   []memberKey{peerA},
+			answers: map[memberKey][]leaseAnswer{peerA: {granted(0), {failed: true}, {failed: true}}},
+			want:    sec},
+		{name: "a refused connection proves the peer gone",
+			peers:   []memberKey{peerA, peerB},
+			answers: map[memberKey][]leaseAnswer{peerA: {granted(0), {refused: true}}, peerB: {granted(0), granted(0), granted(0)}},
+			want:    3 * sec},
+		{name: "another incarnation answering proves it gone",
+			peers:   []memberKey{peerA},
+			answers: map[memberKey][]leaseAnswer{peerA: {outcome(leaseNotYou)}},
+			want:    math.MaxInt64},
+		{name: "a peer that has not met this node yet sent it nothing",
+			peers:   []memberKey{peerA},
+			answers: map[memberKey][]leaseAnswer{peerA: {outcome(leaseUnknown)}},
+			want:    math.MaxInt64},
+		{name: "a peer that granted once and then forgot this node stays required",
+			peers:   []memberKey{peerA},
+			answers: map[memberKey][]leaseAnswer{peerA: {granted(0), outcome(leaseUnknown)}},
+			want:    sec},
+		{name: "behind at a peer: required until it repairs this node, also while its requests fail",
+			peers:   []memberKey{peerA},
+			answers: map[memberKey][]leaseAnswer{peerA: {granted(0), outcome(leaseBehind), {failed: true}}},
+			want:    sec},
+		{name: "a new epoch: not authoritative until resynced",
+			peers:   []memberKey{peerA},
+			answers: map[memberKey][]leaseAnswer{peerA: {granted(0), granted(1)}},
+			want:    0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lt := newLeaseTable(9, testLease)
+			lt.viewChanged(nil, tc.peers)
+			for _, k := range tc.peers {
+				for i, a := range tc.answers[k] {
+					lt.answered(k, int64(i)*sec, a)
+				}
+			}
+			assert.Equal(t, tc.want, lt.authority())
+		})
+	}
+}
+
+func TestLeaseTable_ResyncRestoresAuthority(t *testing.T) {
+	lt := newLeaseTable(9, testLease)
+	lt.viewChanged(nil, []memberKey{peerA})
+	require.False(t, lt.answered(peerA, 0, granted(0)))
+	_, due := lt.resyncDue()
+	require.False(t, due)
+
+	require.True(t, lt.answered(peerA, 0, granted(1)), "a new epoch asks for a resync")
+	mark, due := lt.resyncDue()
+	require.True(t, due)
+	assert.Zero(t, lt.authority())
+	require.True(t, lt.answered(peerA, 0, granted(2)), "another fence during the resync")
+	lt.resynced(mark)
+	assert.Zero(t, lt.authority(), "the resync started before the second fence")
+	mark, _ = lt.resyncDue()
+	lt.resynced(mark)
+	assert.Equal(t, int64(testLease), lt.authority())
+}
+
+func TestLeaseTable_Grant(t *testing.T) {
+	lt := newLeaseTable(9, testLease)
+	assert.Equal(t, leaseNotYou, lt.grant(peerA, 8, true, false, 0).outcome, "addressed to an earlier incarnation")
+	assert.Equal(t, leaseUnknown, lt.grant(peerA, 9, false, false, 0).outcome)
+	assert.Equal(t, leaseBehind, lt.grant(peerA, 9, true, true, 0).outcome)
+	r := lt.grant(peerA, 9, true, false, 5)
+	assert.Equal(t, leaseReply{outcome: leaseGranted, epoch: 0, duration: testLease}, r)
+	assert.Equal(t, 5+int64(testLease), lt.granted[peerA].until)
+}
+
+func TestLeaseTable_FenceWaitsOutTheLeasesGranted(t *testing.T) {
+	lt := newLeaseTable(9, testLease)
+	lt.viewChanged(nil, []memberKey{peerA, peerB})
+	lt.grant(peerA, 9, true, false, 100)
+	assert.LessOrEqual(t, lt.fenceWait(100), time.Duration(0), "nothing fenced yet")
+	lt.fence(peerA)
+	assert.Equal(t, testLease, lt.fenceWait(100))
+	assert.Equal(t, uint64(1), lt.grant(peerA, 9, true, false, 200).epoch, "the next lease carries the new epoch")
+	lt.fence(peerB) // never granted anything: adds no wait
+	assert.Equal(t, testLease, lt.fenceWait(100))
+}
+
+func TestLeaseTable_ViewChange(t *testing.T) {
+	lt := newLeaseTable(9, testLease)
+	lt.viewChanged(nil, []memberKey{peerA, peerB})
+	lt.grant(peerA, 9, true, false, 0)
+	lt.grant(peerB, 9, true, false, 0)
+	lt.answered(peerA, 0, granted(0))
+
+	restartedA := memberKey{"a", 2}
+	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{restartedA})
+	assert.Equal(t, []memberKey{peerB}, fenced, "b left: fenced; a restarted: its old process is gone")
+	assert.Equal(t, int64(testLease), int64(lt.fenceWait(0)), "b's lease must run out before the next acknowledgement")
+	assert.NotContains(t, lt.held, peerA, "what a's old incarnation granted is forgotten")
+	assert.NotContains(t, lt.granted, peerA)
+	assert.Contains(t, lt.granted, peerB, "b's fence outlives its departure")
+	assert.Zero(t, lt.authority(), "the new incarnation has not been asked yet")
+}
