@@ -319,14 +319,7 @@ func TestBackups_FullyReplicatedTurnsFalseWhenAMemberFails(t *testing.T) {
 func TestBackups_WriteOnANonOwnerDoesNotReadTheSessionFirst(t *testing.T) {
 	c := modeCluster(t, 7, replication.Backups(1), nodeNames(4)...)
 	ctx := context.Background()
-	var id string
-	for i := 0; id == ""; i++ { // a session whose owners exclude n03
-		s := fmt.Sprint("s", i)
-		require.NoError(t, errOf(c.Node("n00").Store.Save(ctx, s, put("n", "0"))))
-		if owners := ownersOf(t, c.Node("n00").Store, s); !slices.Contains(owners, "n03") {
-			id = s
-		}
-	}
+	id, _ := sessionNotOwnedBy(t, c, "n03")
 	writer := c.Node("n03").Store
 	reads := func() uint64 { return writer.Stats().RemoteReads }
 	sess, ok, err := writer.Get(ctx, id)
@@ -363,4 +356,42 @@ func ownersOf(t *testing.T, st *replication.Store, id string) []string {
 	}
 	t.Fatalf("no partition for %s", id)
 	return nil
+}
+
+// A node that does not own a session holds no copy of it: when none of the
+// owners acknowledges its write (its links to them lose every message), the
+// write fails instead of being acknowledged and lost. Found by the cluster
+// simulator.
+func TestBackups_WriteThatReachesNoOwnerFails(t *testing.T) {
+	c := modeClusterWith(t, 8, replication.Backups(1), shortLeases, nodeNames(4)...)
+	ctx := context.Background()
+	id, owners := sessionNotOwnedBy(t, c, "n03")
+	for _, o := range owners {
+		c.Net.Drop("n03", o, 1)
+	}
+	_, err := c.Node("n03").Store.Save(ctx, id, put("n", "lost?"))
+	require.ErrorIs(t, err, replication.ErrUnreachable)
+
+	c.Net.Drop("n03", owners[0], 0) // one owner reachable again
+	require.NoError(t, errOf(c.Node("n03").Store.Save(ctx, id, put("n", "kept"))))
+	v, ok := value(t, c.Node(owners[0]).Store, id, "n")
+	require.True(t, ok)
+	assert.Equal(t, "kept", v)
+}
+
+// sessionNotOwnedBy writes sessions from another node until one is owned
+// by others than node, and returns it with its owners.
+func sessionNotOwnedBy(t *testing.T, c *testcluster.Cluster, node string) (string, []string) {
+	t.Helper()
+	other := c.Nodes()[0]
+	if other.Name == node {
+		other = c.Nodes()[1]
+	}
+	for i := 0; ; i++ {
+		id := fmt.Sprint("s", i)
+		require.NoError(t, errOf(other.Store.Save(context.Background(), id, put("n", "0"))))
+		if owners := ownersOf(t, other.Store, id); !slices.Contains(owners, node) {
+			return id, owners
+		}
+	}
 }

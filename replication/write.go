@@ -245,11 +245,16 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	}
 	var sends []*send
 	byPeer := map[*peer]*send{}
+	// elsewhere lists, for each record this node does not own, its owners:
+	// one of them must acknowledge it, or it is on no node.
+	var elsewhere [][]*peer
 	for _, r := range rs {
 		pi := partitionOf(r.id)
 		if v.owns(pi) {
 			out, old, _ := s.parts[pi].apply(r, now)
 			s.sessionEvent(pi, old, out, true)
+		} else {
+			elsewhere = append(elsewhere, v.targets(pi))
 		}
 		for _, q := range v.targets(pi) {
 			sd := byPeer[q]
@@ -263,9 +268,20 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	}
 	s.stats.writes.Add(1)
 	async := s.cfg.WriteConcern == Async
+	var mustWait map[*peer]bool // degraded owners that are all a record has
+	for _, owners := range elsewhere {
+		if mustWait == nil {
+			mustWait = map[*peer]bool{}
+		}
+		if !slices.ContainsFunc(owners, func(q *peer) bool { return !q.degraded.Load() }) {
+			for _, q := range owners {
+				mustWait[q] = true
+			}
+		}
+	}
 	waitFor := sends[:0]
 	for _, sd := range sends {
-		if async || sd.q.degraded.Load() {
+		if async || sd.q.degraded.Load() && !mustWait[sd.q] {
 			s.enqueue(sd.q, sd.rs)
 		} else {
 			waitFor = append(waitFor, sd)
@@ -275,6 +291,9 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	if len(sends) == 0 {
 		if async {
 			return nil
+		}
+		if len(elsewhere) > 0 {
+			return errNoOwnerAcked // no owner at all: a view without members
 		}
 		return s.awaitFence(ctx)
 	}
@@ -307,10 +326,17 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	}
 	call(sends[0])
 	var missed []ackResult
+	var acked map[*peer]bool // only needed for records owned elsewhere
+	if len(elsewhere) > 0 {
+		acked = make(map[*peer]bool, len(sends))
+	}
 	for waiting := len(sends); waiting > 0; waiting-- {
 		r := <-results
 		switch {
 		case r.err == nil:
+			if acked != nil {
+				acked[r.q] = true
+			}
 			continue
 		case ctx.Err() != nil:
 			continue // the caller gave up; the write is applied and sent
@@ -331,8 +357,19 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	for _, owners := range elsewhere {
+		if !slices.ContainsFunc(owners, func(q *peer) bool { return acked[q] }) {
+			// This node holds no copy: acknowledged, the write would be on
+			// no node. Resending it is harmless (writes merge).
+			return errNoOwnerAcked
+		}
+	}
 	return s.awaitFence(ctx)
 }
+
+// errNoOwnerAcked fails a synchronous write made on a node that does not
+// own the session when none of the owners acknowledged it.
+var errNoOwnerAcked = fmt.Errorf("write: no owner of the session acknowledged it: %w", ErrUnreachable)
 
 // ackResult is one owner's answer to a replicated write.
 type ackResult struct {
