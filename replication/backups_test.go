@@ -228,6 +228,22 @@ func TestBackups_BytesPerWrite(t *testing.T) {
 			}
 			return b
 		}
+		// The nodes merge with each other once after the last join (a
+		// view change asks every node to; the request arrives with a lease
+		// renewal): wait until only lease renewals are left, tens of KiB
+		// per 300 ms where a round of status polls is hundreds, twice in a
+		// row, longer than a renewal period.
+		last, quiet := sum(), 0
+		require.Eventually(t, func() bool {
+			now := sum()
+			if now-last < 32<<10 {
+				quiet++
+			} else {
+				quiet = 0
+			}
+			last = now
+			return quiet >= 2
+		}, 10*time.Second, 300*time.Millisecond, "background traffic did not settle")
 		before := sum()
 		value := make([]byte, 1024)
 		ctx := context.Background()

@@ -88,7 +88,7 @@ func TestDecodeRequest_RoundTrip(t *testing.T) {
 		{must(encodeFetch([]string{"a", "b"})), fetchRequest{ids: []string{"a", "b"}}},
 		{must(encodeFetchRange(3, "after", 4096)), fetchRangeRequest{partition: 3, after: "after", maxBytes: 4096}},
 		{must(encodeLeaving("n2", 5)), leavingRequest{name: "n2", incarnation: 5}},
-		{must(encodeLeaseRequest("n1", 7, 9)), leaseRequest{holder: memberKey{"n1", 7}, grantor: 9}},
+		{must(encodeLeaseRequest(leaseRequest{holder: memberKey{"n1", 7}, grantor: 9, owning: 5})), leaseRequest{holder: memberKey{"n1", 7}, grantor: 9, owning: 5}},
 		{must(encodeUpdate(updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234})),
 			updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234}},
 		{must(encodeUpdateCopy(version{time: 5, node: 6}, r)), updateCopyRequest{expected: version{time: 5, node: 6}, delta: r}},

@@ -53,7 +53,7 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		return encodeGetReply(s.authoritative(p), p.get(r.id))
 
 	case leaseRequest:
-		return encodeLeaseReply(s.grantLease(r.holder, r.grantor))
+		return encodeLeaseReply(s.grantLease(r))
 
 	case statusRequest:
 		return encodeStatusReply(s.localStatus())

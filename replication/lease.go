@@ -102,7 +102,11 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 	if prev != nil {
 		before = peerKeys(prev.peers)
 	}
-	l.table.viewChanged(before, peerKeys(next.peers))
+	var lost []*peer
+	if prev != nil {
+		lost = lostPartitions(prev, next)
+	}
+	l.table.viewChanged(before, peerKeys(next.peers), peerKeys(lost))
 	l.publish()
 	l.mu.Unlock()
 	select {
@@ -181,15 +185,17 @@ func (s *Store) awaitFence(ctx context.Context) error {
 
 // grantLease answers a lease request from holder, addressed to this
 // node's incarnation grantor.
-func (s *Store) grantLease(holder memberKey, grantor uint64) leaseReply {
-	q := s.view.Load().byName[holder.name]
-	member := q != nil && q.incarnation == holder.incarnation
+func (s *Store) grantLease(r leaseRequest) leaseReply {
+	v := s.view.Load()
+	q := v.byName[r.holder.name]
+	member := q != nil && q.incarnation == r.holder.incarnation
+	sameOwners := r.owning == 0 || r.owning == v.owning
 	l := s.leases
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// degraded is read under l.mu: fence sets it there, after the table
 	// fenced q, so no lease is granted between the two.
-	return l.table.grant(holder, grantor, member, member && q.degraded.Load(), l.mono())
+	return l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono())
 }
 
 // renewLeases is the store's lease goroutine: every ReadLease/4, and at
@@ -209,7 +215,7 @@ func (s *Store) renewLeases() {
 // askLease asks q for a lease and records the answer.
 func (s *Store) askLease(q *peer, timeout time.Duration) {
 	l := s.leases
-	req, err := encodeLeaseRequest(s.self.name, s.self.incarnation, q.incarnation)
+	req, err := encodeLeaseRequest(leaseRequest{holder: keyOf(s.self), grantor: q.incarnation, owning: s.view.Load().owning})
 	if err != nil {
 		return
 	}

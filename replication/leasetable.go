@@ -2,6 +2,7 @@ package replication
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -105,13 +106,27 @@ func (t *leaseTable) authority() int64 {
 	return until
 }
 
-// viewChanged installs the peers of a new view. Each member of prev that
-// is not in next is fenced: it gets no more writes from here, so it must
-// stop answering from its copy before the next write is acknowledged. A
-// member back under another incarnation is not fenced (the old process,
-// and what it held, is gone); what is known about its earlier
-// incarnations is forgotten. It returns the members fenced.
-func (t *leaseTable) viewChanged(prev, next []memberKey) (fenced []memberKey) {
+// viewChanged installs the peers of a new view; lost are the members of
+// prev that own, in prev, a partition they do not own in next.
+//
+// While nodes' views differ, they may disagree on a partition's owners:
+// a writer sends a write to the owners of its view only, and a node that
+// owns the partition in another view misses it. So:
+//   - Each member that left, or lost a partition, is fenced: it gets some
+//     writes no more from here, so it must stop answering from its copy
+//     before the next write is acknowledged. A member back under another
+//     incarnation is not fenced (the old process, and what it held, is
+//     gone); what is known about its earlier incarnations is forgotten.
+//   - Every peer's epoch is bumped, without a wait: its next lease from
+//     here tells it to merge with the other owners before it answers from
+//     its copies again, since it may have missed writes this node sent to
+//     the owners of its old view.
+//   - The leases this node holds end: it answers from its copies again
+//     only once its peers grant leases for a view with the same owners
+//     (grant) and it has merged.
+//
+// It returns the members fenced.
+func (t *leaseTable) viewChanged(prev, next, lost []memberKey) (fenced []memberKey) {
 	byName := make(map[string]uint64, len(next))
 	for _, k := range next {
 		byName[k.name] = k.incarnation
@@ -121,6 +136,18 @@ func (t *leaseTable) viewChanged(prev, next []memberKey) (fenced []memberKey) {
 			t.fence(k)
 			fenced = append(fenced, k)
 		}
+	}
+	for _, k := range lost {
+		if byName[k.name] == k.incarnation && !slices.Contains(fenced, k) {
+			t.fence(k)
+			fenced = append(fenced, k)
+		}
+	}
+	for _, k := range next {
+		t.grantedTo(k).epoch++
+	}
+	for _, h := range t.held {
+		h.until = 0
 	}
 	t.peers = next
 	forgetOtherIncarnations(t.held, byName)
@@ -164,14 +191,19 @@ func (t *leaseTable) fenceWait(now int64) time.Duration {
 
 // grant answers a lease request from holder addressed to this node's
 // incarnation grantor, at monotonic time now. member says this node's
-// view holds that incarnation of holder; degraded that holder missed a
-// write acknowledged without it and has not been repaired since.
-func (t *leaseTable) grant(holder memberKey, grantor uint64, member, degraded bool, now int64) leaseReply {
+// view holds that incarnation of holder; sameOwners that the holder's view
+// has the same owning members as this node's (so both agree on every
+// partition's owners, and this node sends the holder every write of the
+// partitions it owns); degraded that holder missed a write acknowledged
+// without it and has not been repaired since.
+func (t *leaseTable) grant(holder memberKey, grantor uint64, member, sameOwners, degraded bool, now int64) leaseReply {
 	switch {
 	case grantor != t.self:
 		return leaseReply{outcome: leaseNotYou}
 	case !member:
 		return leaseReply{outcome: leaseUnknown}
+	case !sameOwners:
+		return leaseReply{outcome: leaseOtherView}
 	case degraded:
 		return leaseReply{outcome: leaseBehind}
 	}
@@ -213,6 +245,8 @@ func (t *leaseTable) answered(peer memberKey, asked int64, a leaseAnswer) (resyn
 	case a.reply.outcome == leaseNotYou:
 		h.gone = true
 	}
+	// leaseOtherView: not renewed until the views agree; the peer stays
+	// required.
 	return resync
 }
 

@@ -72,7 +72,7 @@ func TestLeaseTable_Authority(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lt := newLeaseTable(9, testLease)
-			lt.viewChanged(nil, tc.peers)
+			lt.viewChanged(nil, tc.peers, nil)
 			for _, k := range tc.peers {
 				for i, a := range tc.answers[k] {
 					lt.answered(k, int64(i)*sec, a)
@@ -85,7 +85,7 @@ func TestLeaseTable_Authority(t *testing.T) {
 
 func TestLeaseTable_ResyncRestoresAuthority(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	lt.viewChanged(nil, []memberKey{peerA})
+	lt.viewChanged(nil, []memberKey{peerA}, nil)
 	require.False(t, lt.answered(peerA, 0, granted(0)))
 	_, due := lt.resyncDue()
 	require.False(t, due)
@@ -104,39 +104,68 @@ func TestLeaseTable_ResyncRestoresAuthority(t *testing.T) {
 
 func TestLeaseTable_Grant(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	assert.Equal(t, leaseNotYou, lt.grant(peerA, 8, true, false, 0).outcome, "addressed to an earlier incarnation")
-	assert.Equal(t, leaseUnknown, lt.grant(peerA, 9, false, false, 0).outcome)
-	assert.Equal(t, leaseBehind, lt.grant(peerA, 9, true, true, 0).outcome)
-	r := lt.grant(peerA, 9, true, false, 5)
+	assert.Equal(t, leaseNotYou, lt.grant(peerA, 8, true, true, false, 0).outcome, "addressed to an earlier incarnation")
+	assert.Equal(t, leaseUnknown, lt.grant(peerA, 9, false, true, false, 0).outcome)
+	assert.Equal(t, leaseBehind, lt.grant(peerA, 9, true, true, true, 0).outcome)
+	assert.Equal(t, leaseOtherView, lt.grant(peerA, 9, true, false, false, 0).outcome, "the asker's view has other owners")
+	r := lt.grant(peerA, 9, true, true, false, 5)
 	assert.Equal(t, leaseReply{outcome: leaseGranted, epoch: 0, duration: testLease}, r)
 	assert.Equal(t, 5+int64(testLease), lt.granted[peerA].until)
 }
 
 func TestLeaseTable_FenceWaitsOutTheLeasesGranted(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	lt.viewChanged(nil, []memberKey{peerA, peerB})
-	lt.grant(peerA, 9, true, false, 100)
+	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil)
+	lt.grant(peerA, 9, true, true, false, 100)
 	assert.LessOrEqual(t, lt.fenceWait(100), time.Duration(0), "nothing fenced yet")
 	lt.fence(peerA)
 	assert.Equal(t, testLease, lt.fenceWait(100))
-	assert.Equal(t, uint64(1), lt.grant(peerA, 9, true, false, 200).epoch, "the next lease carries the new epoch")
+	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 200).epoch, "the view change and the fence each bumped the epoch")
 	lt.fence(peerB) // never granted anything: adds no wait
 	assert.Equal(t, testLease, lt.fenceWait(100))
 }
 
 func TestLeaseTable_ViewChange(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	lt.viewChanged(nil, []memberKey{peerA, peerB})
-	lt.grant(peerA, 9, true, false, 0)
-	lt.grant(peerB, 9, true, false, 0)
+	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil)
+	lt.grant(peerA, 9, true, true, false, 0)
+	lt.grant(peerB, 9, true, true, false, 0)
 	lt.answered(peerA, 0, granted(0))
 
 	restartedA := memberKey{"a", 2}
-	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{restartedA})
+	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{restartedA}, nil)
 	assert.Equal(t, []memberKey{peerB}, fenced, "b left: fenced; a restarted: its old process is gone")
 	assert.Equal(t, int64(testLease), int64(lt.fenceWait(0)), "b's lease must run out before the next acknowledgement")
 	assert.NotContains(t, lt.held, peerA, "what a's old incarnation granted is forgotten")
 	assert.NotContains(t, lt.granted, peerA)
 	assert.Contains(t, lt.granted, peerB, "b's fence outlives its departure")
 	assert.Zero(t, lt.authority(), "the new incarnation has not been asked yet")
+}
+
+// While views differ, nodes may disagree on a partition's owners: a view
+// change ends the leases this node holds, tells every peer to merge before
+// it answers from its copies again, and fences the peers that lost a
+// partition. Found by the cluster simulator: a node that declared a member
+// dead first took over its partitions and answered from its copy under
+// leases granted by peers that still wrote to the old owners.
+func TestLeaseTable_ViewChangeWhileViewsDiffer(t *testing.T) {
+	lt := newLeaseTable(9, testLease)
+	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil)
+	lt.answered(peerA, 0, granted(1))
+	lt.answered(peerB, 0, granted(1))
+	mark, _ := lt.resyncDue()
+	lt.resynced(mark)
+	require.Equal(t, int64(testLease), lt.authority())
+	lt.grant(peerA, 9, true, true, false, 0)
+	lt.grant(peerB, 9, true, true, false, 0)
+
+	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{peerA, peerB}, []memberKey{peerB})
+	assert.Equal(t, []memberKey{peerB}, fenced, "b lost a partition to the new view")
+	assert.Equal(t, testLease, lt.fenceWait(0), "the next write waits out b's lease")
+	assert.Zero(t, lt.authority(), "the leases held under the old view ended")
+	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 0).epoch, "a is told to merge")
+
+	lt.answered(peerA, 0, outcome(leaseOtherView))
+	lt.answered(peerB, 0, granted(3))
+	assert.Zero(t, lt.authority(), "a has not changed its view yet: not renewed")
 }

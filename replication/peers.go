@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,10 @@ type view struct {
 	byName map[string]*peer // peers by name
 	owners [numPartitions][]*peer
 	owned  [numPartitions]bool // self is among owners
+	// owning identifies the members that own partitions (this node
+	// included, leaving members not): two nodes whose views have the same
+	// owning agree on every partition's owners.
+	owning uint64
 }
 
 // owns reports whether this node owns partition p.
@@ -91,6 +96,7 @@ func buildView(mode Mode, self *peer, members []Member, prev *view, leaving map[
 			candidates = append(candidates, q)
 		}
 	}
+	v.owning = owningHash(candidates)
 	for p := range v.owners {
 		v.owners[p] = ownersOf(p, candidates, mode)
 		for _, q := range v.owners[p] {
@@ -100,6 +106,34 @@ func buildView(mode Mode, self *peer, members []Member, prev *view, leaving map[
 		}
 	}
 	return v
+}
+
+// owningHash identifies a set of owning members, whatever their order.
+func owningHash(candidates []*peer) uint64 {
+	var sum uint64
+	for _, q := range candidates {
+		h := newHash64()
+		h.writeString(q.name)
+		h.writeUint64(q.incarnation)
+		sum += h.sum()
+	}
+	return sum | 1 // never 0: 0 stands for "not sent" on the wire
+}
+
+// lostPartitions returns the peers of prev that own, in prev, a partition
+// they do not own in next: those a writer with the next view stops
+// sending some writes to while they may still answer from their copies.
+func lostPartitions(prev, next *view) []*peer {
+	var out []*peer
+	for _, q := range prev.peers {
+		for p := range prev.owners {
+			if slices.Contains(prev.owners[p], q) && !slices.ContainsFunc(next.owners[p], func(r *peer) bool { return keyOf(r) == keyOf(q) }) {
+				out = append(out, q)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // targets returns the owners of partition p other than this node.

@@ -57,4 +57,7 @@ const (
 	leaseBehind  byte = 1 // the asker is degraded at the grantor: it missed writes
 	leaseUnknown byte = 2 // the grantor does not count the asker as a member
 	leaseNotYou  byte = 3 // the grantor is another incarnation than the one asked
+	// leaseOtherView: the grantor's view of the owning members differs
+	// from the asker's: they may disagree on a partition's owners.
+	leaseOtherView byte = 4
 )

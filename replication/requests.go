@@ -59,6 +59,9 @@ type leavingRequest struct {
 type leaseRequest struct {
 	holder  memberKey
 	grantor uint64
+	// owning identifies the members the holder's view has own partitions
+	// (view.owning); 0 from a build that does not send it.
+	owning uint64
 }
 
 // updateRequest asks a coordinator to set key to value if its version is
@@ -136,7 +139,11 @@ func decodeRequest(b []byte) (request, error) {
 		n := d.arrayLen(3, 64)
 		r := leaseRequest{}
 		r.holder.name, r.holder.incarnation, r.grantor = d.str(maxIDLen), d.uint64(), d.uint64()
-		d.skip(n - 3)
+		read := 3
+		if n >= 4 {
+			r.owning, read = d.uint64(), 4
+		}
+		d.skip(n - read)
 		req = r
 	case msgUpdate:
 		req = decodeUpdate(d)
@@ -266,12 +273,13 @@ func encodeFetchRange(partition int, after string, maxBytes int) ([]byte, error)
 	return e.finish()
 }
 
-func encodeLeaseRequest(holder string, holderIncarnation, grantorIncarnation uint64) ([]byte, error) {
+func encodeLeaseRequest(r leaseRequest) ([]byte, error) {
 	e := newEncoder(msgLease)
-	e.arrayLen(3)
-	e.str(holder)
-	e.uint64(holderIncarnation)
-	e.uint64(grantorIncarnation)
+	e.arrayLen(4)
+	e.str(r.holder.name)
+	e.uint64(r.holder.incarnation)
+	e.uint64(r.grantor)
+	e.uint64(r.owning)
 	return e.finish()
 }
 
