@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // Get returns the session id if it exists and has not expired or been
@@ -209,18 +211,20 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 	// askAll asks qs in order, each for at most timeout, and reports
 	// whether one of them holds the partition as an up-to-date owner.
 	// answered records whether an owner answered (any peer, when this node
-	// is the only owner): without that, what the others hold is no
-	// evidence that the session does not exist, or has no later writes.
+	// is the only owner), silent whether an owner did not answer without
+	// being proven gone: then what the others hold is no evidence that the
+	// session does not exist, or has no later writes. An owner that
+	// refused the connection is gone, with the writes only it held.
 	targets := v.targets(pi)
-	asked, answered := 0, false
+	answered, unheard := false, false
 	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
-			asked++
 			ready, r, err := s.get(ctx, q, req, timeout)
 			if ctx.Err() != nil {
 				return false, ctx.Err()
 			}
 			if err != nil {
+				unheard = unheard || !errors.Is(err, transport.ErrRefused) && slices.Contains(targets, q)
 				continue
 			}
 			answered = answered || len(targets) == 0 || slices.Contains(targets, q)
@@ -263,6 +267,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 		return nil, err
 	}
 	if !askSilent {
+		unheard = unheard || slices.ContainsFunc(silent, func(q *peer) bool { return slices.Contains(targets, q) })
 		silent = nil
 	}
 	if _, err := askAll(silent, s.cfg.ReadLease/2); err != nil {
@@ -273,7 +278,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 			return nil, err
 		}
 	}
-	if asked > 0 && !answered {
+	if unheard && !answered {
 		return nil, errNoAnswer
 	}
 	s.stats.remoteReads.Add(1)
