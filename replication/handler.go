@@ -59,7 +59,7 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		return encodeStatusReply(s.localStatus())
 
 	case updateRequest:
-		if r.deadline != 0 && s.now() > r.deadline {
+		if s.updateLate(r) {
 			return nil, errUpdateTooLate
 		}
 		pi := partitionOf(r.id)
@@ -103,6 +103,17 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		return encodeRangeReply(s.fetchRange(s.parts[r.partition], r.after, r.maxBytes))
 	}
 	return nil, fmt.Errorf("%w: request %T has no handler", errMalformed, req)
+}
+
+// updateLate reports whether update request r arrived after its caller
+// stopped waiting, as far as this node can tell on its monotonic clock.
+// When it cannot tell (no estimate of the caller's clock yet), it takes
+// the request: a caller's first update seldom meets a healed partition.
+func (s *Store) updateLate(r updateRequest) bool {
+	if late, ok := s.peerClocks.lateBy(r.from, r.sent, r.budget, int64(s.clock.Monotonic())); ok {
+		return late > 0
+	}
+	return r.sent == 0 && r.deadline != 0 && s.now() > r.deadline // an older caller
 }
 
 // applyRemote merges records from a peer that are not a write: state

@@ -186,6 +186,7 @@ func (s *Store) awaitFence(ctx context.Context) error {
 // grantLease answers a lease request from holder, addressed to this
 // node's incarnation grantor.
 func (s *Store) grantLease(r leaseRequest) leaseReply {
+	s.peerClocks.observe(r.holder, r.sent, int64(s.clock.Monotonic()))
 	v := s.view.Load()
 	q := v.byName[r.holder.name]
 	member := q != nil && q.incarnation == r.holder.incarnation
@@ -215,7 +216,8 @@ func (s *Store) renewLeases() {
 // askLease asks q for a lease and records the answer.
 func (s *Store) askLease(q *peer, timeout time.Duration) {
 	l := s.leases
-	req, err := encodeLeaseRequest(leaseRequest{holder: keyOf(s.self), grantor: q.incarnation, owning: s.view.Load().owning})
+	req, err := encodeLeaseRequest(leaseRequest{holder: keyOf(s.self), grantor: q.incarnation,
+		owning: s.view.Load().owning, sent: int64(s.clock.Monotonic())})
 	if err != nil {
 		return
 	}

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/sessionmesh/sessionmesh/internal/hlc"
 )
@@ -62,6 +63,9 @@ type leaseRequest struct {
 	// owning identifies the members the holder's view has own partitions
 	// (view.owning); 0 from a build that does not send it.
 	owning uint64
+	// sent is the holder's monotonic clock when it sent the request
+	// (nanoseconds), for peerClocks; 0 from a build that does not send it.
+	sent int64
 }
 
 // updateRequest asks a coordinator to set key to value if its version is
@@ -70,11 +74,21 @@ type updateRequest struct {
 	id, key  string
 	expected version
 	value    []byte
-	// deadline is when the caller stops waiting (Unix ms, its clock), so
-	// that a request delayed in the network (a partition that heals, TCP
-	// retransmission) is refused instead of applied after a later update
-	// was acknowledged: applied late, its new version would win over it.
-	// 0 for none.
+	// A request delayed in the network (a partition that heals, TCP
+	// retransmission) is refused instead of applied after its caller gave
+	// up: applied late, its new version would win over updates
+	// acknowledged since. The caller sends no deadline on its own wall
+	// clock, which the coordinator's may be far from; it sends its name
+	// (from), its monotonic clock when it sent the request (sent) and how
+	// long it waits (budget), and the coordinator converts them with its
+	// estimate of the caller's monotonic clock (peerClocks).
+	from   memberKey
+	sent   int64         // nanoseconds on the caller's monotonic clock; 0: none
+	budget time.Duration // how long the caller waits for the answer
+	// deadline is what builds before this one send instead: when the
+	// caller stops waiting, in Unix ms on its wall clock (0 for none).
+	// This build sends 0 and honours it only from a caller that sent
+	// nothing else.
 	deadline int64
 }
 
@@ -143,6 +157,9 @@ func decodeRequest(b []byte) (request, error) {
 		if n >= 4 {
 			r.owning, read = d.uint64(), 4
 		}
+		if n >= 5 {
+			r.sent, read = d.int64(), 5
+		}
 		d.skip(n - read)
 		req = r
 	case msgUpdate:
@@ -186,6 +203,10 @@ func decodeUpdate(d *decoder) updateRequest {
 	read := 5
 	if n >= 6 {
 		u.deadline, read = d.int64(), 6
+	}
+	if n >= 10 {
+		u.from = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
+		u.sent, u.budget, read = d.int64(), time.Duration(d.int64()), 10
 	}
 	d.skip(n - read)
 	if d.err == nil && (u.id == "" || u.key == "") {
@@ -275,23 +296,28 @@ func encodeFetchRange(partition int, after string, maxBytes int) ([]byte, error)
 
 func encodeLeaseRequest(r leaseRequest) ([]byte, error) {
 	e := newEncoder(msgLease)
-	e.arrayLen(4)
+	e.arrayLen(5)
 	e.str(r.holder.name)
 	e.uint64(r.holder.incarnation)
 	e.uint64(r.grantor)
 	e.uint64(r.owning)
+	e.int64(r.sent)
 	return e.finish()
 }
 
 func encodeUpdate(u updateRequest) ([]byte, error) {
 	e := newEncoder(msgUpdate)
-	e.arrayLen(6)
+	e.arrayLen(10)
 	e.str(u.id)
 	e.str(u.key)
 	e.uint64(uint64(u.expected.time))
 	e.uint64(u.expected.node)
 	e.bin(u.value)
 	e.int64(u.deadline)
+	e.str(u.from.name)
+	e.uint64(u.from.incarnation)
+	e.int64(u.sent)
+	e.int64(int64(u.budget))
 	return e.finish()
 }
 

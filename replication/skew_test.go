@@ -91,3 +91,41 @@ func TestSkew_ExpiryFollowsEachNodesClock(t *testing.T) {
 	_, ok = value(t, c.Node("behind").Store, "s", "k")
 	assert.False(t, ok)
 }
+
+// Updates between nodes whose wall clocks are seconds apart, well inside
+// MaxClockOffset, all succeed: a coordinator judges whether an update came
+// too late on its own monotonic clock, from the caller's budget, never by
+// comparing the caller's wall clock with its own. (An update used to carry
+// a deadline on the caller's wall clock: a coordinator more than
+// WriteTimeout ahead refused every update from it. Found by the cluster
+// simulator.)
+func TestSkew_UpdatesSucceedAcrossSkewedClocks(t *testing.T) {
+	offsets := map[string]time.Duration{"ahead": 5 * time.Second, "true": 0, "behind": -5 * time.Second}
+	c := testcluster.New(t, testcluster.Options{Seed: 43, Config: func(name string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Mode = replication.Backups(1) // coordinators differ by session
+		off := offsets[name]
+		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(off) })
+		return cfg
+	}})
+	for name := range offsets {
+		c.Start(name)
+	}
+	c.WaitConverged(t)
+	ctx := context.Background()
+	want := map[string]int{}
+	for i := 0; i < 6; i++ {
+		require.NoError(t, errOf(c.Node("true").Store.Save(ctx, fmt.Sprint("s", i), put("user", "ann"))))
+	}
+	for i := 0; i < 30; i++ {
+		id := fmt.Sprint("s", i%6)
+		for _, n := range c.Nodes() {
+			_, _, err := n.Store.Update(ctx, id, "visits", increment)
+			require.NoError(t, err, "update of %s from %s", id, n.Name)
+			want[id]++
+		}
+	}
+	for id, n := range want {
+		assert.Equal(t, n, counter(t, []*replication.Store{c.Node("true").Store}, id), id)
+	}
+}

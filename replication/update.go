@@ -145,7 +145,7 @@ func (s *Store) coordinate(ctx context.Context, v *view, pi int, req updateReque
 			}
 			continue
 		}
-		req.deadline = s.now() + s.cfg.WriteTimeout.Milliseconds()
+		req.from, req.sent, req.budget = keyOf(s.self), int64(s.clock.Monotonic()), s.cfg.WriteTimeout
 		msg, err := encodeUpdate(req)
 		if err != nil {
 			return updateResult{}, err
