@@ -84,7 +84,7 @@ func (l *leases) mono() int64 { return int64(l.clock.Monotonic()) }
 // hold l.mu.
 func (l *leases) publish() {
 	l.authority.Store(l.table.authority())
-	l.fenceUntil.Store(l.table.fenceUntil)
+	l.fenceUntil.Store(l.table.fenceDeadline())
 }
 
 // authoritative reports whether this node may answer reads of p from its
@@ -196,7 +196,9 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 	defer l.mu.Unlock()
 	// degraded is read under l.mu: fence sets it there, after the table
 	// fenced q, so no lease is granted between the two.
-	return l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono())
+	reply := l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono())
+	l.publish() // the holder's view fence may have ended
+	return reply
 }
 
 // renewLeases is the store's lease goroutine: every ReadLease/4, and at

@@ -28,6 +28,12 @@ type leaseTable struct {
 	// fenceUntil is the monotonic time before which a write that skipped
 	// an owner may not be acknowledged.
 	fenceUntil int64
+	// viewFences holds, for each peer that lost a partition in a view
+	// change, the end of the lease it was granted before: it may answer
+	// from its copy of that partition until then, or until it asks for a
+	// lease with this node's owners (its view changed too, which ended its
+	// leases), whichever comes first. Writes wait for both.
+	viewFences map[memberKey]int64
 }
 
 // memberKey names one incarnation of a member.
@@ -78,10 +84,11 @@ type leaseAnswer struct {
 
 func newLeaseTable(self uint64, duration time.Duration) *leaseTable {
 	return &leaseTable{
-		self:     self,
-		duration: int64(duration),
-		held:     map[memberKey]*heldLease{},
-		granted:  map[memberKey]*grantedLease{},
+		self:       self,
+		duration:   int64(duration),
+		held:       map[memberKey]*heldLease{},
+		granted:    map[memberKey]*grantedLease{},
+		viewFences: map[memberKey]int64{},
 	}
 }
 
@@ -114,9 +121,12 @@ func (t *leaseTable) authority() int64 {
 // owns the partition in another view misses it. So:
 //   - Each member that left, or lost a partition, is fenced: it gets some
 //     writes no more from here, so it must stop answering from its copy
-//     before the next write is acknowledged. A member back under another
-//     incarnation is not fenced (the old process, and what it held, is
-//     gone); what is known about its earlier incarnations is forgotten.
+//     before the next write is acknowledged. A member that left is fenced
+//     until its lease ends; one that lost a partition until its lease ends
+//     or it shows that its view changed too (grant), usually much sooner.
+//     A member back under another incarnation is not fenced (the old
+//     process, and what it held, is gone); what is known about its earlier
+//     incarnations is forgotten.
 //   - Every peer's epoch is bumped, without a wait: its next lease from
 //     here tells it to merge with the other owners before it answers from
 //     its copies again, since it may have missed writes this node sent to
@@ -137,14 +147,14 @@ func (t *leaseTable) viewChanged(prev, next, lost []memberKey) (fenced []memberK
 			fenced = append(fenced, k)
 		}
 	}
-	for _, k := range lost {
-		if byName[k.name] == k.incarnation && !slices.Contains(fenced, k) {
-			t.fence(k)
-			fenced = append(fenced, k)
-		}
-	}
 	for _, k := range next {
 		t.grantedTo(k).epoch++
+	}
+	for _, k := range lost {
+		if byName[k.name] == k.incarnation && !slices.Contains(fenced, k) {
+			t.viewFences[k] = max(t.viewFences[k], t.grantedTo(k).until)
+			fenced = append(fenced, k)
+		}
 	}
 	for _, h := range t.held {
 		h.until = 0
@@ -152,6 +162,7 @@ func (t *leaseTable) viewChanged(prev, next, lost []memberKey) (fenced []memberK
 	t.peers = next
 	forgetOtherIncarnations(t.held, byName)
 	forgetOtherIncarnations(t.granted, byName)
+	forgetOtherIncarnations(t.viewFences, byName)
 	return fenced
 }
 
@@ -186,7 +197,17 @@ func (t *leaseTable) grantedTo(k memberKey) *grantedLease {
 // fenceWait returns how long, from now, a write that skipped an owner must
 // wait before it is acknowledged (0 or less: not at all).
 func (t *leaseTable) fenceWait(now int64) time.Duration {
-	return time.Duration(t.fenceUntil - now)
+	return time.Duration(t.fenceDeadline() - now)
+}
+
+// fenceDeadline is the monotonic time before which a write may not be
+// acknowledged: the latest of the fences.
+func (t *leaseTable) fenceDeadline() int64 {
+	until := t.fenceUntil
+	for _, u := range t.viewFences {
+		until = max(until, u)
+	}
+	return until
 }
 
 // grant answers a lease request from holder addressed to this node's
@@ -205,8 +226,10 @@ func (t *leaseTable) grant(holder memberKey, grantor uint64, member, sameOwners,
 	case !sameOwners:
 		return leaseReply{outcome: leaseOtherView}
 	case degraded:
+		delete(t.viewFences, holder) // same view: see viewFences
 		return leaseReply{outcome: leaseBehind}
 	}
+	delete(t.viewFences, holder)
 	g := t.grantedTo(holder)
 	g.until = max(g.until, now+t.duration)
 	return leaseReply{outcome: leaseGranted, epoch: g.epoch, duration: time.Duration(t.duration)}

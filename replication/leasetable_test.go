@@ -161,9 +161,14 @@ func TestLeaseTable_ViewChangeWhileViewsDiffer(t *testing.T) {
 
 	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{peerA, peerB}, []memberKey{peerB})
 	assert.Equal(t, []memberKey{peerB}, fenced, "b lost a partition to the new view")
-	assert.Equal(t, testLease, lt.fenceWait(0), "the next write waits out b's lease")
+	assert.Equal(t, testLease, lt.fenceWait(0), "the next write waits out b's lease...")
 	assert.Zero(t, lt.authority(), "the leases held under the old view ended")
 	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 0).epoch, "a is told to merge")
+
+	assert.Equal(t, leaseOtherView, lt.grant(peerB, 9, true, false, false, 0).outcome, "b still has the old view")
+	assert.Equal(t, testLease, lt.fenceWait(0))
+	lt.grant(peerB, 9, true, true, false, 0)
+	assert.LessOrEqual(t, lt.fenceWait(0), time.Duration(0), "...or until b asks with the new owners: its view changed, which ended its leases")
 
 	lt.answered(peerA, 0, outcome(leaseOtherView))
 	lt.answered(peerB, 0, granted(3))
