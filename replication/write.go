@@ -23,7 +23,8 @@ const sendQueue = 4096
 // or has not answered within WriteTimeout (the peer is then marked degraded
 // and repaired by anti-entropy). It returns the version of the write (see
 // Version), or ErrSessionEnded when the session has been destroyed or has
-// expired.
+// expired, ErrSessionRenewed when its ID has been renewed (see Rename);
+// nothing is written then.
 func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error) {
 	if s.closed() {
 		return 0, ErrClosed
@@ -45,7 +46,7 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 			delta.expires = now + c.Lifetime.Milliseconds()
 		}
 	case !cur.live(now):
-		return 0, ErrSessionEnded
+		return 0, endedError(cur)
 	default:
 		delta = &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
 	}
@@ -123,7 +124,8 @@ func (s *Store) changedAttrs(c Changes) []attr {
 // Touch records that sess (as returned by Get) was just used, extending its
 // idle deadline. The extension is kept locally and replicated only once it
 // has moved by an eighth of the idle timeout, so reads do not turn into
-// replicated writes. It returns ErrSessionEnded when the session is gone.
+// replicated writes. It returns ErrSessionEnded when the session is gone
+// (ErrSessionRenewed when its ID was renewed).
 func (s *Store) Touch(ctx context.Context, sess Session) error {
 	if s.closed() {
 		return ErrClosed
@@ -136,8 +138,11 @@ func (s *Store) Touch(ctx context.Context, sess Session) error {
 	if p := s.parts[pi]; s.authoritative(p) {
 		cur = p.get(id) // the live record, whose local touch is shared
 	}
-	if cur == nil || !cur.live(now) {
+	if cur == nil {
 		return ErrSessionEnded
+	}
+	if !cur.live(now) {
+		return endedError(cur)
 	}
 	if cur.idleMs <= 0 {
 		return nil
@@ -193,9 +198,19 @@ func (s *Store) tombstone(id string, cur *record) *record {
 // tombstone together, and Rename returns once both are on every live owner,
 // so the old ID stops working everywhere when the new one starts to. Call it
 // when a user logs in (session fixation). The session keeps its creation
-// time and absolute deadline. Writes to oldID that race with Rename are
-// lost. It returns the version of the new session (see Version), or
-// ErrSessionEnded when oldID is gone.
+// time and absolute deadline.
+//
+// The old ID's tombstone records that the session was renamed, not
+// destroyed, and nothing else: later writes to oldID fail with
+// ErrSessionRenewed (so a request that was in flight during the renewal
+// can leave the client's new ID alone; see Renamed), and nothing leads
+// from oldID to newID, which would let whoever planted oldID follow the
+// session. A write to oldID that races with Rename moves with the session
+// when Rename reads it, and is lost when it comes later: applied to oldID
+// just before the tombstone, or refused with ErrSessionRenewed after it.
+// It returns the version of the new session (see Version), or
+// ErrSessionEnded when oldID is gone (ErrSessionRenewed when it was renamed
+// already).
 func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Version, error) {
 	if s.closed() {
 		return 0, ErrClosed
@@ -209,8 +224,11 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 		return 0, err
 	}
 	now := s.now()
-	if cur == nil || !cur.live(now) {
+	if cur == nil {
 		return 0, ErrSessionEnded
+	}
+	if !cur.live(now) {
+		return 0, endedError(cur)
 	}
 	moved := &record{id: newID, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
 	if moved.idleMs > 0 {
@@ -228,7 +246,43 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 	if err := s.cfg.Limits.checkRecord(moved); err != nil {
 		return 0, fmt.Errorf("rename session: %w", err)
 	}
-	return Version(moved.maxVersion().time), s.write(ctx, v, moved, s.tombstone(oldID, cur))
+	tomb := s.tombstone(oldID, cur)
+	tomb.renamed = true
+	return Version(moved.maxVersion().time), s.write(ctx, v, moved, tomb)
+}
+
+// Renamed reports whether session id ended because Rename moved it to
+// another ID, as far as the session's owners know: the old ID's tombstone
+// says so until the session's deadline. It says nothing about the new ID.
+// A live, destroyed, expired or unknown session is not renamed. It reads
+// like Get: locally on a node that holds the session's partition, else from
+// its owners.
+//
+// A caller that finds no session for the ID a client sent uses it to tell
+// a client whose ID was just renewed (its new ID is on its way, in the
+// renewal's response) from one whose session ended: the first must keep
+// its ID, the second gets a new session.
+func (s *Store) Renamed(ctx context.Context, id string) (bool, error) {
+	if s.closed() {
+		return false, ErrClosed
+	}
+	if !validID(id) {
+		return false, nil
+	}
+	cur, err := s.current(ctx, s.view.Load(), partitionOf(id), id)
+	if err != nil {
+		return false, err
+	}
+	return cur != nil && cur.destroyed && cur.renamed && s.now() < cur.expires, nil
+}
+
+// endedError returns the error of a write to cur, a session that is not
+// live: ErrSessionRenewed when Rename ended it, else ErrSessionEnded.
+func endedError(cur *record) error {
+	if cur.destroyed && cur.renamed {
+		return ErrSessionRenewed
+	}
+	return ErrSessionEnded
 }
 
 // write applies records on this node where it owns them and sends each
