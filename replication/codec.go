@@ -86,7 +86,7 @@ func encodeRecord(e *encoder, r *record) {
 		e.uint64(a.version.node)
 		e.boolean(a.deleted)
 	}
-	e.boolean(r.renamed)
+	e.int64(r.renamed)
 }
 
 func (e *encoder) records(rs []*record) {
@@ -252,7 +252,7 @@ func (d *decoder) record() *record {
 		r.attrs = append(r.attrs, a)
 	}
 	if n > 7 {
-		r.renamed = d.boolean()
+		r.renamed = max(d.int64(), 0)
 	}
 	d.skip(n - 8)
 	if d.err != nil {
@@ -265,7 +265,7 @@ func (d *decoder) record() *record {
 	if r.destroyed {
 		r.attrs = nil
 	} else {
-		r.renamed = false
+		r.renamed = 0
 		r.attrs = normalizeAttrs(r.attrs)
 	}
 	return r

@@ -51,7 +51,7 @@ type record struct {
 	idleMs    int64 // idle timeout; merged by max
 	idleUntil int64 // replicated idle deadline; merged by max
 	destroyed bool  // merged by or; a destroyed record keeps no attributes
-	renamed   bool  // only with destroyed: Rename moved the session to another ID; merged by or
+	renamed   int64 // only with destroyed: when the session moved to another ID (Rename, Retire), 0 if it did not; merged by max
 	attrs     []attr
 
 	// touched is the idle deadline extended locally by reads (see
@@ -121,7 +121,7 @@ func (r *record) maxVersion() version {
 }
 
 // merge returns the least upper bound of a and b: per attribute the higher
-// version wins, times merge by min or max, destroyed and renamed by or. It is
+// version wins, times merge by min or max, destroyed by or. It is
 // commutative, associative and idempotent, so replicas that receive the same
 // records in any order, any number of times, end up equal. Either argument
 // may be nil. merge never modifies its arguments; it returns a itself when b
@@ -140,7 +140,7 @@ func merge(a, b *record) *record {
 		idleMs:    max(a.idleMs, b.idleMs),
 		idleUntil: max(a.idleUntil, b.idleUntil),
 		destroyed: a.destroyed || b.destroyed,
-		renamed:   a.renamed || b.renamed,
+		renamed:   max(a.renamed, b.renamed),
 	}
 	out.touched.Store(max(a.touched.Load(), b.touched.Load()))
 	if !out.destroyed {

@@ -25,7 +25,7 @@ func genRecord() *rapid.Generator[*record] {
 			destroyed: rapid.IntRange(0, 9).Draw(t, "destroyed") == 0,
 		}
 		if r.destroyed {
-			r.renamed = rapid.Bool().Draw(t, "renamed")
+			r.renamed = rapid.SampledFrom([]int64{0, 0, 40, 60}).Draw(t, "renamed")
 			return r
 		}
 		names := rapid.SliceOfNDistinct(rapid.SampledFrom([]string{"a", "b", "c", "d"}), 0, 4, rapid.ID[string]).Draw(t, "names")

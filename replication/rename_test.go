@@ -3,7 +3,9 @@ package replication_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -63,5 +65,46 @@ func TestStore_RenamedIDIsNotADestroyedOne(t *testing.T) {
 				assert.Equal(t, "3 apples", cart)
 			}
 		})
+	}
+}
+
+// Renamed reports a renewal for RenameGrace, after which the old ID is
+// an ended one; writes to it keep failing as renewed.
+func TestStore_RenamedLastsTheGrace(t *testing.T) {
+	var offset atomic.Int64
+	c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+		return cfg
+	}})
+	for _, n := range []string{"a", "b", "c"} {
+		c.Start(n)
+	}
+	c.WaitConverged(t)
+	ctx := context.Background()
+	a := c.Node("a").Store
+	require.NoError(t, errOf(a.Save(ctx, "old", put("cart", "3 apples"))))
+	require.NoError(t, errOf(a.Rename(ctx, "old", "new", put("user", "ann"))))
+	require.NoError(t, errOf(a.Save(ctx, "scs", put("cart", "1 pear"))))
+	require.NoError(t, c.Node("b").Store.Retire(ctx, "scs"))
+	for _, n := range c.Nodes() {
+		for _, id := range []string{"old", "scs"} {
+			renamed, err := n.Store.Renamed(ctx, id)
+			require.NoError(t, err)
+			assert.True(t, renamed, "%s on %s", id, n.Name)
+			_, ok := value(t, n.Store, id, "cart")
+			assert.False(t, ok, "%s reads nothing on %s", id, n.Name)
+		}
+	}
+
+	offset.Store(int64(replication.RenameGrace + time.Second))
+	for _, n := range c.Nodes() {
+		for _, id := range []string{"old", "scs"} {
+			renamed, err := n.Store.Renamed(ctx, id)
+			require.NoError(t, err)
+			assert.False(t, renamed, "%s on %s after the grace", id, n.Name)
+			_, err = n.Store.Save(ctx, id, put("note", "late"))
+			require.ErrorIs(t, err, replication.ErrSessionRenewed, "%s on %s", id, n.Name)
+		}
 	}
 }

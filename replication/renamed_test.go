@@ -9,20 +9,21 @@ import (
 
 func TestMerge_RenamedTombstoneStaysRenamed(t *testing.T) {
 	live := &record{id: "s", expires: 100, attrs: []attr{{name: "user", value: []byte("ann"), version: version{5, 1}}}}
-	renamed := &record{id: "s", expires: 100, destroyed: true, renamed: true}
+	renamed := &record{id: "s", expires: 100, destroyed: true, renamed: 40}
 	destroyed := &record{id: "s", expires: 100, destroyed: true}
 	got := merge(merge(live, renamed), destroyed)
 	assert.True(t, got.destroyed)
-	assert.True(t, got.renamed, "a later destroy of the old ID does not hide the rename")
-	assert.Equal(t, renamed.digest(), destroyed.digest(), "peers that drop the flag do not make anti-entropy chase it")
-	assert.NotSame(t, destroyed, merge(destroyed, renamed), "the flag alone is news to a replica")
+	assert.Equal(t, int64(40), got.renamed, "a later destroy of the old ID does not hide the renewal")
+	assert.Equal(t, int64(50), merge(got, &record{id: "s", expires: 100, destroyed: true, renamed: 50}).renamed, "the latest renewal counts")
+	assert.Equal(t, renamed.digest(), destroyed.digest(), "peers that drop the field do not make anti-entropy chase it")
+	assert.NotSame(t, destroyed, merge(destroyed, renamed), "the renewal alone is news to a replica")
 }
 
 // A record from a peer of the previous release has seven fields and no
-// renamed flag; one from a later release may have more fields than this
+// renamed field; one from a later release may have more fields than this
 // one knows. Both decode.
 func TestCodec_RecordFieldsOfOtherReleases(t *testing.T) {
-	encode := func(fields int, destroyed, renamed bool) []byte {
+	encode := func(fields int, destroyed bool, renamed int64) []byte {
 		e := newEncoder(respOK)
 		e.arrayLen(1)
 		e.arrayLen(fields)
@@ -34,7 +35,7 @@ func TestCodec_RecordFieldsOfOtherReleases(t *testing.T) {
 		e.boolean(destroyed)
 		e.arrayLen(0)
 		if fields > 7 {
-			e.boolean(renamed)
+			e.int64(renamed)
 		}
 		for i := 8; i < fields; i++ {
 			e.str("a field of a later release")
@@ -44,15 +45,17 @@ func TestCodec_RecordFieldsOfOtherReleases(t *testing.T) {
 		return msg
 	}
 	for _, tc := range []struct {
-		name               string
-		fields             int
-		destroyed, renamed bool
-		wantRenamed        bool
+		name        string
+		fields      int
+		destroyed   bool
+		renamed     int64
+		wantRenamed int64
 	}{
-		{"previous release", 7, true, false, false},
-		{"this release", 8, true, true, true},
-		{"later release", 10, true, true, true},
-		{"renamed without destroyed is dropped", 8, false, true, false},
+		{"previous release", 7, true, 0, 0},
+		{"this release", 8, true, 1234, 1234},
+		{"later release", 10, true, 1234, 1234},
+		{"renamed without destroyed is dropped", 8, false, 1234, 0},
+		{"a negative time is none", 8, true, -5, 0},
 	} {
 		got, err := decodeRecordsReply(encode(tc.fields, tc.destroyed, tc.renamed))
 		require.NoError(t, err, tc.name)

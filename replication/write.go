@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // touchFraction sets how far a read must move the idle deadline before the
@@ -161,10 +162,36 @@ func (s *Store) Touch(ctx context.Context, sess Session) error {
 	return s.write(ctx, s.view.Load(), delta)
 }
 
+// RenameGrace is how long after a renewal of a session's ID (Rename,
+// Retire) Renamed reports it: long enough for the renewal's response, with
+// the new ID, to reach the client, and for the requests the client sent
+// meanwhile with the old ID to arrive. After it, a client that still sends
+// the old ID never got the new one, and is better served as one whose
+// session ended.
+const RenameGrace = time.Minute
+
 // Destroy ends session id everywhere. Its tombstone stays until the
 // session's absolute deadline, so no late or re-sent write can bring it
 // back. Destroying a session that does not exist is not an error.
 func (s *Store) Destroy(ctx context.Context, id string) error {
+	return s.end(ctx, id, false)
+}
+
+// Retire ends session id everywhere as a renewal of its ID does, for a
+// caller that moves the session to its new ID itself: scs's RenewToken
+// deletes the old token, then commits the session under a new one. Like
+// Destroy's, its tombstone stays until the session's deadline; like the
+// old ID's after Rename, it records the renewal (not the new ID): writes
+// to id fail with ErrSessionRenewed, and Renamed reports it for
+// RenameGrace. A caller that cannot tell a renewal from a logout (scs's
+// Delete serves both) may retire in both cases: a client that logged out
+// stops sending the ID once the logout's response has cleared it.
+func (s *Store) Retire(ctx context.Context, id string) error {
+	return s.end(ctx, id, true)
+}
+
+// end destroys id, as a renewal when renewed.
+func (s *Store) end(ctx context.Context, id string, renewed bool) error {
 	if s.closed() {
 		return ErrClosed
 	}
@@ -180,7 +207,11 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 	// first: its tombstone lives TombstoneTTL, and each owner's merge
 	// extends it to the session's own deadline (deadlines merge by
 	// maximum).
-	return s.write(ctx, v, s.tombstone(id, cur))
+	t := s.tombstone(id, cur)
+	if renewed {
+		t.renamed = s.now()
+	}
+	return s.write(ctx, v, t)
 }
 
 // tombstone returns the record that destroys id, whose current record is
@@ -247,19 +278,21 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 		return 0, fmt.Errorf("rename session: %w", err)
 	}
 	tomb := s.tombstone(oldID, cur)
-	tomb.renamed = true
+	tomb.renamed = now
 	return Version(moved.maxVersion().time), s.write(ctx, v, moved, tomb)
 }
 
-// Renamed reports whether session id ended because Rename moved it to
-// another ID, as far as the session's owners know: the old ID's tombstone
-// says so until the session's deadline. It says nothing about the new ID.
-// A live, destroyed, expired or unknown session is not renamed. It reads
-// like Get: locally on a node that holds the session's partition, else from
-// its owners.
+// Renamed reports whether session id ended because its ID was renewed
+// (Rename, Retire) less than RenameGrace ago, as far as the session's
+// owners know. It says nothing about the new ID. A live, destroyed,
+// expired or unknown session is not renamed, nor one renamed longer ago.
+// It reads like Get: locally on a node that holds the session's partition,
+// else from its owners. The time of the renewal is the renewing node's
+// clock, compared with this node's: clock offsets shift the grace by as
+// much.
 //
 // A caller that finds no session for the ID a client sent uses it to tell
-// a client whose ID was just renewed (its new ID is on its way, in the
+// a client whose ID was just renewed (the new ID is on its way, in the
 // renewal's response) from one whose session ended: the first must keep
 // its ID, the second gets a new session.
 func (s *Store) Renamed(ctx context.Context, id string) (bool, error) {
@@ -273,13 +306,14 @@ func (s *Store) Renamed(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return cur != nil && cur.destroyed && cur.renamed && s.now() < cur.expires, nil
+	now := s.now()
+	return cur != nil && cur.destroyed && cur.renamed > 0 && now < cur.renamed+RenameGrace.Milliseconds() && now < cur.expires, nil
 }
 
 // endedError returns the error of a write to cur, a session that is not
 // live: ErrSessionRenewed when Rename ended it, else ErrSessionEnded.
 func endedError(cur *record) error {
-	if cur.destroyed && cur.renamed {
+	if cur.destroyed && cur.renamed > 0 {
 		return ErrSessionRenewed
 	}
 	return ErrSessionEnded
