@@ -33,7 +33,13 @@ func Example() {
 
 	// scs, as usual, with the replicated store.
 	sessionManager := scs.New()
-	sessionManager.Store = scsstore.New(store)
+	sessionManager.Store, err = scsstore.New(store)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// A request in flight while the user logs in elsewhere must not set
+	// the cookie back to the old token.
+	sessionManager.ErrorFunc = scsstore.ErrorFunc(nil)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
