@@ -36,7 +36,7 @@ func raceApp(m *httpsession.Manager, gate *renewrace.Gate) http.Handler {
 	})
 	mux.HandleFunc("POST /slow", func(w http.ResponseWriter, r *http.Request) {
 		gate.Hold(r.Context(), r.FormValue("ticket"))
-		if !fail(w, m.Put(r.Context(), "note", "written in flight")) {
+		if r.FormValue("write") == "0" || !fail(w, m.Put(r.Context(), "note", "written in flight")) {
 			fmt.Fprint(w, "ok")
 		}
 	})

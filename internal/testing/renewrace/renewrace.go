@@ -14,6 +14,7 @@
 //	POST /login  user=U    renews the session's ID and sets "user" to U
 //	POST /renew            renews the session's ID
 //	POST /slow   ticket=T  loads the session, calls Gate.Hold(T), then sets "note"
+//	             write=0   ... or writes nothing
 //	POST /put    k=K v=V   sets K to V
 //	GET  /me               200 and the user, or 401 when the session has none
 //	GET  /get?k=K          the value of K, or an empty body
@@ -36,8 +37,8 @@ import (
 // response.
 const wait = 30 * time.Second
 
-// Gate holds requests of /slow until the race releases them. It is safe for
-// concurrent use.
+// Gate holds requests (of /slow, or of any handler that calls Hold) until
+// the test releases them. It is safe for concurrent use.
 type Gate struct {
 	mu    sync.Mutex
 	holds map[string]*hold // guards: the holds by ticket
@@ -61,6 +62,12 @@ func (g *Gate) get(ticket string) *hold {
 	}
 	return h
 }
+
+// Held returns a channel closed once a request calls Hold(ticket).
+func (g *Gate) Held(ticket string) <-chan struct{} { return g.get(ticket).held }
+
+// Release lets the request holding ticket, or about to, go on.
+func (g *Gate) Release(ticket string) { close(g.get(ticket).release) }
 
 // Hold is called by the handler of /slow after the session is loaded: it
 // reports the request held and returns when the race releases it, or
@@ -243,13 +250,17 @@ func (r *round) play(res *Result, report func(*int, string, ...any)) {
 	}
 
 	ticket := fmt.Sprintf("%p/%d", r, r.n)
-	h := r.g.get(ticket)
+	held := r.g.Held(ticket)
 	inFlight := make(chan response, 1)
+	write := "1"
+	if r.n%5 == 4 {
+		write = "0" // a request that only reads, as most are
+	}
 	go func() {
-		inFlight <- send(r.browser, "POST", r.urls[1]+"/slow", url.Values{"ticket": {ticket}}, nil)
+		inFlight <- send(r.browser, "POST", r.urls[1]+"/slow", url.Values{"ticket": {ticket}, "write": {write}}, nil)
 	}()
 	select {
-	case <-h.held:
+	case <-held:
 	case <-time.After(wait):
 		t.Fatalf("renewrace: round %d: /slow was never held", r.n)
 	}
@@ -261,11 +272,11 @@ func (r *round) play(res *Result, report func(*int, string, ...any)) {
 		path, renewal = "/renew", nil
 	}
 	if !ordered {
-		close(h.release)
+		r.g.Release(ticket)
 	}
 	r.must(send(r.browser, "POST", r.urls[2]+path, renewal, nil), path)
 	if ordered {
-		close(h.release)
+		r.g.Release(ticket)
 	}
 	var a response
 	select {
