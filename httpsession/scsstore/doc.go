@@ -29,6 +29,17 @@
 // longer decodes (its type changed in a deploy) fails the whole session:
 // scs answers 500 on every node that cannot decode it.
 //
+// # One value per attribute: KeyCodec
+//
+// Set a *KeyCodec as the Codec of both the SessionManager and the Store
+// to store each value on its own instead. Commit then writes only the
+// values the request changed and deletes those it removed, so concurrent
+// requests that change different keys both keep their changes, as with
+// httpsession's own API; and a value that no longer decodes is dropped
+// from the request's session with a warning, while the rest of the session
+// loads and the stored value stays for the nodes that can read it. Stored
+// sessions convert on their next commit, in either direction. See KeyCodec.
+//
 // # Commits that change nothing
 //
 // With IdleTimeout set, scs commits every session on every request, only

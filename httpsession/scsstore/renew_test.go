@@ -97,6 +97,10 @@ func TestSCS_RenewalIsNotLogout(t *testing.T) {
 		"gob, idle timeout": func(sm *scs.SessionManager, _ *scsstore.Store) {
 			sm.IdleTimeout = time.Hour
 		},
+		"per-key codec": func(sm *scs.SessionManager, st *scsstore.Store) {
+			codec := &scsstore.KeyCodec{}
+			sm.Codec, st.Codec = codec, codec
+		},
 	}
 	for mname, mode := range modes() {
 		for cname, configure := range configs {
@@ -159,7 +163,7 @@ func TestStore_DeletedTokenIsFoundEmptyForTheGrace(t *testing.T) {
 	}})
 	n := c.Start("n")
 	c.WaitReady(t)
-	for name, codec := range map[string]scs.Codec{"gob": scs.GobCodec{}} {
+	for name, codec := range map[string]scs.Codec{"gob": scs.GobCodec{}, "per-key": &scsstore.KeyCodec{}} {
 		t.Run(name, func(t *testing.T) {
 			offset.Store(0)
 			s := newStore(t, n.Store)

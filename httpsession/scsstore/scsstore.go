@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/http"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/alexedwards/scs/v2"
@@ -28,12 +29,20 @@ var (
 	// carries no version for the next request to wait for, so on another
 	// node it could miss what this one committed.
 	ErrAsync = errors.New("scsstore: asynchronous replication is not supported; use the default synchronous write concern")
+
+	// ErrKeyTooLong is returned by Commit, with KeyCodec, for a key longer
+	// than 1000 bytes.
+	ErrKeyTooLong = errors.New("scsstore: session key too long")
 )
 
 // The attributes of a session written by this package.
 const (
-	dataAttr   = "scs.data"   // scs's blob, as scs encoded it
+	dataAttr   = "scs.data"   // scs's blob, as scs encoded it (Codec other than KeyCodec)
 	expiryAttr = "scs.expiry" // the expiry of the last commit, Unix nanoseconds, big-endian
+	// With KeyCodec, each value in an attribute of its own, and scs's
+	// deadline in another, instead of dataAttr.
+	keyPrefix    = "scs.k."       // + the key: the value, gob-encoded on its own
+	deadlineAttr = "scs.deadline" // scs's deadline, Unix nanoseconds, big-endian
 )
 
 // touchFraction sets how far a commit that changes no value must move the
@@ -43,6 +52,10 @@ const touchFraction = 8
 
 // maxTokenLen is the longest token the store accepts as a session ID.
 const maxTokenLen = 256
+
+// maxKeyLen is the longest key KeyCodec's values may have (attribute names
+// are limited to 1024 bytes).
+const maxKeyLen = 1000
 
 // Backend is what a Store needs from the session store.
 // *replication.Store implements it.
@@ -78,12 +91,12 @@ type Store struct {
 	// Backend holds the sessions. Set by New.
 	Backend Backend
 
-	// Codec must be the SessionManager's Codec: Commit decodes blobs with
-	// it to tell a commit that changes no value (whose bytes may differ,
-	// since gob writes maps in random order) from one that does, and Find
-	// encodes with it the empty session of a token just renewed. Default
-	// scs.GobCodec{}, scs's default. A blob it cannot decode counts as
-	// changed.
+	// Codec must be the SessionManager's Codec. Find hands scs sessions
+	// in its format, and Commit decodes blobs with it to tell a commit
+	// that changes no value (whose bytes may differ, since gob writes maps
+	// in random order) from one that does; a blob it cannot decode counts
+	// as changed. With a *KeyCodec, each value is stored on its own (see
+	// KeyCodec). Default scs.GobCodec{}, scs's default.
 	Codec scs.Codec
 
 	// Now returns the current time. Default time.Now.
@@ -189,6 +202,11 @@ func (s *Store) findRenewed(ctx context.Context, token string) ([]byte, bool, er
 	}
 	// Any deadline ahead will do: a commit of this session fails.
 	deadline := s.Now().Add(time.Hour).UTC()
+	if s.keyCodec() {
+		kb := &keyBlob{Deadline: deadline.UnixNano(), Token: token, Values: map[string][]byte{}}
+		b, err := kb.marshal()
+		return b, err == nil, err
+	}
 	codec := s.Codec
 	if codec == nil {
 		codec = scs.GobCodec{}
@@ -205,6 +223,9 @@ func (s *Store) findRenewed(ctx context.Context, token string) ([]byte, bool, er
 func (s *Store) blob(sess replication.Session, now time.Time) ([]byte, bool, error) {
 	if exp, ok := timeAttr(sess, expiryAttr); ok && !now.Before(exp) {
 		return nil, false, nil
+	}
+	if _, ok := sess.Value(deadlineAttr); ok {
+		return s.keysBlob(sess)
 	}
 	b, ok := sess.Value(dataAttr)
 	if !ok {
@@ -240,7 +261,7 @@ func (s *Store) Commit(token string, b []byte, expiry time.Time) error {
 // time the expiry lies ahead (see the package documentation); an expiry in
 // the past deletes the session. It reads the stored session first, to
 // compare: locally on a node that owns it, with one round trip to an owner
-// otherwise.
+// otherwise. A blob of KeyCodec writes only the values the request changed.
 //
 // A commit to a session that ended while the request was in flight, because
 // another request renewed its token (scs's RenewToken) or destroyed it, is
@@ -273,8 +294,21 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 		oldExp, _ = expiryOf(cur)
 		c.Base = cur
 	}
-	if old, hasData := cur.Value(dataAttr); !hasData || !s.sameValues(old, b) {
-		c.Set[dataAttr] = bytes.Clone(b)
+	if kb, ok := parseKeyBlob(b); ok {
+		if err := s.keyChanges(&c, token, kb, cur, found); err != nil {
+			return fmt.Errorf("scsstore: commit session: %w", err)
+		}
+	} else {
+		old, hasData := cur.Value(dataAttr)
+		if !hasData || !s.sameValues(old, b) {
+			c.Set[dataAttr] = bytes.Clone(b)
+		}
+		// A session KeyCodec stored goes back to one blob.
+		for name := range cur.All() {
+			if name == deadlineAttr || strings.HasPrefix(name, keyPrefix) {
+				c.Delete = append(c.Delete, name)
+			}
+		}
 	}
 	changed := len(c.Set) > 0 || len(c.Delete) > 0
 	if changed && !expiry.Equal(oldExp) || moved(oldExp, expiry, now) {

@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +30,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(nextBuildEnv) != "" {
+		nextBuild() // a child process: see TestSCS_TypeChangeFailsOnlyTheChangedKey
+		return
+	}
 	// scs.New starts a cleanup goroutine for its default in-memory store
 	// even when the store is replaced, and it never ends: its stop channel
 	// is created inside the goroutine, so StopCleanup races with it. The
