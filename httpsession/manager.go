@@ -14,7 +14,9 @@ import (
 )
 
 // Store is what a Manager needs from the session store.
-// *replication.Store implements it.
+// *replication.Store implements it. A Store that also has Renamed, as
+// *replication.Store does, lets the Manager keep a client's renewed ID
+// when a request with the old one writes (see RenewID).
 type Store interface {
 	GetAtLeast(ctx context.Context, id string, v replication.Version) (replication.Session, bool, error)
 	Save(ctx context.Context, id string, c replication.Changes) (replication.Version, error)

@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -91,4 +94,41 @@ func TestManager_RenewalIsNotLogout(t *testing.T) {
 			assert.Zero(t, res.InFlightFailed)
 		})
 	}
+}
+
+// A request with the old ID after the renewal: its Update fails as
+// renewed and sets no cookie. After RenameGrace, a client still sending
+// the old ID never got the new one, and gets a new session.
+func TestManager_OldIDAfterRenewal(t *testing.T) {
+	var offset atomic.Int64
+	w := newWebWith(t, 3, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+		return cfg
+	}})
+	c := client(t)
+	do(t, c, "POST", w.servers[0].URL+"/put", url.Values{"k": {"cart"}, "v": {"2 books"}})
+	u, _ := url.Parse(w.servers[0].URL)
+	old := c.Jar.Cookies(u)[0].Value
+	do(t, c, "POST", w.servers[1].URL+"/login", url.Values{"user": {"ann"}})
+	stale := client(t)
+	stale.Jar.SetCookies(u, []*http.Cookie{{Name: "session", Value: old, Path: "/"}})
+
+	code, body, h := do(t, stale, "POST", w.servers[2].URL+"/incr", nil)
+	assert.Equal(t, http.StatusInternalServerError, code)
+	assert.Contains(t, body, replication.ErrSessionRenewed.Error())
+	assert.Empty(t, h.Values("Set-Cookie"))
+	_, _, h = do(t, stale, "POST", w.servers[2].URL+"/put", url.Values{"k": {"cart"}, "v": {"stolen"}})
+	assert.Empty(t, h.Values("Set-Cookie"))
+	_, cart, _ := do(t, c, "GET", w.servers[0].URL+"/get?k=cart", nil)
+	assert.Equal(t, "2 books", cart, "the old ID never writes the renewed session")
+
+	offset.Store(int64(replication.RenameGrace + time.Second))
+	_, _, h = do(t, stale, "POST", w.servers[2].URL+"/put", url.Values{"k": {"cart"}, "v": {"1 pear"}})
+	require.Len(t, h.Values("Set-Cookie"), 1, "after the grace, a new session")
+	assert.NotEqual(t, old, stale.Jar.Cookies(u)[0].Value)
+	_, cart, _ = do(t, stale, "GET", w.servers[0].URL+"/get?k=cart", nil)
+	assert.Equal(t, "1 pear", cart)
+	_, cart, _ = do(t, c, "GET", w.servers[0].URL+"/get?k=cart", nil)
+	assert.Equal(t, "2 books", cart)
 }

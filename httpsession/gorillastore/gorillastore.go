@@ -57,7 +57,9 @@ const (
 const touchFraction = 8
 
 // Backend is what a Store needs from the session store.
-// *replication.Store implements it.
+// *replication.Store implements it. A Backend that also has Renamed, as
+// *replication.Store does, lets Save keep a browser's renewed ID when a
+// request with the old one writes (see RenewID).
 type Backend interface {
 	Get(ctx context.Context, id string) (replication.Session, bool, error)
 	Save(ctx context.Context, id string, c replication.Changes) (replication.Version, error)

@@ -58,7 +58,10 @@ const maxTokenLen = 256
 const maxKeyLen = 1000
 
 // Backend is what a Store needs from the session store.
-// *replication.Store implements it.
+// *replication.Store implements it. A Backend that also has Retire and
+// Renamed, as *replication.Store does, lets the Store keep a browser's
+// renewed token when a request that left with the old one commits (see
+// FindCtx).
 type Backend interface {
 	Get(ctx context.Context, id string) (replication.Session, bool, error)
 	Save(ctx context.Context, id string, c replication.Changes) (replication.Version, error)
