@@ -43,6 +43,17 @@
 // only for plain-HTTP development. Session IDs are 256 bits from
 // crypto/rand.
 //
+// # Renewal is not logout
+//
+// RenewID at login moves the session to a new ID and ends the old one on
+// every node. A request of the same browser still in flight with the old
+// ID (a slow upload, a page's XHR) does not undo the login: its changes are
+// dropped and its response sets no cookie, so the browser keeps the new ID
+// the login's response brought it. The same holds for a request that left
+// with the old ID just before the browser received the new one. The old ID
+// never reads or writes the renewed session, whoever holds it. A session
+// that was destroyed (a logout) or expired still clears the cookie.
+//
 // # Logging out everywhere
 //
 // SetPrincipal tags a session with its user at login. Sessions then lists

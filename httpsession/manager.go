@@ -14,7 +14,9 @@ import (
 )
 
 // Store is what a Manager needs from the session store.
-// *replication.Store implements it.
+// *replication.Store implements it. A Store that also has Renamed, as
+// *replication.Store does, lets the Manager keep a client's renewed ID
+// when a request with the old one writes (see RenewID).
 type Store interface {
 	GetAtLeast(ctx context.Context, id string, v replication.Version) (replication.Session, bool, error)
 	Save(ctx context.Context, id string, c replication.Changes) (replication.Version, error)
@@ -28,6 +30,14 @@ type Store interface {
 // every owner has it; *replication.Store does.
 type asyncStore interface {
 	WriteConcern() replication.WriteConcern
+}
+
+// renamedStore is implemented by stores that can tell a session ID that
+// was renewed from one that ended (see replication.Store.Renamed);
+// *replication.Store does. With a Store without it, a request that carries
+// a renewed ID and writes gets a new session, as with an ended one.
+type renamedStore interface {
+	Renamed(ctx context.Context, id string) (bool, error)
 }
 
 var _ Store = (*replication.Store)(nil)
@@ -170,8 +180,36 @@ func (m *Manager) load(r *http.Request) (*sessionData, error) {
 	}
 	if ok {
 		sd.id, sd.loaded = id, s
+	} else {
+		sd.carried = id
 	}
 	return sd, nil
+}
+
+// renamed reports whether id, an ID a request carried that named no
+// session, was renewed by another request.
+func (m *Manager) renamed(ctx context.Context, id string) (bool, error) {
+	rs, ok := m.Store.(renamedStore)
+	if !ok {
+		return false, nil
+	}
+	renamed, err := rs.Renamed(ctx, id)
+	if err != nil {
+		return false, fmt.Errorf("save session: %w", err)
+	}
+	return renamed, nil
+}
+
+// keepRenewed ends the commit of a request whose session ID was renewed by
+// another request (a login in another tab, or while this request was in
+// flight): its changes are dropped, and the client keeps the ID it has,
+// since the renewal's response brings it the new one. Neither this request
+// nor its response reaches the session under its new ID.
+func (m *Manager) keepRenewed(sd *sessionData) bool {
+	m.logger().Debug("session ID renewed by another request; the changes of this one are dropped")
+	sd.changes = nil
+	sd.renew = false
+	return true
 }
 
 // parseCookie splits a cookie value into the session ID and the version
@@ -214,6 +252,18 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 			return true
 		}
 	}
+	if !sd.renew && sd.id == "" && len(sd.changes) > 0 && sd.carried != "" {
+		// The request's ID named no session: a new one must not replace
+		// the ID of a renewed session in the client.
+		renamed, err := m.renamed(ctx, sd.carried)
+		if err != nil {
+			m.ErrorFunc(w, r, err)
+			return false
+		}
+		if renamed {
+			return m.keepRenewed(sd)
+		}
+	}
 	changes := sd.storeChanges(m.IdleTimeout, m.Lifetime)
 	var (
 		err       error
@@ -254,6 +304,11 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 			value += "." + version.String()
 		}
 		m.writeID(w, r, value)
+	}
+	if errors.Is(err, replication.ErrSessionRenewed) {
+		// Renewed meanwhile, e.g. by a login in another tab: the user is
+		// still logged in, under the new ID.
+		return m.keepRenewed(sd)
 	}
 	if errors.Is(err, replication.ErrSessionEnded) {
 		// Destroyed or expired meanwhile, e.g. by a logout in another tab:

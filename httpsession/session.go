@@ -35,6 +35,7 @@ type change struct {
 type sessionData struct {
 	mu          sync.Mutex
 	id          string              // guards: the session's ID; "" until the session exists
+	carried     string              // guards: the ID the request carried when it named no session
 	loaded      replication.Session // guards: the session as loaded
 	changes     map[string]change   // guards: attributes changed by this request
 	renew       bool                // guards: RenewID was called
@@ -251,6 +252,14 @@ func (m *Manager) ID(ctx context.Context) string {
 // same moment. Call it whenever the user's privileges change, above all at
 // login: an attacker who planted a session ID in the victim's browser
 // before login (session fixation) is left holding a dead ID.
+//
+// Renewal is not logout. Other requests of the same browser that carry the
+// old ID, because they were in flight during the renewal or left before
+// the browser received the new ID, keep the user logged in: their changes
+// are dropped (an Update fails with replication.ErrSessionRenewed), and
+// their responses leave the cookie alone, so the browser keeps the new ID.
+// They never read or write the session under its new ID. Only a destroyed
+// or expired session clears the cookie.
 func (m *Manager) RenewID(ctx context.Context) error {
 	sd := m.data(ctx)
 	if sd == nil {
@@ -275,7 +284,7 @@ func (m *Manager) Destroy(ctx context.Context) error {
 	if sd.id != "" {
 		sd.destroyedID = sd.id
 	}
-	sd.id = ""
+	sd.id, sd.carried = "", ""
 	sd.loaded = replication.Session{}
 	sd.changes = nil
 	sd.renew = false

@@ -2,6 +2,7 @@ package httpsession
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -25,6 +26,11 @@ import (
 // the update and is returned. A Put of the same key earlier in the request
 // is dropped. A session that does not exist yet is created with fn's
 // result. See replication.Store.Update for the guarantees under failures.
+//
+// When another request renewed the session's ID (a login in another tab,
+// see RenewID), Update returns an error that matches
+// replication.ErrSessionRenewed and stores nothing: the client keeps its
+// new ID, and the old one never reaches the session.
 func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, exists bool) (T, error)) (T, error) {
 	var zero T
 	sd := m.data(ctx)
@@ -35,6 +41,16 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 	defer sd.mu.Unlock()
 	delete(sd.changes, key)
 	var result T
+	if sd.id == "" && sd.carried != "" {
+		renamed, err := m.renamed(ctx, sd.carried)
+		if err != nil {
+			return zero, fmt.Errorf("httpsession: update %q: %w", key, err)
+		}
+		if renamed {
+			// A new session would replace the renewed ID in the client.
+			return zero, fmt.Errorf("httpsession: update %q: %w", key, replication.ErrSessionRenewed)
+		}
+	}
 	if sd.id == "" {
 		// A new session has no other writer yet: a plain write is atomic.
 		v, err := fn(zero, false)
@@ -69,6 +85,11 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 		}
 		return msgpack.Marshal(result)
 	})
+	if errors.Is(err, replication.ErrSessionEnded) && !errors.Is(err, replication.ErrSessionRenewed) {
+		if renamed, rerr := m.renamed(ctx, sd.id); rerr == nil && renamed {
+			err = replication.ErrSessionRenewed
+		}
+	}
 	if err != nil {
 		return zero, fmt.Errorf("httpsession: update %q: %w", key, err)
 	}

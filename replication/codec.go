@@ -65,8 +65,11 @@ func (e *encoder) uint64(v uint64)  { e.check(e.enc.EncodeUint(v)) }
 func (e *encoder) boolean(v bool)   { e.check(e.enc.EncodeBool(v)) }
 func (e *encoder) record(r *record) { encodeRecord(e, r) }
 
+// encodeRecord writes r as an array of its fields. Fields added later are
+// appended (renamed is the eighth): every decoder skips trailing fields it
+// does not know, so peers of earlier releases read what they know.
 func encodeRecord(e *encoder, r *record) {
-	e.arrayLen(7)
+	e.arrayLen(8)
 	e.str(r.id)
 	e.int64(r.created)
 	e.int64(r.expires)
@@ -83,6 +86,7 @@ func encodeRecord(e *encoder, r *record) {
 		e.uint64(a.version.node)
 		e.boolean(a.deleted)
 	}
+	e.int64(r.renamed)
 }
 
 func (e *encoder) records(rs []*record) {
@@ -219,7 +223,8 @@ func (d *decoder) isNil() bool {
 }
 
 // record reads a record and normalises it: attributes sorted by name
-// without duplicates, none on a destroyed record.
+// without duplicates, none on a destroyed record, renamed only on a
+// destroyed one. A record of an earlier release has no renamed field.
 func (d *decoder) record() *record {
 	n := d.arrayLen(7, 64)
 	r := &record{
@@ -246,7 +251,10 @@ func (d *decoder) record() *record {
 		}
 		r.attrs = append(r.attrs, a)
 	}
-	d.skip(n - 7)
+	if n > 7 {
+		r.renamed = max(d.int64(), 0)
+	}
+	d.skip(n - 8)
 	if d.err != nil {
 		return nil
 	}
@@ -257,6 +265,7 @@ func (d *decoder) record() *record {
 	if r.destroyed {
 		r.attrs = nil
 	} else {
+		r.renamed = 0
 		r.attrs = normalizeAttrs(r.attrs)
 	}
 	return r

@@ -25,6 +25,18 @@ var (
 	// out and start a new session.
 	ErrSessionEnded = errors.New("replication: session destroyed or expired")
 
+	// ErrSessionRenewed is returned when writing to a session whose ID
+	// was renewed (Store.Rename moved it to a new ID) since the caller
+	// read it: a request that was in flight while the user logged in, or
+	// one that still carried the old ID. The user is not logged out: the
+	// client already holds the new ID, or receives it with the response
+	// of the renewal, so a caller should leave the client's ID alone (the
+	// write itself is lost). The error never reveals the new ID. It
+	// satisfies errors.Is(err, ErrSessionEnded), so callers that only
+	// know ErrSessionEnded still stop writing to the old ID; test for
+	// ErrSessionRenewed first.
+	ErrSessionRenewed error = renewedError{}
+
 	// ErrConflict is returned by Update when other updates of the same
 	// attribute won 100 times in a row, or when, during a failover, its
 	// update lost to one coordinated by another node.
@@ -40,3 +52,12 @@ var (
 	// limits are refused the same way (and counted in Stats.Rejected).
 	ErrSessionTooLarge = errors.New("replication: session over its size limits")
 )
+
+// renewedError is the type of ErrSessionRenewed: an ended session whose
+// ID was renewed.
+type renewedError struct{}
+
+func (renewedError) Error() string { return "replication: session ID renewed" }
+
+// Is makes ErrSessionRenewed match ErrSessionEnded too.
+func (renewedError) Is(target error) bool { return target == ErrSessionEnded }

@@ -51,6 +51,7 @@ type record struct {
 	idleMs    int64 // idle timeout; merged by max
 	idleUntil int64 // replicated idle deadline; merged by max
 	destroyed bool  // merged by or; a destroyed record keeps no attributes
+	renamed   int64 // only with destroyed: when the session moved to another ID (Rename, Retire), 0 if it did not; merged by max
 	attrs     []attr
 
 	// touched is the idle deadline extended locally by reads (see
@@ -139,6 +140,7 @@ func merge(a, b *record) *record {
 		idleMs:    max(a.idleMs, b.idleMs),
 		idleUntil: max(a.idleUntil, b.idleUntil),
 		destroyed: a.destroyed || b.destroyed,
+		renamed:   max(a.renamed, b.renamed),
 	}
 	out.touched.Store(max(a.touched.Load(), b.touched.Load()))
 	if !out.destroyed {
@@ -198,7 +200,7 @@ func newerAttr(x, y attr) attr {
 // (touched is local and not compared).
 func sameRecord(a, b *record) bool {
 	if a.id != b.id || a.created != b.created || a.expires != b.expires || a.idleMs != b.idleMs ||
-		a.idleUntil != b.idleUntil || a.destroyed != b.destroyed || len(a.attrs) != len(b.attrs) {
+		a.idleUntil != b.idleUntil || a.destroyed != b.destroyed || a.renamed != b.renamed || len(a.attrs) != len(b.attrs) {
 		return false
 	}
 	for i := range a.attrs {
@@ -224,7 +226,10 @@ func minNonZero(a, b int64) int64 {
 // versions. Partition digests XOR these, so they are order independent and
 // can be maintained incrementally. The idle deadline is left out on
 // purpose: it moves on reads and is replicated in coarse steps, and
-// anti-entropy should not chase it.
+// anti-entropy should not chase it. So is renamed: peers of the previous
+// release do not know it and drop it from what they store, and
+// anti-entropy must not chase a difference they cannot repair (a tombstone
+// without it only makes a renewed session look destroyed).
 func (r *record) digest() uint64 {
 	h := newHash64()
 	h.writeString(r.id)

@@ -13,7 +13,7 @@ import (
 
 // genRecord generates records of one session, as different replicas could
 // hold them: a few attribute names, versions from a few nodes and times,
-// deletes, sometimes destroyed.
+// deletes, sometimes destroyed (by a rename or not).
 func genRecord() *rapid.Generator[*record] {
 	return rapid.Custom(func(t *rapid.T) *record {
 		r := &record{
@@ -25,6 +25,7 @@ func genRecord() *rapid.Generator[*record] {
 			destroyed: rapid.IntRange(0, 9).Draw(t, "destroyed") == 0,
 		}
 		if r.destroyed {
+			r.renamed = rapid.SampledFrom([]int64{0, 0, 40, 60}).Draw(t, "renamed")
 			return r
 		}
 		names := rapid.SliceOfNDistinct(rapid.SampledFrom([]string{"a", "b", "c", "d"}), 0, 4, rapid.ID[string]).Draw(t, "names")

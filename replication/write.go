@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // touchFraction sets how far a read must move the idle deadline before the
@@ -23,7 +24,8 @@ const sendQueue = 4096
 // or has not answered within WriteTimeout (the peer is then marked degraded
 // and repaired by anti-entropy). It returns the version of the write (see
 // Version), or ErrSessionEnded when the session has been destroyed or has
-// expired.
+// expired, ErrSessionRenewed when its ID has been renewed (see Rename);
+// nothing is written then.
 func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error) {
 	if s.closed() {
 		return 0, ErrClosed
@@ -45,7 +47,7 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 			delta.expires = now + c.Lifetime.Milliseconds()
 		}
 	case !cur.live(now):
-		return 0, ErrSessionEnded
+		return 0, endedError(cur)
 	default:
 		delta = &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
 	}
@@ -123,7 +125,8 @@ func (s *Store) changedAttrs(c Changes) []attr {
 // Touch records that sess (as returned by Get) was just used, extending its
 // idle deadline. The extension is kept locally and replicated only once it
 // has moved by an eighth of the idle timeout, so reads do not turn into
-// replicated writes. It returns ErrSessionEnded when the session is gone.
+// replicated writes. It returns ErrSessionEnded when the session is gone
+// (ErrSessionRenewed when its ID was renewed).
 func (s *Store) Touch(ctx context.Context, sess Session) error {
 	if s.closed() {
 		return ErrClosed
@@ -136,8 +139,11 @@ func (s *Store) Touch(ctx context.Context, sess Session) error {
 	if p := s.parts[pi]; s.authoritative(p) {
 		cur = p.get(id) // the live record, whose local touch is shared
 	}
-	if cur == nil || !cur.live(now) {
+	if cur == nil {
 		return ErrSessionEnded
+	}
+	if !cur.live(now) {
+		return endedError(cur)
 	}
 	if cur.idleMs <= 0 {
 		return nil
@@ -156,10 +162,36 @@ func (s *Store) Touch(ctx context.Context, sess Session) error {
 	return s.write(ctx, s.view.Load(), delta)
 }
 
+// RenameGrace is how long after a renewal of a session's ID (Rename,
+// Retire) Renamed reports it: long enough for the renewal's response, with
+// the new ID, to reach the client, and for the requests the client sent
+// meanwhile with the old ID to arrive. After it, a client that still sends
+// the old ID never got the new one, and is better served as one whose
+// session ended.
+const RenameGrace = time.Minute
+
 // Destroy ends session id everywhere. Its tombstone stays until the
 // session's absolute deadline, so no late or re-sent write can bring it
 // back. Destroying a session that does not exist is not an error.
 func (s *Store) Destroy(ctx context.Context, id string) error {
+	return s.end(ctx, id, false)
+}
+
+// Retire ends session id everywhere as a renewal of its ID does, for a
+// caller that moves the session to its new ID itself: scs's RenewToken
+// deletes the old token, then commits the session under a new one. Like
+// Destroy's, its tombstone stays until the session's deadline; like the
+// old ID's after Rename, it records the renewal (not the new ID): writes
+// to id fail with ErrSessionRenewed, and Renamed reports it for
+// RenameGrace. A caller that cannot tell a renewal from a logout (scs's
+// Delete serves both) may retire in both cases: a client that logged out
+// stops sending the ID once the logout's response has cleared it.
+func (s *Store) Retire(ctx context.Context, id string) error {
+	return s.end(ctx, id, true)
+}
+
+// end destroys id, as a renewal when renewed.
+func (s *Store) end(ctx context.Context, id string, renewed bool) error {
 	if s.closed() {
 		return ErrClosed
 	}
@@ -175,7 +207,11 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 	// first: its tombstone lives TombstoneTTL, and each owner's merge
 	// extends it to the session's own deadline (deadlines merge by
 	// maximum).
-	return s.write(ctx, v, s.tombstone(id, cur))
+	t := s.tombstone(id, cur)
+	if renewed {
+		t.renamed = s.now()
+	}
+	return s.write(ctx, v, t)
 }
 
 // tombstone returns the record that destroys id, whose current record is
@@ -193,9 +229,19 @@ func (s *Store) tombstone(id string, cur *record) *record {
 // tombstone together, and Rename returns once both are on every live owner,
 // so the old ID stops working everywhere when the new one starts to. Call it
 // when a user logs in (session fixation). The session keeps its creation
-// time and absolute deadline. Writes to oldID that race with Rename are
-// lost. It returns the version of the new session (see Version), or
-// ErrSessionEnded when oldID is gone.
+// time and absolute deadline.
+//
+// The old ID's tombstone records that the session was renamed, not
+// destroyed, and nothing else: later writes to oldID fail with
+// ErrSessionRenewed (so a request that was in flight during the renewal
+// can leave the client's new ID alone; see Renamed), and nothing leads
+// from oldID to newID, which would let whoever planted oldID follow the
+// session. A write to oldID that races with Rename moves with the session
+// when Rename reads it, and is lost when it comes later: applied to oldID
+// just before the tombstone, or refused with ErrSessionRenewed after it.
+// It returns the version of the new session (see Version), or
+// ErrSessionEnded when oldID is gone (ErrSessionRenewed when it was renamed
+// already).
 func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Version, error) {
 	if s.closed() {
 		return 0, ErrClosed
@@ -209,8 +255,11 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 		return 0, err
 	}
 	now := s.now()
-	if cur == nil || !cur.live(now) {
+	if cur == nil {
 		return 0, ErrSessionEnded
+	}
+	if !cur.live(now) {
+		return 0, endedError(cur)
 	}
 	moved := &record{id: newID, created: cur.created, expires: cur.expires, idleMs: cur.idleMs}
 	if moved.idleMs > 0 {
@@ -228,7 +277,46 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 	if err := s.cfg.Limits.checkRecord(moved); err != nil {
 		return 0, fmt.Errorf("rename session: %w", err)
 	}
-	return Version(moved.maxVersion().time), s.write(ctx, v, moved, s.tombstone(oldID, cur))
+	tomb := s.tombstone(oldID, cur)
+	tomb.renamed = now
+	return Version(moved.maxVersion().time), s.write(ctx, v, moved, tomb)
+}
+
+// Renamed reports whether session id ended because its ID was renewed
+// (Rename, Retire) less than RenameGrace ago, as far as the session's
+// owners know. It says nothing about the new ID. A live, destroyed,
+// expired or unknown session is not renamed, nor one renamed longer ago.
+// It reads like Get: locally on a node that holds the session's partition,
+// else from its owners. The time of the renewal is the renewing node's
+// clock, compared with this node's: clock offsets shift the grace by as
+// much.
+//
+// A caller that finds no session for the ID a client sent uses it to tell
+// a client whose ID was just renewed (the new ID is on its way, in the
+// renewal's response) from one whose session ended: the first must keep
+// its ID, the second gets a new session.
+func (s *Store) Renamed(ctx context.Context, id string) (bool, error) {
+	if s.closed() {
+		return false, ErrClosed
+	}
+	if !validID(id) {
+		return false, nil
+	}
+	cur, err := s.current(ctx, s.view.Load(), partitionOf(id), id)
+	if err != nil {
+		return false, err
+	}
+	now := s.now()
+	return cur != nil && cur.destroyed && cur.renamed > 0 && now < cur.renamed+RenameGrace.Milliseconds() && now < cur.expires, nil
+}
+
+// endedError returns the error of a write to cur, a session that is not
+// live: ErrSessionRenewed when Rename ended it, else ErrSessionEnded.
+func endedError(cur *record) error {
+	if cur.destroyed && cur.renamed > 0 {
+		return ErrSessionRenewed
+	}
+	return ErrSessionEnded
 }
 
 // write applies records on this node where it owns them and sends each

@@ -36,6 +36,9 @@ func Example() {
 		log.Fatal(err)
 	}
 	store.Options.Secure = false // plain HTTP in this example only
+	// Keep serving a user whose session holds a value this build cannot
+	// decode (its type changed in a deploy): drop it, with a warning.
+	store.DropUndecodable = true
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {

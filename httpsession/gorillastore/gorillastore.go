@@ -28,6 +28,12 @@ var (
 	// ErrKeyTooLong is returned by Save for a string key longer than 1000
 	// bytes.
 	ErrKeyTooLong = errors.New("gorillastore: session key too long")
+
+	// ErrAsync is returned by New for a backend that acknowledges writes
+	// before every owner has them (replication.Async): the adapter's
+	// reads carry no version to wait for, so the next request, on another
+	// node, could miss what this one saved.
+	ErrAsync = errors.New("gorillastore: asynchronous replication is not supported; use the default synchronous write concern")
 )
 
 // DefaultMaxAge is the default Options.MaxAge: one day, in seconds.
@@ -51,7 +57,9 @@ const (
 const touchFraction = 8
 
 // Backend is what a Store needs from the session store.
-// *replication.Store implements it.
+// *replication.Store implements it. A Backend that also has Renamed, as
+// *replication.Store does, lets Save keep a browser's renewed ID when a
+// request with the old one writes (see RenewID).
 type Backend interface {
 	Get(ctx context.Context, id string) (replication.Session, bool, error)
 	Save(ctx context.Context, id string, c replication.Changes) (replication.Version, error)
@@ -60,6 +68,19 @@ type Backend interface {
 }
 
 var _ Backend = (*replication.Store)(nil)
+
+// renamedBackend is implemented by backends that can tell a renewed
+// session ID from an ended one (see replication.Store.Renamed);
+// *replication.Store does.
+type renamedBackend interface {
+	Renamed(ctx context.Context, id string) (bool, error)
+}
+
+// asyncBackend is implemented by backends with a write concern;
+// *replication.Store is one.
+type asyncBackend interface {
+	WriteConcern() replication.WriteConcern
+}
 
 // Store is a gorilla/sessions Store on a replicated session store: the
 // cookie holds the signed session ID, the values live in the cluster.
@@ -78,9 +99,26 @@ type Store struct {
 	// off only for plain-HTTP development setups.
 	Options *sessions.Options
 
-	// Logger receives the store's debug logs (such as cookies that failed
-	// their signature check). Default slog.Default().
+	// Logger receives the store's logs: debug logs (such as cookies that
+	// failed their signature check) and warnings about stored values that
+	// no longer decode. Default slog.Default().
 	Logger *slog.Logger
+
+	// DropUndecodable makes New (and Get) drop stored values that do not
+	// decode, say of a type that changed between two builds of the
+	// application or was not registered with gob, with a warning in the
+	// log, and return the session without an error. The values are left
+	// in the store as they are unless the request sets their keys, so the
+	// nodes whose build can read them still do. Default false: New returns
+	// the error along with the session and the values that decoded.
+	//
+	// Set it when handlers treat an error from Get as fatal (many answer
+	// 500), and the application should keep serving during a deploy that
+	// changes a value's type: a user then loses one value on the nodes
+	// that cannot read it, not the whole page. Leave it false when a
+	// missing value must not go unnoticed and the handlers handle the
+	// error.
+	DropUndecodable bool
 }
 
 var _ sessions.Store = (*Store)(nil)
@@ -89,8 +127,12 @@ var _ sessions.Store = (*Store)(nil)
 // *replication.Store) and signs cookies with keyPairs: a hash key (32 or 64
 // random bytes) optionally followed by a block key (16, 24 or 32 bytes, or
 // nil) to encrypt them too, then older pairs, still accepted, during a
-// key rotation.
+// key rotation. A backend that replicates asynchronously is refused with
+// ErrAsync.
 func New(b Backend, keyPairs ...[]byte) (*Store, error) {
+	if a, ok := b.(asyncBackend); ok && a.WriteConcern() == replication.Async {
+		return nil, ErrAsync
+	}
 	if len(keyPairs) == 0 {
 		return nil, fmt.Errorf("%w: no keys", ErrInvalidKeys)
 	}
@@ -145,7 +187,8 @@ func (s *Store) Get(r *http.Request, name string) (*sessions.Session, error) {
 // too old, or names a session that has ended. It returns an error only when
 // the store fails (with a new, empty session) or a stored value cannot be
 // decoded, say of a type not registered with gob (with the session and the
-// values that could be decoded; Save leaves the others as they are).
+// values that could be decoded; Save leaves the others as they are). With
+// DropUndecodable, values that do not decode are logged instead.
 func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	session := sessions.NewSession(s, name)
 	opts := *s.Options
@@ -168,11 +211,17 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 		return session, fmt.Errorf("gorillastore: load session %q: %w", name, err)
 	}
 	if !ok {
+		// Save asks whether it was renewed before it replaces it.
+		stateOf(r).setFresh(session, &fresh{carried: id})
 		return session, nil
 	}
 	values, attrs, err := decodeSession(stored)
 	session.ID, session.IsNew, session.Values = id, false, values
 	stateOf(r).set(session, &loaded{id: id, attrs: attrs, expires: stored.Expires()})
+	if err != nil && s.DropUndecodable {
+		s.logger().Warn("gorillastore: dropped stored values that do not decode", "name", name, "err", err)
+		return session, nil
+	}
 	if err != nil {
 		return session, fmt.Errorf("gorillastore: load session %q: %w", name, err)
 	}
@@ -184,16 +233,28 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 // same moment. Call it at login, and whenever the user's privileges change:
 // an attacker who planted a session ID in the victim's browser (session
 // fixation) is left with a dead one. A new session gets a fresh ID anyway.
+//
+// Requests of the same user that were in flight with the old ID, or sent
+// with it before the browser received the new one, do not log the user
+// out: their Save writes nothing (the changes are lost) and sets no cookie,
+// so the browser keeps the new ID. They never read or write the session
+// under its new ID.
 func (s *Store) RenewID(r *http.Request, session *sessions.Session) {
-	if ld := stateOf(r).get(session); ld != nil {
+	st := stateOf(r)
+	if ld := st.get(session); ld != nil {
 		ld.renew = true
+	} else if f := st.getFresh(session); f != nil {
+		f.renew = true
 	}
 }
 
 // Save writes what the request changed in session to the store and sets
-// its cookie. With Options.MaxAge <= 0 it destroys the session everywhere
-// and clears the cookie instead. A new session with no values is not
-// stored. See the package documentation for what is written.
+// its cookie when the cookie changes: for a new or renewed session, and
+// when the session's deadline moves (see the package documentation). With
+// Options.MaxAge <= 0 it destroys the session everywhere and clears the
+// cookie instead. A new session with no values is not stored. A Save of a
+// session whose ID another request renewed meanwhile writes nothing and
+// sets no cookie (see RenewID).
 func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
 	ctx := r.Context()
 	st := stateOf(r)
@@ -225,11 +286,31 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 			return fmt.Errorf("gorillastore: save session %q: %w", session.Name(), err)
 		}
 	}
+	if ld == nil && len(attrs) > 0 {
+		if f := st.getFresh(session); f != nil && !f.renew && f.carried != "" {
+			// The cookie named no session: a new one must not replace
+			// the ID of a renewed session in the browser.
+			renamed, err := s.renamed(ctx, f.carried)
+			if err != nil {
+				return fmt.Errorf("gorillastore: save session %q: %w", session.Name(), err)
+			}
+			if renamed {
+				s.logger().Debug("gorillastore: session ID renewed by another request; this one's changes are dropped", "name", session.Name())
+				return nil
+			}
+		}
+	}
 	var next *loaded
 	if ld == nil {
 		next, err = s.create(ctx, attrs, now, maxAge)
 	} else {
 		next, err = s.update(ctx, ld, attrs, now, maxAge)
+	}
+	if errors.Is(err, replication.ErrSessionRenewed) {
+		// Renewed meanwhile, by a login in another request: the browser
+		// holds the new ID, or gets it with that request's response.
+		s.logger().Debug("gorillastore: session ID renewed by another request; this one's changes are dropped", "name", session.Name())
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("gorillastore: save session %q: %w", session.Name(), err)
@@ -246,6 +327,13 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 		}
 		return nil
 	}
+	if ld != nil && next.id == ld.id && next.expires.Equal(ld.expires) {
+		// The cookie the browser has says all there is: the ID, and the
+		// deadline as of the last write. Setting it again would, for a
+		// request still in flight when another one renewed the ID, hand
+		// the browser the old ID back.
+		return nil
+	}
 	session.ID = next.id
 	encoded, err := securecookie.EncodeMulti(session.Name(), session.ID, s.Codecs...)
 	if err != nil {
@@ -253,6 +341,16 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 	}
 	http.SetCookie(w, sessions.NewCookie(session.Name(), encoded, session.Options))
 	return nil
+}
+
+// renamed reports whether id, which a request's cookie carried and which
+// named no session, was renewed by another request.
+func (s *Store) renamed(ctx context.Context, id string) (bool, error) {
+	rb, ok := s.Backend.(renamedBackend)
+	if !ok {
+		return false, nil
+	}
+	return rb.Renamed(ctx, id)
 }
 
 // reload reads session id as stored, for a Save without the state of its
@@ -290,7 +388,8 @@ func (s *Store) create(ctx context.Context, attrs map[string]value, now time.Tim
 
 // update writes what changed between ld, the session as loaded, and
 // attrs, and renames the session if RenewID asked for it. It returns the
-// session as now stored, or nil when it has ended meanwhile.
+// session as now stored, nil when it has ended meanwhile, or
+// ErrSessionRenewed when another request renewed its ID.
 func (s *Store) update(ctx context.Context, ld *loaded, attrs map[string]value, now time.Time, maxAge time.Duration) (*loaded, error) {
 	next := &loaded{id: ld.id, attrs: make(map[string][]byte, len(attrs)), expires: ld.expires}
 	c := replication.Changes{Set: map[string][]byte{}}
@@ -305,7 +404,7 @@ func (s *Store) update(ctx context.Context, ld *loaded, attrs map[string]value, 
 			c.Delete = append(c.Delete, name)
 		}
 	}
-	if deadline := now.Add(maxAge); len(c.Set) > 0 || len(c.Delete) > 0 || deadline.Sub(ld.expires) >= maxAge/touchFraction {
+	if deadline := now.Add(maxAge); deadline.Sub(ld.expires) >= maxAge/touchFraction {
 		c.ExpiresAt, next.expires = deadline, deadline
 	}
 	var err error
@@ -313,12 +412,14 @@ func (s *Store) update(ctx context.Context, ld *loaded, attrs map[string]value, 
 	case ld.renew:
 		next.id = sessionid.New()
 		if _, err = s.Backend.Rename(ctx, ld.id, next.id, c); errors.Is(err, replication.ErrSessionEnded) {
-			return nil, nil
+			// Ended or renewed by another request meanwhile: the login
+			// goes on in a session of its own.
+			return s.create(ctx, attrs, now, maxAge)
 		}
-	case c.ExpiresAt.IsZero():
+	case len(c.Set) == 0 && len(c.Delete) == 0 && c.ExpiresAt.IsZero():
 		return next, nil // nothing changed, the deadline is recent enough
 	default:
-		if _, err = s.Backend.Save(ctx, ld.id, c); errors.Is(err, replication.ErrSessionEnded) {
+		if _, err = s.Backend.Save(ctx, ld.id, c); errors.Is(err, replication.ErrSessionEnded) && !errors.Is(err, replication.ErrSessionRenewed) {
 			return nil, nil
 		}
 	}
@@ -336,11 +437,19 @@ type loaded struct {
 	renew   bool              // RenewID was called
 }
 
+// fresh is a new session of a request: the ID its cookie carried, when
+// that named no session, and whether RenewID was called.
+type fresh struct {
+	carried string
+	renew   bool
+}
+
 // requestState holds what a request loaded, by session, in the request's
 // context, where Save finds it.
 type requestState struct {
 	mu       sync.Mutex
 	sessions map[*sessions.Session]*loaded // guards: loaded sessions
+	fresh    map[*sessions.Session]*fresh  // guards: new sessions whose cookie named none
 }
 
 // stateKey is the context key of a request's requestState.
@@ -352,7 +461,7 @@ func stateOf(r *http.Request) *requestState {
 	if st, ok := r.Context().Value(stateKey{}).(*requestState); ok {
 		return st
 	}
-	st := &requestState{sessions: map[*sessions.Session]*loaded{}}
+	st := &requestState{sessions: map[*sessions.Session]*loaded{}, fresh: map[*sessions.Session]*fresh{}}
 	*r = *r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	return st
 }
@@ -371,6 +480,18 @@ func (st *requestState) set(s *sessions.Session, ld *loaded) {
 		return
 	}
 	st.sessions[s] = ld
+}
+
+func (st *requestState) getFresh(s *sessions.Session) *fresh {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.fresh[s]
+}
+
+func (st *requestState) setFresh(s *sessions.Session, f *fresh) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.fresh[s] = f
 }
 
 // value is an attribute about to be saved: its encoding, and the Go value

@@ -5,7 +5,8 @@
 // line:
 //
 //	sessionManager := scs.New()
-//	sessionManager.Store = scsstore.New(store) // store: a *replication.Store
+//	sessionManager.Store, err = scsstore.New(store) // store: a *replication.Store
+//	sessionManager.ErrorFunc = scsstore.ErrorFunc(nil) // see "Renewal is not logout"
 //	http.ListenAndServe(":8080", sessionManager.LoadAndSave(mux))
 //
 // Every node of the cluster then serves every session: a user who logs in
@@ -24,8 +25,20 @@
 //
 // Because scs writes the whole blob, two concurrent requests of one user
 // that change different keys can still lose one of the changes, as with
-// every scs store: the last commit wins, on every node. httpsession's own
-// API writes only the changed attributes and keeps both.
+// every scs store: the last commit wins, on every node. And a value that no
+// longer decodes (its type changed in a deploy) fails the whole session:
+// scs answers 500 on every node that cannot decode it.
+//
+// # One value per attribute: KeyCodec
+//
+// Set a *KeyCodec as the Codec of both the SessionManager and the Store
+// to store each value on its own instead. Commit then writes only the
+// values the request changed and deletes those it removed, so concurrent
+// requests that change different keys both keep their changes, as with
+// httpsession's own API; and a value that no longer decodes is dropped
+// from the request's session with a warning, while the rest of the session
+// loads and the stored value stays for the nodes that can read it. Stored
+// sessions convert on their next commit, in either direction. See KeyCodec.
 //
 // # Commits that change nothing
 //
@@ -40,18 +53,44 @@
 //
 // # Semantics
 //
-// Find never returns an expired, destroyed or unknown session, and treats
-// malformed tokens as unknown. Commit of a session that another request has
-// destroyed meanwhile (a logout in another tab) is dropped: the logout wins,
-// and the next request gets a new session. A Commit whose expiry has passed
+// Find never returns the data of an expired, destroyed or unknown session,
+// and treats malformed tokens as unknown. A Commit whose expiry has passed
 // deletes the session. All (and scs's Iterate) lists the sessions of the
 // whole cluster, reading the partitions this node does not hold from their
 // owners; it skips sessionmesh's own records (IDs starting with "~")
 // and sessions that were not written through this package.
 //
-// Use the default synchronous write concern with scs: scs's cookie carries
-// no version, so with replication.Async a request that lands on another
-// node right after a write may not see it yet.
+// # Renewal is not logout
+//
+// scs's RenewToken deletes the old token and commits the session under a
+// new one. A request of the same browser that was in flight with the old
+// token, and commits after the renewal, must not set the cookie back to the
+// old token: the browser would be logged out. So Commit of a session that
+// ended meanwhile fails with an error matching replication.ErrSessionEnded
+// (replication.ErrSessionRenewed after a renewal), and the request's
+// changes are lost. scs hands that error to its ErrorFunc instead of
+// setting the cookie: install ErrorFunc, which lets the response go out as
+// the handler writes it, without the cookie. scs's default ErrorFunc
+// answers 500 instead; the user stays logged in either way. A request that
+// left with the old token just before the browser received the new one
+// finds an empty session, for replication.RenameGrace after the deletion,
+// whose commits fail the same way: it neither reads the session nor hands
+// the browser the cookie of a new one. scs's Destroy deletes the token the
+// same way, so the store cannot tell a logout from a renewal; for a logout
+// that comes to the same, since the logout's response clears the cookie.
+// The old token never reads or writes the renewed session.
+//
+// One window remains, because scs sets the cookie on every commit: a
+// commit that reaches the store just before the renewal, and whose response
+// reaches the browser after the renewal's, hands the browser the old token.
+//
+// # Write concern
+//
+// Use the default synchronous write concern with scs: New refuses a
+// *replication.Store with replication.Async (ErrAsync). scs's cookie
+// carries only the token, not the version of the last write, so with
+// asynchronous writes a request that lands on another node right after a
+// commit could miss it.
 //
 // # Tests
 //

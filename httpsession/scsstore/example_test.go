@@ -33,7 +33,13 @@ func Example() {
 
 	// scs, as usual, with the replicated store.
 	sessionManager := scs.New()
-	sessionManager.Store = scsstore.New(store)
+	sessionManager.Store, err = scsstore.New(store)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// A request in flight while the user logs in elsewhere must not set
+	// the cookie back to the old token.
+	sessionManager.ErrorFunc = scsstore.ErrorFunc(nil)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
@@ -77,4 +83,57 @@ func Example() {
 	// 200 welcome
 	// 200 ann visit 2
 	// 200 ann visit 3
+}
+
+// An scs application whose sessions keep each value on its own: two
+// requests of one user that change different keys at the same time, on any
+// nodes, both keep their change.
+func ExampleKeyCodec() {
+	cfg := sessionmesh.DefaultLocalNodeConfig()
+	cfg.Cluster.NodeName = "web-1"
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	node, err := sessionmesh.StartNode(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	store, err := scsstore.New(node.Store)
+	if err != nil {
+		log.Fatal(err)
+	}
+	codec := &scsstore.KeyCodec{Logger: slog.Default()} // warns of values that no longer decode
+	store.Codec = codec
+	sessionManager := scs.New()
+	sessionManager.Store = store
+	sessionManager.Codec = codec
+	sessionManager.ErrorFunc = scsstore.ErrorFunc(nil)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /put", func(w http.ResponseWriter, r *http.Request) {
+		sessionManager.Put(r.Context(), r.FormValue("k"), r.FormValue("v"))
+	})
+	mux.HandleFunc("GET /all", func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		fmt.Fprintln(w, sessionManager.GetString(ctx, "theme"), sessionManager.GetString(ctx, "cart"))
+	})
+	srv := httptest.NewServer(sessionManager.LoadAndSave(mux))
+	defer srv.Close()
+
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	must := func(resp *http.Response, err error) *http.Response {
+		if err != nil {
+			log.Fatal(err)
+		}
+		return resp
+	}
+	must(browser.PostForm(srv.URL+"/put", url.Values{"k": {"theme"}, "v": {"dark"}})).Body.Close()
+	must(browser.PostForm(srv.URL+"/put", url.Values{"k": {"cart"}, "v": {"2 books"}})).Body.Close()
+	resp := must(browser.Get(srv.URL + "/all"))
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Print(string(body))
+	// Output:
+	// dark 2 books
 }

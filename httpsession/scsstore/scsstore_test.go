@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +30,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(nextBuildEnv) != "" {
+		nextBuild() // a child process: see TestSCS_TypeChangeFailsOnlyTheChangedKey
+		return
+	}
 	// scs.New starts a cleanup goroutine for its default in-memory store
 	// even when the store is replaced, and it never ends: its stop channel
 	// is created inside the goroutine, so StopCleanup races with it. The
@@ -112,7 +117,8 @@ func newWeb(t *testing.T, mode replication.Mode, configure func(*scs.SessionMana
 		n := w.c.Start(name)
 		b := &counting{Backend: n.Store}
 		sm := scs.New()
-		sm.Store = scsstore.New(b)
+		sm.Store = newStore(t, b)
+		sm.ErrorFunc = scsstore.ErrorFunc(nil)
 		if configure != nil {
 			configure(sm)
 		}
@@ -133,6 +139,13 @@ func (w *web) kill(name string) {
 	w.c.Kill(name)
 	w.servers[name].Close()
 	w.names = slices.DeleteFunc(w.names, func(n string) bool { return n == name })
+}
+
+// newStore returns a Store on b.
+func newStore(t *testing.T, b scsstore.Backend) *scsstore.Store {
+	s, err := scsstore.New(b)
+	require.NoError(t, err)
+	return s
 }
 
 // counting counts the writes an adapter makes.
@@ -273,8 +286,8 @@ func TestSCS_DestroyLogsOutEverywhere(t *testing.T) {
 	}
 	// A late commit of the destroyed session (a request that loaded it
 	// before the logout) does not bring it back.
-	st := scsstore.New(w.c.Node("n2").Store)
-	require.NoError(t, st.Commit(tok, []byte("late"), time.Now().Add(time.Hour)))
+	st := newStore(t, w.c.Node("n2").Store)
+	require.ErrorIs(t, st.Commit(tok, []byte("late"), time.Now().Add(time.Hour)), replication.ErrSessionEnded)
 	_, found, err := st.Find(tok)
 	require.NoError(t, err)
 	assert.False(t, found)
@@ -366,7 +379,7 @@ func TestSCS_ConcurrentCommitsConverge(t *testing.T) {
 	tok := token(t, c, w)
 	var first []byte
 	for _, n := range w.names {
-		b, found, err := scsstore.New(w.c.Node(n).Store).Find(tok)
+		b, found, err := newStore(t, w.c.Node(n).Store).Find(tok)
 		require.NoError(t, err)
 		require.True(t, found)
 		if first == nil {

@@ -15,14 +15,14 @@ import (
 	"github.com/sessionmesh/sessionmesh/internal/testing/testcluster"
 )
 
-// newStore returns a Store on a one-node cluster whose clock the test
+// newTimedStore returns a Store on a one-node cluster whose clock the test
 // sets, and the backend that counts its writes.
-func newStore(t *testing.T) (*scsstore.Store, *counting, *time.Time) {
+func newTimedStore(t *testing.T) (*scsstore.Store, *counting, *time.Time) {
 	c := testcluster.New(t, testcluster.Options{})
 	n := c.Start("n")
 	c.WaitReady(t)
 	b := &counting{Backend: n.Store}
-	s := scsstore.New(b)
+	s := newStore(t, b)
 	now := time.Now()
 	s.Now = func() time.Time { return now }
 	return s, b, &now
@@ -31,7 +31,7 @@ func newStore(t *testing.T) (*scsstore.Store, *counting, *time.Time) {
 const tok = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdE"
 
 func TestStore_FindOfUnknownOrMalformedTokensIsNotFound(t *testing.T) {
-	s, _, _ := newStore(t)
+	s, _, _ := newTimedStore(t)
 	for _, token := range []string{"", tok, "~p.whatever", strings.Repeat("x", 300), "../../etc/passwd"} {
 		b, found, err := s.Find(token)
 		assert.NoError(t, err, "token %q", token)
@@ -47,7 +47,7 @@ func TestStore_FindOfUnknownOrMalformedTokensIsNotFound(t *testing.T) {
 }
 
 func TestStore_CommitFindDelete(t *testing.T) {
-	s, _, now := newStore(t)
+	s, _, now := newTimedStore(t)
 	ctx := context.Background()
 	blob := []byte("opaque scs blob")
 	require.NoError(t, s.CommitCtx(ctx, tok, blob, now.Add(time.Hour)))
@@ -67,7 +67,7 @@ func TestStore_CommitFindDelete(t *testing.T) {
 }
 
 func TestStore_ExpiryIsTheLastCommits(t *testing.T) {
-	s, _, now := newStore(t)
+	s, _, now := newTimedStore(t)
 	t0 := *now
 	blob := []byte("b")
 	require.NoError(t, s.Commit(tok, blob, t0.Add(time.Hour)))
@@ -90,7 +90,7 @@ func TestStore_ExpiryIsTheLastCommits(t *testing.T) {
 }
 
 func TestStore_CommitsThatOnlyTouchAreReplicatedInSteps(t *testing.T) {
-	s, b, now := newStore(t)
+	s, b, now := newTimedStore(t)
 	t0 := *now
 	codec := scs.GobCodec{}
 	values := map[string]any{}
