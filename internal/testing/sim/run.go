@@ -130,6 +130,12 @@ func run(t *testing.T, opts Options) Result {
 
 	stop := make(chan struct{})
 	var users sync.WaitGroup
+	var stopOnce sync.Once
+	stopUsers := func() {
+		stopOnce.Do(func() { close(stop) })
+		users.Wait()
+	}
+	defer stopUsers() // also when the history fails part way
 	wl := stream(opts.Seed, "workload")
 	for i := range sched.Users {
 		u := &user{name: fmt.Sprintf("u%d", i+1), rng: rand.New(rand.NewPCG(wl.Uint64(), wl.Uint64())),
@@ -144,8 +150,7 @@ func run(t *testing.T, opts Options) Result {
 	}
 	h.queue.at(pollEvery, h.watch)
 	h.queue.runUntil(sched.Duration)
-	close(stop)
-	users.Wait()
+	stopUsers()
 
 	// The bound runs from the last repair, workload or not.
 	last := sched.LastRepair()
