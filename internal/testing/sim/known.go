@@ -20,8 +20,10 @@ const (
 	// false suspicion, a partition: the first node to declare a member
 	// dead takes over its partitions, copies them from the other owner,
 	// marks them ready and reads locally under leases granted by peers
-	// that still write to the old owners), and while a new member is
-	// known to some nodes only (it writes to the owners of its own view).
+	// that still write to the old owners), while a new member is known to
+	// some nodes only (it writes to the owners of its own view), and while
+	// a graceful Leave's announcement reaches the peers one after another
+	// (each stops counting the leaving node as an owner on arrival).
 	// Nothing makes the nodes agree on a partition's owners before one of
 	// them answers from its copy: replication/lease.go (authoritative,
 	// grantLease), maintain.go (transferPartition, setReady), write.go

@@ -18,7 +18,7 @@ import (
 )
 
 var (
-	histories = flag.Int("sim.histories", 0, "histories to run, seeds 1 to n (default 1000; 100 under -race, about 10 times slower)")
+	histories = flag.Int("sim.histories", 0, "histories to run, seeds 1 to n (default 1000; 50 under -race, about 10 times slower)")
 	seedFlag  = flag.Uint64("sim.seed", 0, "run only this seed")
 	nodes     = flag.Int("sim.nodes", 0, "nodes per history (default: 3 or 5, drawn from the seed)")
 	duration  = flag.Duration("sim.duration", 60*time.Second, "virtual time of each history's workload")
@@ -38,7 +38,7 @@ func TestSim(t *testing.T) {
 	if n <= 0 {
 		n = 1000
 		if raceEnabled {
-			n = 100
+			n = 50
 		}
 	}
 	seeds := make([]uint64, 0, n)

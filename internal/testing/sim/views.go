@@ -111,13 +111,21 @@ func (w *world) agreed() bool {
 	return true
 }
 
-// refreshAgreement recomputes agree after a driver action.
+// refreshAgreement recomputes agree after a driver action. While a node
+// is leaving the views disagree too: Store.Leave announces the departure
+// to one peer after another, and each stops counting the node as an owner
+// when its announcement arrives.
 func (w *world) refreshAgreement() {
 	ps := w.running()
-	same := true
+	w.mu.Lock()
+	same := len(w.leaving) == 0
+	w.mu.Unlock()
 	var first []replication.Member
 	for i, p := range ps {
 		ms := p.view.Members()
+		if !same {
+			break
+		}
 		if i == 0 {
 			first = ms
 		} else if !slices.Equal(ms, first) {

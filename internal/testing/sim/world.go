@@ -35,9 +35,9 @@ type world struct {
 	offsets map[string]*atomic.Int64
 
 	// agree is set while every running node lists the same members
-	// (itself included) at the same incarnations; disagreements counts
-	// the times it turned false. The driver refreshes both after each of
-	// its actions.
+	// (itself included) at the same incarnations and no node is leaving;
+	// disagreements counts the times it turned false. The driver
+	// refreshes both after each of its actions.
 	agree         atomic.Bool
 	disagreements atomic.Uint64
 	// settled is set while the cluster is settled: converged with no
