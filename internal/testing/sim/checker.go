@@ -39,6 +39,7 @@ type ackedWrite struct {
 	login     bool
 	visits, w int // the value it set; -1 for the other attribute
 	version   replication.Version
+	at        time.Duration // when it was acknowledged
 	// disagree: the nodes' views differed while it ran; nonOwner: a
 	// non-owner acknowledged it while a link to an owner was faulty.
 	disagree, nonOwner bool
@@ -51,7 +52,7 @@ const maxWrites = 32
 func (s *sessionModel) acked(e *event, a ackedWrite) {
 	s.lastAck, s.lastAckNode = e.end, e.node
 	s.version = max(s.version, e.version)
-	a.disagree, a.nonOwner, a.version = e.disagree, e.nonOwner, e.version
+	a.disagree, a.nonOwner, a.version, a.at = e.disagree, e.nonOwner, e.version, e.end
 	if len(s.writes) == maxWrites {
 		s.writes = append(s.writes[:0], s.writes[1:]...)
 	}

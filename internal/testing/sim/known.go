@@ -2,6 +2,7 @@ package sim
 
 import (
 	"strings"
+	"time"
 
 	"github.com/sessionmesh/sessionmesh/replication"
 )
@@ -76,7 +77,21 @@ const (
 	// newest version only; writes of one session travel on different
 	// senders, in no order).
 	KnownScalarVersion = "scalar-version"
+	// KnownUnmetLease: a node started (a new incarnation) does not need the
+	// lease of a peer that answered, when last asked, that it does not
+	// list it yet (replication/lease.go heldLease.required: unknown and
+	// never granted: "a peer that has not met this node yet sent it
+	// nothing"). Once that peer lists it, its writes go to the node; when
+	// one is lost, the peer fences the node, but having granted it no
+	// lease acknowledges at once, while the node answers from its copy
+	// until its next renewal (ReadLease/4 later) learns it is behind.
+	KnownUnmetLease = "unmet-peer-lease"
 )
+
+// unmetWindow is how long after a peer begins to list a node a missed
+// write counts as KnownUnmetLease: the node's next lease renewals, lost
+// ones included.
+const unmetWindow = 2 * time.Second
 
 // KnownIssues describes each known issue by name.
 var KnownIssues = map[string]string{
@@ -86,6 +101,7 @@ var KnownIssues = map[string]string{
 	KnownAsyncUpdate:      "with asynchronous writes, an Update after a load at the user's last version was coordinated by an owner that did not have that write yet",
 	KnownVersionInversion: "a write acknowledged after another of the same attribute got a lower version and lost to it on every replica",
 	KnownScalarVersion:    "GetAtLeast answered with a copy holding the user's newest write but not an earlier one of another attribute",
+	KnownUnmetLease:       "a restarted node answered from its copy without the lease of a peer that had just begun to list it and wrote without it",
 	KnownNonOwnerWrite: "a write acknowledged by a node that does not own the session, while its links to the owners lost messages " +
 		"or were cut, reached no owner and is on no node",
 }
@@ -99,7 +115,9 @@ func lateUpdate(err error) bool {
 // known returns the known issue an anomaly of s shown by e fits, or "";
 // seen says which acknowledged writes e reflects. In order:
 // KnownNonOwnerWrite when e misses a write that a non-owner acknowledged
-// behind a faulty link; KnownVersionInversion when it misses a write
+// behind a faulty link; KnownUnmetLease when e's node had just been
+// listed by a peer when a write it misses was acknowledged;
+// KnownVersionInversion when it misses a write
 // whose version is lower than that of an earlier write of the same
 // attribute that it shows; KnownOwnersDisagree when the views differed
 // during e or during a write it misses.
@@ -107,6 +125,11 @@ func (s *sessionModel) known(e *event, seen func(ackedWrite) bool) string {
 	for _, a := range s.writes {
 		if a.nonOwner && !seen(a) {
 			return KnownNonOwnerWrite
+		}
+	}
+	for _, a := range s.writes {
+		if !seen(a) && e.listed >= 0 && a.at >= e.listed && a.at <= e.listed+unmetWindow {
+			return KnownUnmetLease
 		}
 	}
 	for i, a := range s.writes {

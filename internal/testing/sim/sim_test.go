@@ -76,7 +76,7 @@ type tally struct {
 
 	mu         sync.Mutex
 	ran        int                 // guards
-	failed     int                 // guards
+	failed     []uint64            // guards: seeds of the failed histories
 	worst      time.Duration       // guards: the slowest convergence after the last repair
 	injected   map[sim.Kind]int    // guards
 	ops        map[string]int      // guards
@@ -115,7 +115,7 @@ func (tl *tally) add(seed uint64, res sim.Result) (failing, known []sim.Anomaly)
 		}
 	}
 	if len(failing) > 0 {
-		tl.failed++
+		tl.failed = append(tl.failed, seed)
 	}
 	return failing, known
 }
@@ -128,8 +128,9 @@ func (tl *tally) log(t *testing.T) {
 		return
 	}
 	wall, cpu := time.Since(tl.start), cpuTime()-tl.cpu0
-	t.Logf("%d histories (%d failed) in %v wall, %v CPU (%v/history, %.0f histories/min); worst convergence after the last repair %v",
-		tl.ran, tl.failed, wall.Round(time.Millisecond), cpu.Round(time.Millisecond), (cpu / time.Duration(tl.ran)).Round(time.Millisecond),
+	slices.Sort(tl.failed)
+	t.Logf("%d histories (%d failed: seeds %v) in %v wall, %v CPU (%v/history, %.0f histories/min); worst convergence after the last repair %v",
+		tl.ran, len(tl.failed), tl.failed, wall.Round(time.Millisecond), cpu.Round(time.Millisecond), (cpu / time.Duration(tl.ran)).Round(time.Millisecond),
 		float64(tl.ran)/wall.Minutes(), tl.worst)
 	t.Logf("faults: %s", formatCounts(tl.injected))
 	t.Logf("operations: %s", formatCounts(tl.ops))

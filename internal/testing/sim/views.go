@@ -75,6 +75,9 @@ func (w *world) applyViewChange(vc *viewChange) {
 		w.mu.Unlock()
 		return
 	}
+	if cur, ok := po.view.lists(vc.member); vc.target != nil && (!ok || cur != *vc.target) {
+		w.listedAt[vc.member] = w.now()
+	}
 	w.mu.Unlock()
 	if vc.target == nil {
 		w.tracef("%s drops %s", vc.observer, vc.member)
@@ -136,6 +139,17 @@ func (w *world) refreshAgreement() {
 	if w.agree.Swap(same) && !same {
 		w.disagreements.Add(1)
 	}
+}
+
+// lastListed returns when a peer last began to list name's current
+// incarnation (or -1 if none did since it started).
+func (w *world) lastListed(name string) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if t, ok := w.listedAt[name]; ok {
+		return t
+	}
+	return -1
 }
 
 // agreement returns whether the views agree and how often they stopped

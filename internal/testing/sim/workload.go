@@ -63,6 +63,9 @@ type event struct {
 	// nonOwner: a write acknowledged by a node that does not own the
 	// session while one of its links to the owners was lossy or cut.
 	nonOwner bool
+	// listed is when a peer last began to list the node's current
+	// incarnation (-1: none since it started).
+	listed time.Duration
 	// loadFailed: an asynchronous write's GetAtLeast failed, so the write
 	// did not run.
 	loadFailed bool
@@ -170,7 +173,7 @@ func (u *user) step() {
 func (u *user) do(p *process, op opKind, s *sessionModel) *event {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	e := &event{op: op, id: s.id, session: s, node: p.member.Name, start: u.w.now()}
+	e := &event{op: op, id: s.id, session: s, node: p.member.Name, start: u.w.now(), listed: u.w.lastListed(p.member.Name)}
 	before := u.w.stampOf(e.node)
 	agree0, dis0 := u.w.agreement()
 	settled0, unsettles0 := u.w.settledness()

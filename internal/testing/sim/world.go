@@ -47,18 +47,19 @@ type world struct {
 	unsettles atomic.Uint64
 
 	mu          sync.Mutex
-	procs       map[string]*process  // guards: running processes by name
-	incarnation uint64               // guards: the last one handed out
-	frozen      map[string]bool      // guards
-	cut         []string             // guards: the cut-off side of a partition, nil when healed
-	suspected   map[pair]bool        // guards: observer wrongly declares member dead
-	leaving     map[string]bool      // guards: Store.Leave running
-	lossy       map[[2]string]bool   // guards: links that lose messages
-	back        map[string]time.Time // guards: out of the load balancer's rotation until then
-	isolations  map[string]uint64    // guards: times the node was cut off from the serving side
-	pending     map[pair]*viewChange // guards: view changes on their way
-	netChanges  uint64               // guards: changes of who reaches whom
-	stores      []*replication.Store // guards: every store ever started, closed at the end
+	procs       map[string]*process      // guards: running processes by name
+	incarnation uint64                   // guards: the last one handed out
+	frozen      map[string]bool          // guards
+	cut         []string                 // guards: the cut-off side of a partition, nil when healed
+	suspected   map[pair]bool            // guards: observer wrongly declares member dead
+	leaving     map[string]bool          // guards: Store.Leave running
+	lossy       map[[2]string]bool       // guards: links that lose messages
+	back        map[string]time.Time     // guards: out of the load balancer's rotation until then
+	isolations  map[string]uint64        // guards: times the node was cut off from the serving side
+	pending     map[pair]*viewChange     // guards: view changes on their way
+	listedAt    map[string]time.Duration // guards: when a peer last began to list the node's current incarnation
+	netChanges  uint64                   // guards: changes of who reaches whom
+	stores      []*replication.Store     // guards: every store ever started, closed at the end
 }
 
 func newWorld(names []string, net *memnet.Network, q *queue, trace func(string, ...any)) *world {
@@ -67,6 +68,7 @@ func newWorld(names []string, net *memnet.Network, q *queue, trace func(string, 
 		offsets: map[string]*atomic.Int64{}, procs: map[string]*process{}, frozen: map[string]bool{},
 		suspected: map[pair]bool{}, leaving: map[string]bool{}, lossy: map[[2]string]bool{},
 		back: map[string]time.Time{}, isolations: map[string]uint64{}, pending: map[pair]*viewChange{},
+		listedAt: map[string]time.Duration{},
 	}
 	for _, n := range names {
 		w.offsets[n] = new(atomic.Int64)
@@ -141,6 +143,7 @@ func (w *world) launch(m replication.Member, others []replication.Member) error 
 	p.store = s
 	w.mu.Lock()
 	w.procs[m.Name] = p
+	delete(w.listedAt, m.Name)
 	w.stores = append(w.stores, s)
 	w.netChanges++
 	w.mu.Unlock()
