@@ -75,8 +75,8 @@
 // most those whose outcome is unknown), replicas agree after convergence,
 // and operations succeed in a settled cluster. A loss is legitimate only
 // where the store promises nothing: when every owner of a session's
-// partition (as of the last convergence) has crashed, or missed writes,
-// since then (Backups(1): two owners before re-replication; AllToAll:
+// partition (as of the last convergence, or as the nodes see them now) has
+// crashed, or missed writes, since the last convergence (Backups(1): two owners before re-replication; AllToAll:
 // every node), when none the serving side reaches is sure to hold it (the
 // split brain of docs/consistency.md rules 11 and 18), and, with
 // asynchronous writes, when the node that took a write or an owner crashes

@@ -12,7 +12,8 @@ func (h *history) inject(f Fault) {
 	}
 	switch f.Kind {
 	case Crash:
-		c.crashed(f.Node, w.now())
+		owners := w.owners() // as the nodes see them before the crash
+		c.crashed(f.Node, w.now(), &owners)
 		w.kill(f.Node, f.Detect)
 	case Freeze:
 		c.missed(f.Node)
@@ -33,7 +34,8 @@ func (h *history) inject(f Fault) {
 	case ClockStep:
 		w.stepClock(f.Node, f.Step)
 	}
-	c.unavailable(w.unavailable(), w.now())
+	owners := w.owners()
+	c.unavailable(w.unavailable(), w.now(), &owners)
 }
 
 // repair ends fault f now. A node whose Leave has not returned yet is

@@ -89,9 +89,9 @@ const (
 )
 
 // unmetWindow is how long after a peer begins to list a node a missed
-// write counts as KnownUnmetLease: the node's next lease renewals, lost
-// ones included.
-const unmetWindow = 2 * time.Second
+// write counts as KnownUnmetLease: ReadLease, the node's next four lease
+// renewals (a lost one included).
+const unmetWindow = time.Second
 
 // KnownIssues describes each known issue by name.
 var KnownIssues = map[string]string{
@@ -115,21 +115,16 @@ func lateUpdate(err error) bool {
 // known returns the known issue an anomaly of s shown by e fits, or "";
 // seen says which acknowledged writes e reflects. In order:
 // KnownNonOwnerWrite when e misses a write that a non-owner acknowledged
-// behind a faulty link; KnownUnmetLease when e's node had just been
-// listed by a peer when a write it misses was acknowledged;
-// KnownVersionInversion when it misses a write
+// behind a faulty link; KnownVersionInversion when it misses a write
 // whose version is lower than that of an earlier write of the same
 // attribute that it shows; KnownOwnersDisagree when the views differed
-// during e or during a write it misses.
+// during e or during a write it misses; KnownUnmetLease when, the views
+// agreeing, e's node had just been listed by a peer when a write it misses
+// was acknowledged.
 func (s *sessionModel) known(e *event, seen func(ackedWrite) bool) string {
 	for _, a := range s.writes {
 		if a.nonOwner && !seen(a) {
 			return KnownNonOwnerWrite
-		}
-	}
-	for _, a := range s.writes {
-		if !seen(a) && e.listed >= 0 && a.at >= e.listed && a.at <= e.listed+unmetWindow {
-			return KnownUnmetLease
 		}
 	}
 	for i, a := range s.writes {
@@ -148,6 +143,11 @@ func (s *sessionModel) known(e *event, seen func(ackedWrite) bool) string {
 	for _, a := range s.writes {
 		if a.disagree && !seen(a) {
 			return KnownOwnersDisagree
+		}
+	}
+	for _, a := range s.writes {
+		if !seen(a) && e.listed >= 0 && a.at >= e.listed && a.at <= e.listed+unmetWindow {
+			return KnownUnmetLease
 		}
 	}
 	return ""
