@@ -278,7 +278,20 @@ func (c *Cluster) WaitConverged(t testing.TB) {
 // converged returns why the cluster has not converged, or "".
 func (c *Cluster) converged() string {
 	nodes := c.Nodes()
-	if len(nodes) == 0 {
+	stores := make([]*replication.Store, len(nodes))
+	for i, n := range nodes {
+		stores[i] = n.Store
+	}
+	return Converged(stores)
+}
+
+// Converged returns why stores, the live stores of one cluster, have not
+// converged, or "" when they have: every store is ready and fully
+// replicated, holds records only of partitions it owns, and the owners of
+// every partition (as the first store sees them) hold it completely with
+// equal digests. It does not check that the stores' views agree.
+func Converged(stores []*replication.Store) string {
+	if len(stores) == 0 {
 		return ""
 	}
 	type copyOf struct {
@@ -286,23 +299,27 @@ func (c *Cluster) converged() string {
 		digest uint64
 	}
 	copies := map[int][]copyOf{}
-	for _, n := range nodes {
-		st := n.Store.Stats()
+	addrs := make([]string, len(stores))
+	for i, s := range stores {
+		st := s.Stats()
+		addrs[i] = st.Addr
 		switch {
 		case !st.Ready:
-			return n.Name + " is not ready"
-		case !n.Store.FullyReplicated():
-			return fmt.Sprintf("%s reports %d partitions under-replicated", n.Name, st.UnderReplicated)
+			return st.Addr + " is not ready"
+		case !s.FullyReplicated():
+			return fmt.Sprintf("%s reports %d partitions under-replicated", st.Addr, st.UnderReplicated)
 		case st.HeldPartitions > 0:
-			return fmt.Sprintf("%s still holds %d partitions it does not own", n.Name, st.HeldPartitions)
+			return fmt.Sprintf("%s still holds %d partitions it does not own", st.Addr, st.HeldPartitions)
 		}
-		for _, p := range n.Store.Partitions() {
+	}
+	for i, s := range stores {
+		for _, p := range s.Partitions() {
 			if p.Owned && p.Complete {
-				copies[p.Partition] = append(copies[p.Partition], copyOf{n.Name, p.Digest})
+				copies[p.Partition] = append(copies[p.Partition], copyOf{addrs[i], p.Digest})
 			}
 		}
 	}
-	owners := nodes[0].Store.Partitions()
+	owners := stores[0].Partitions()
 	for p := 0; p < replication.Partitions; p++ {
 		cs, want := copies[p], len(owners[p].Owners)
 		if len(cs) != want {

@@ -1,0 +1,196 @@
+package sim
+
+import (
+	"strings"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/replication"
+)
+
+// Known issues: anomalies whose mechanism is understood and whose fix
+// belongs in package replication. The checker tags each anomaly that
+// matches one (Anomaly.Known); the test reports them without failing,
+// unless asked to (-sim.known=fail), so that the suite stays a gate for
+// everything else while they are being fixed.
+const (
+	// KnownOwnersDisagree: a write was acknowledged by the owners in its
+	// writer's view, and a node whose own view of the members differed
+	// then owned the partition in that view and answered from its copy,
+	// which lacks the write. It happens while the failure detector's
+	// verdicts reach the nodes at different times (a crash, a freeze, a
+	// false suspicion, a partition: the first node to declare a member
+	// dead takes over its partitions, copies them from the other owner,
+	// marks them ready and reads locally under leases granted by peers
+	// that still write to the old owners), while a new member is known to
+	// some nodes only (it writes to the owners of its own view), and while
+	// a graceful Leave's announcement reaches the peers one after another
+	// (each stops counting the leaving node as an owner on arrival).
+	// Nothing makes the nodes agree on a partition's owners before one of
+	// them answers from its copy: replication/lease.go (authoritative,
+	// grantLease), maintain.go (transferPartition, setReady), write.go
+	// (write: the writer's view alone picks the owners).
+	KnownOwnersDisagree = "owners-disagree"
+	// KnownUpdateDeadline: Update's request carries a deadline on the
+	// caller's wall clock (now + WriteTimeout) that the coordinator
+	// compares with its own wall clock (replication/update.go coordinate,
+	// handler.go msgUpdate). A coordinator whose clock is ahead of the
+	// caller's by more than WriteTimeout (1 s locally, 2 s by default)
+	// refuses every update from it as "arrived after its caller gave up",
+	// although MaxClockOffset allows a minute.
+	KnownUpdateDeadline = "update-deadline-clock"
+	// KnownNonOwnerWrite: a node that does not own a session acknowledged
+	// a write of it that no owner has. A non-owner applies nothing
+	// locally; with synchronous writes it acknowledges once its calls to
+	// the owners have returned, failed or not (write.go write: failures
+	// only fence the owner), and with asynchronous ones its background
+	// sender drops a batch whose call failed (write.go send: "anti-entropy
+	// will repair"). Anti-entropy runs between owners only, so a write
+	// that reached none of them is on no node, with no crash anywhere.
+	KnownNonOwnerWrite = "non-owner-write"
+	// KnownAsyncUpdate: with asynchronous writes, Update takes no version.
+	// A request that loaded the session with GetAtLeast at the version of
+	// the user's last write goes on to Update it, whose base read takes
+	// the first complete owner's answer and whose coordinator (the first
+	// owner authoritative in the caller's view) may not have that write
+	// yet: queued, delayed, or dropped by a failed background send to an
+	// owner that still holds a valid lease (an asynchronous write neither
+	// fences nor waits out leases before it returns). It answers that the
+	// session ended, or counts from an older value (replication/update.go
+	// Update, current, coordinate; write.go write).
+	KnownAsyncUpdate = "async-update-without-version"
+	// KnownVersionInversion: a write acknowledged after another write of
+	// the same attribute got a lower version, so last-writer-wins keeps
+	// the earlier one on every replica. The second writer had not seen the
+	// first write (it was degraded and missed it, or the first was still
+	// on its way) and its clock is behind the first writer's: a blind
+	// write takes its base from the node's own ready copy without asking
+	// the owners even when that copy missed writes (replication/read.go
+	// writeBase: "the base need not be up to date"), so its hybrid clock
+	// never sees the version it must exceed (rule 10 of
+	// docs/consistency.md holds only for a node that has seen the write).
+	KnownVersionInversion = "version-inversion"
+	// KnownScalarVersion: with asynchronous writes, GetAtLeast took a copy
+	// for "at least as new as" the user's last write because it holds the
+	// newest one (an Update, replicated by its coordinator), while it lacks
+	// an earlier acknowledged write of another attribute still on its way
+	// from the node that took it (read.go reached compares the record's
+	// newest version only; writes of one session travel on different
+	// senders, in no order).
+	KnownScalarVersion = "scalar-version"
+	// KnownUnmetLease: a node started (a new incarnation) does not need the
+	// lease of a peer that answered, when last asked, that it does not
+	// list it yet (replication/lease.go heldLease.required: unknown and
+	// never granted: "a peer that has not met this node yet sent it
+	// nothing"). Once that peer lists it, its writes go to the node; when
+	// one is lost, the peer fences the node, but having granted it no
+	// lease acknowledges at once, while the node answers from its copy
+	// until its next renewal (ReadLease/4 later) learns it is behind.
+	KnownUnmetLease = "unmet-peer-lease"
+)
+
+// unmetWindow is how long after a peer begins to list a node a missed
+// write counts as KnownUnmetLease: ReadLease, the node's next four lease
+// renewals (a lost one included).
+const unmetWindow = time.Second
+
+// KnownIssues describes each known issue by name.
+var KnownIssues = map[string]string{
+	KnownOwnersDisagree: "a node answered from its copy while its view of the members, and so of the session's owners, " +
+		"differed from the view of the node that acknowledged the write it lacks",
+	KnownUpdateDeadline:   "a settled cluster refused Update as late because the coordinator's wall clock is ahead of the caller's by more than WriteTimeout",
+	KnownAsyncUpdate:      "with asynchronous writes, an Update after a load at the user's last version was coordinated by an owner that did not have that write yet",
+	KnownVersionInversion: "a write acknowledged after another of the same attribute got a lower version and lost to it on every replica",
+	KnownScalarVersion:    "GetAtLeast answered with a copy holding the user's newest write but not an earlier one of another attribute",
+	KnownUnmetLease:       "a restarted node answered from its copy without the lease of a peer that had just begun to list it and wrote without it",
+	KnownNonOwnerWrite: "a write acknowledged by a node that does not own the session, while its links to the owners lost messages " +
+		"or were cut, reached no owner and is on no node",
+}
+
+// lateUpdate reports whether err is a coordinator's refusal of an update
+// as arrived too late.
+func lateUpdate(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "arrived after its caller gave up")
+}
+
+// known returns the known issue an anomaly of s shown by e fits, or "";
+// seen says which acknowledged writes e reflects. In order:
+// KnownNonOwnerWrite when e misses a write that a non-owner acknowledged
+// behind a faulty link; KnownVersionInversion when it misses a write
+// whose version is lower than that of an earlier write of the same
+// attribute that it shows; KnownOwnersDisagree when the views differed
+// during e or during a write it misses; KnownUnmetLease when, the views
+// agreeing, e's node had just been listed by a peer when a write it misses
+// was acknowledged.
+func (s *sessionModel) known(e *event, seen func(ackedWrite) bool) string {
+	for _, a := range s.writes {
+		if a.nonOwner && !seen(a) {
+			return KnownNonOwnerWrite
+		}
+	}
+	for i, a := range s.writes {
+		if seen(a) {
+			continue
+		}
+		for _, b := range s.writes[:i] {
+			if seen(b) && sameAttr(a, b) && b.version > a.version {
+				return KnownVersionInversion
+			}
+		}
+	}
+	if e.disagree {
+		return KnownOwnersDisagree
+	}
+	for _, a := range s.writes {
+		if a.disagree && !seen(a) {
+			return KnownOwnersDisagree
+		}
+	}
+	for _, a := range s.writes {
+		if !seen(a) && e.listed >= 0 && a.at >= e.listed && a.at <= e.listed+unmetWindow {
+			return KnownUnmetLease
+		}
+	}
+	return ""
+}
+
+// newestSeen reports whether e reflects s's newest acknowledged write
+// but misses an earlier one.
+func (s *sessionModel) newestSeen(seen func(ackedWrite) bool) bool {
+	if len(s.writes) == 0 || !seen(s.writes[len(s.writes)-1]) {
+		return false
+	}
+	for _, a := range s.writes {
+		if !seen(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameAttr(a, b ackedWrite) bool {
+	return (a.visits >= 0 && b.visits >= 0) || (a.w >= 0 && b.w >= 0) || (a.login && b.login)
+}
+
+// visitKnown returns the known issue an anomaly of an Update fits: with
+// asynchronous writes, an Update after a successful load at the user's
+// version is KnownAsyncUpdate.
+func (c *checker) visitKnown(s *sessionModel, e *event, seen func(ackedWrite) bool) string {
+	if k := s.known(e, seen); k == KnownNonOwnerWrite {
+		return k
+	}
+	if c.concern == replication.Async && !e.loadFailed {
+		return KnownAsyncUpdate
+	}
+	return s.known(e, seen)
+}
+
+// readKnown returns the known issue a stale read fits: as known, and with
+// asynchronous writes KnownScalarVersion for a read that reflects the
+// user's newest write but misses an earlier one.
+func (c *checker) readKnown(s *sessionModel, e *event, seen func(ackedWrite) bool) string {
+	k := s.known(e, seen)
+	if (k == "" || k == KnownOwnersDisagree) && c.concern == replication.Async && e.op == opRead && s.newestSeen(seen) {
+		return KnownScalarVersion
+	}
+	return k
+}
