@@ -108,7 +108,7 @@ func run(t *testing.T, opts Options) Result {
 		cfg.Mode, cfg.WriteConcern = sched.Mode, sched.Concern
 		cfg.Logger = logger.With("node", name)
 		// Injecting the clock also spares each store a 10 ms ticker.
-		cfg.Now, cfg.Membership, cfg.Transport = now, m, tr
+		cfg.Clock, cfg.Membership, cfg.Transport = replication.WallClock(now), m, tr
 		return replication.New(cfg)
 	}
 	for n, off := range sched.Offsets {
