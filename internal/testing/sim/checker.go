@@ -32,6 +32,9 @@ type sessionModel struct {
 	tainted string
 	// writes are the last acknowledged writes, oldest first.
 	writes []ackedWrite
+	// updateFailed is when an Update of the session last failed in a way
+	// that may have left it applied somewhere (0: never).
+	updateFailed time.Duration
 }
 
 // ackedWrite is an acknowledged write of a session.
@@ -228,6 +231,7 @@ func (c *checker) checkVisit(u *userModel, e *event) {
 	}
 	if e.err != nil || e.unknown {
 		s.hi++
+		s.updateFailed = e.end
 		return
 	}
 	if s.tainted == "" {

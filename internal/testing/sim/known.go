@@ -86,7 +86,20 @@ const (
 	// lease acknowledges at once, while the node answers from its copy
 	// until its next renewal (ReadLease/4 later) learns it is behind.
 	KnownUnmetLease = "unmet-peer-lease"
+	// KnownUpdateFailover: an Update of the counter failed during a
+	// failover (it lost to a concurrent update at a replica, or its answer
+	// was lost), and within seconds a later acknowledged count was read
+	// back lower. A replica that refuses an update leaves the write its
+	// coordinator applied in place (rule 17 of docs/consistency.md), and
+	// that write, or one computed from it, can later win over an
+	// acknowledged one by version (replication/update.go
+	// replicateUpdate, applyUpdateReplica; updaterule.go replicaRule).
+	KnownUpdateFailover = "update-failover"
 )
+
+// updateFailoverWindow is how long after a failed Update an anomaly of the
+// session counts as KnownUpdateFailover.
+const updateFailoverWindow = 5 * time.Second
 
 // unmetWindow is how long after a peer begins to list a node a missed
 // write counts as KnownUnmetLease: ReadLease, the node's next four lease
@@ -102,6 +115,7 @@ var KnownIssues = map[string]string{
 	KnownVersionInversion: "a write acknowledged after another of the same attribute got a lower version and lost to it on every replica",
 	KnownScalarVersion:    "GetAtLeast answered with a copy holding the user's newest write but not an earlier one of another attribute",
 	KnownUnmetLease:       "a restarted node answered from its copy without the lease of a peer that had just begun to list it and wrote without it",
+	KnownUpdateFailover:   "an acknowledged count was read back lower within seconds of an Update that failed during a failover",
 	KnownNonOwnerWrite: "a write acknowledged by a node that does not own the session, while its links to the owners lost messages " +
 		"or were cut, reached no owner and is on no node",
 }
@@ -120,7 +134,8 @@ func lateUpdate(err error) bool {
 // attribute that it shows; KnownOwnersDisagree when the views differed
 // during e or during a write it misses; KnownUnmetLease when, the views
 // agreeing, e's node had just been listed by a peer when a write it misses
-// was acknowledged.
+// was acknowledged; KnownUpdateFailover when an Update of the session
+// failed shortly before.
 func (s *sessionModel) known(e *event, seen func(ackedWrite) bool) string {
 	for _, a := range s.writes {
 		if a.nonOwner && !seen(a) {
@@ -149,6 +164,9 @@ func (s *sessionModel) known(e *event, seen func(ackedWrite) bool) string {
 		if !seen(a) && e.listed >= 0 && a.at >= e.listed && a.at <= e.listed+unmetWindow {
 			return KnownUnmetLease
 		}
+	}
+	if s.updateFailed > 0 && e.end-s.updateFailed < updateFailoverWindow {
+		return KnownUpdateFailover
 	}
 	return ""
 }
