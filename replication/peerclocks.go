@@ -84,3 +84,85 @@ func (c *peerClocks) lateBy(caller memberKey, sent int64, budget time.Duration, 
 	}
 	return time.Duration(now - (start + int64(budget))), true
 }
+
+// wallOffsets estimates, for each peer, how far its wall clock is from this
+// node's, NTP-style, from the lease exchanges that already happen: this
+// node's wall clock when it asked (t1) and when the answer came back (t4),
+// and the peer's when it answered (t2), give offset = t2 - (t1+t4)/2, off
+// by at most half the round trip. Of the recent samples the one with the
+// shortest round trip is kept. It is safe for concurrent use.
+type wallOffsets struct {
+	mu      sync.Mutex
+	samples map[memberKey]*offsetSamples // guards
+}
+
+type offsetSample struct {
+	offset, rtt time.Duration
+}
+
+type offsetSamples struct {
+	ring [clockWindow]offsetSample
+	n    int
+	next int
+}
+
+func newWallOffsets() *wallOffsets { return &wallOffsets{samples: map[memberKey]*offsetSamples{}} }
+
+// observe records one exchange with peer: t1 and t4 on this node's wall
+// clock, t2 on the peer's (Unix nanoseconds), rtt on the monotonic clock.
+func (w *wallOffsets) observe(peer memberKey, t1, t2, t4 int64, rtt time.Duration) {
+	if t2 == 0 {
+		return // a build that does not send its clock
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.samples[peer]
+	if s == nil {
+		for k := range w.samples {
+			if k.name == peer.name {
+				delete(w.samples, k)
+			}
+		}
+		s = &offsetSamples{}
+		w.samples[peer] = s
+	}
+	s.ring[s.next] = offsetSample{offset: time.Duration(t2 - (t1+t4)/2), rtt: rtt}
+	s.next = (s.next + 1) % clockWindow
+	s.n = min(s.n+1, clockWindow)
+}
+
+// estimate returns the peer's offset (its wall clock minus this node's)
+// and its error bound; ok is false without samples.
+func (w *wallOffsets) estimate(peer memberKey) (offset, bound time.Duration, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.samples[peer]
+	if s == nil || s.n == 0 {
+		return 0, 0, false
+	}
+	best := slices.MinFunc(s.ring[:s.n], func(a, b offsetSample) int { return int(a.rtt - b.rtt) })
+	return best.offset, best.rtt / 2, true
+}
+
+// forget drops what is known of the members not in keep.
+func (w *wallOffsets) forget(keep []memberKey) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.samples {
+		if !slices.Contains(keep, k) {
+			delete(w.samples, k)
+		}
+	}
+}
+
+// aheadOfCluster returns how far this node's wall clock is ahead of the
+// median of its peers' (negative: behind), from the given peer offsets
+// (each peer's clock minus this node's); ok is false without any.
+func aheadOfCluster(offsets []time.Duration) (time.Duration, bool) {
+	if len(offsets) == 0 {
+		return 0, false
+	}
+	sorted := slices.Clone(offsets)
+	slices.Sort(sorted)
+	return -sorted[len(sorted)/2], true
+}
