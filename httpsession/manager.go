@@ -62,7 +62,9 @@ type Manager struct {
 
 	// ErrorFunc writes the response when the store fails (not for unknown
 	// or expired sessions, which simply get a new one). Default: a plain
-	// 500 Internal Server Error.
+	// 503 Service Unavailable with Retry-After when the store refuses
+	// writes because its node's clock is off (replication.ErrClockOffset:
+	// another node can serve the request), else 500 Internal Server Error.
 	ErrorFunc func(http.ResponseWriter, *http.Request, error)
 
 	// Logger receives the manager's logs. Default slog.Default().
@@ -119,7 +121,15 @@ func New(store Store) *Manager {
 	}
 }
 
-func defaultErrorFunc(w http.ResponseWriter, _ *http.Request, _ error) {
+// defaultErrorFunc answers 503 with Retry-After when the store refuses
+// writes for a while (its clock is off: another node can serve the
+// request), 500 otherwise.
+func defaultErrorFunc(w http.ResponseWriter, _ *http.Request, err error) {
+	if errors.Is(err, replication.ErrClockOffset) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+		return
+	}
 	http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 }
 

@@ -46,6 +46,13 @@ var (
 	// 256 bytes.
 	ErrInvalidID = errors.New("replication: invalid session ID")
 
+	// ErrClockOffset is returned by writes on a node whose wall clock is
+	// too far ahead of the cluster's: its peers would refuse what it
+	// wrote, so it refuses first, before acknowledging anything. Health
+	// reports it too. An HTTP server should answer 503 and let the load
+	// balancer send the user elsewhere.
+	ErrClockOffset = errors.New("replication: clock too far from the cluster's")
+
 	// ErrSessionTooLarge is returned by a write that would make a session
 	// exceed Config.Limits: too many attributes, a value too large, or too
 	// many bytes in all. Nothing is written. Records from peers over the

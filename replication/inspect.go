@@ -216,6 +216,11 @@ type PeerInfo struct {
 	// Sessions is the number of records the peer holds, tombstones
 	// included.
 	Sessions int
+	// ClockOffset is how far the peer's wall clock is ahead of this
+	// node's (negative: behind), measured from lease exchanges, and
+	// ClockOffsetBound the most it may be off (half the round trip of the
+	// best recent exchange). Both are 0 before the first exchange.
+	ClockOffset, ClockOffsetBound time.Duration
 }
 
 // Peers returns the other members this node replicates with, by name.
@@ -225,6 +230,7 @@ func (s *Store) Peers() []PeerInfo {
 	now, mono := s.clock.Now(), s.clock.Monotonic()
 	for _, q := range v.peers {
 		info := PeerInfo{Name: q.name, Addr: q.addr, Incarnation: q.incarnation, Degraded: q.degraded.Load()}
+		info.ClockOffset, info.ClockOffsetBound, _ = s.wallOffsets.estimate(keyOf(q))
 		if st := q.status.Load(); st != nil {
 			info.LastStatus = now.Add(st.at - mono)
 			for i := range st.ready {

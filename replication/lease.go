@@ -106,9 +106,12 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 	if prev != nil {
 		lost = lostPartitions(prev, next)
 	}
-	l.table.viewChanged(before, peerKeys(next.peers), peerKeys(lost))
+	keep := peerKeys(next.peers)
+	l.table.viewChanged(before, keep, peerKeys(lost))
 	l.publish()
 	l.mu.Unlock()
+	s.peerClocks.forget(keep)
+	s.wallOffsets.forget(keep)
 	select {
 	case l.renew <- struct{}{}:
 	default:
@@ -198,6 +201,7 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 	// fenced q, so no lease is granted between the two.
 	reply := l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono())
 	l.publish() // the holder's view fence may have ended
+	reply.wall = s.clock.Now().UnixNano()
 	return reply
 }
 
@@ -223,7 +227,7 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	if err != nil {
 		return
 	}
-	asked := l.mono()
+	asked, sentWall := l.mono(), s.clock.Now().UnixNano()
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	resp, err := s.tr.Call(ctx, q.addr, req)
 	cancel()
@@ -233,6 +237,10 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	var a leaseAnswer
 	if err == nil {
 		a.reply, err = decodeLeaseReply(resp)
+	}
+	if err == nil {
+		s.wallOffsets.observe(keyOf(q), sentWall, a.reply.wall, s.clock.Now().UnixNano(), time.Duration(l.mono()-asked))
+		s.checkClock()
 	}
 	switch {
 	case errors.Is(err, transport.ErrRefused):

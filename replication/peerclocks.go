@@ -69,6 +69,17 @@ func (c *peerClocks) toLocal(peer memberKey, t int64) (local int64, ok bool) {
 	return t + slices.Min(s.ring[:s.n]), true
 }
 
+// forget drops what is known of the members not in keep.
+func (c *peerClocks) forget(keep []memberKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.samples {
+		if !slices.Contains(keep, k) {
+			delete(c.samples, k)
+		}
+	}
+}
+
 // lateBy returns how long after its caller stopped waiting an update
 // arrived here at monotonic time now, from the caller's monotonic send
 // time and the time it waits (budget), measured in this node's monotonic

@@ -33,6 +33,9 @@ type peer struct {
 	gone        chan struct{}
 	// status is what the peer last reported about its partitions.
 	status atomic.Pointer[peerStatus]
+	// clockFar is set while the peer's wall clock is logged as far from
+	// this node's (see checkClock).
+	clockFar atomic.Bool
 }
 
 // peerStatus is a peer's answer to a status poll.

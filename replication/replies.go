@@ -292,17 +292,21 @@ type summaryEntry struct {
 
 // leaseReply is a peer's answer to a lease request.
 type leaseReply struct {
-	outcome  byte // leaseGranted, leaseBehind, leaseUnknown or leaseNotYou
+	outcome  byte // leaseGranted, leaseBehind, leaseUnknown, leaseNotYou or leaseOtherView
 	epoch    uint64
 	duration time.Duration
+	// wall is the grantor's wall clock when it answered (Unix ns), for
+	// wallOffsets; 0 from a build that does not send it.
+	wall int64
 }
 
 func encodeLeaseReply(r leaseReply) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(3)
+	e.arrayLen(4)
 	e.uint64(uint64(r.outcome))
 	e.uint64(r.epoch)
 	e.int64(int64(r.duration))
+	e.int64(r.wall)
 	return e.finish()
 }
 
@@ -314,7 +318,11 @@ func decodeLeaseReply(resp []byte) (leaseReply, error) {
 	defer d.release()
 	n := d.arrayLen(3, 64)
 	r := leaseReply{outcome: byte(min(d.uint64(), 255)), epoch: d.uint64(), duration: time.Duration(d.int64())}
-	d.skip(n - 3)
+	read := 3
+	if n >= 4 {
+		r.wall, read = d.int64(), 4
+	}
+	d.skip(n - read)
 	if r.duration < 0 {
 		d.fail("negative lease duration")
 	}

@@ -58,12 +58,19 @@ func TestSkew_SequentialWritesOnSkewedNodesKeepTheirOrder(t *testing.T) {
 func TestSkew_TimestampsFarAheadAreRefused(t *testing.T) {
 	c, clock := skewedCluster(t, map[string]time.Duration{"a": 0, "b": 0, "wild": time.Hour})
 	ctx := context.Background()
+	// Before its first lease exchange the wild node does not know its
+	// clock is off: it applies its own write, and its peers refuse it.
+	// After, it refuses the write itself (TestSkew_NodeFarAheadRefuses...).
 	_, err := c.Node("wild").Store.Save(ctx, "s", put("user", "mallory"))
-	require.NoError(t, err, "the wild node applies its own write; peers refuse it")
+	if err != nil {
+		require.ErrorIs(t, err, replication.ErrClockOffset)
+	}
 	for _, name := range []string{"a", "b"} {
 		_, ok := value(t, c.Node(name).Store, "s", "user")
 		assert.False(t, ok, "%s adopted a write from an hour in the future", name)
-		assert.Positive(t, c.Node(name).Store.Stats().Rejected)
+		if err == nil {
+			assert.Positive(t, c.Node(name).Store.Stats().Rejected)
+		}
 	}
 	v, err := c.Node("a").Store.Save(ctx, "t", put("k", "v"))
 	require.NoError(t, err)
@@ -128,4 +135,50 @@ func TestSkew_UpdatesSucceedAcrossSkewedClocks(t *testing.T) {
 	for id, n := range want {
 		assert.Equal(t, n, counter(t, []*replication.Store{c.Node("true").Store}, id), id)
 	}
+}
+
+// A node whose wall clock is two minutes ahead, beyond what its peers
+// accept (MaxClockOffset), finds out from the lease exchanges within a
+// lease period, refuses writes before acknowledging any (so none is lost
+// to its peers' refusal) and says why in Health; the others measure its
+// offset and keep serving every session.
+func TestSkew_NodeFarAheadRefusesWritesAndSaysWhy(t *testing.T) {
+	offsets := map[string]time.Duration{"a": 0, "b": 0, "ahead": 2 * time.Minute}
+	c := testcluster.New(t, testcluster.Options{Seed: 44, Config: func(name string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		off := offsets[name]
+		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(off) })
+		return cfg
+	}})
+	for _, name := range []string{"a", "b", "ahead"} {
+		c.Start(name)
+	}
+	c.WaitReady(t)
+	ahead := c.Node("ahead").Store
+	require.Eventually(t, func() bool { return ahead.Health() != nil }, 5*time.Second, 10*time.Millisecond,
+		"the node ahead never noticed")
+	assert.ErrorIs(t, ahead.Health(), replication.ErrClockOffset)
+	assert.Contains(t, ahead.Health().Error(), "ahead of the cluster")
+	assert.NoError(t, c.Node("a").Store.Health())
+
+	ctx := context.Background()
+	_, err := ahead.Save(ctx, "s1", put("user", "ann"))
+	require.ErrorIs(t, err, replication.ErrClockOffset, "refused before it is acknowledged")
+	_, _, err = ahead.Update(ctx, "s1", "visits", increment)
+	require.ErrorIs(t, err, replication.ErrClockOffset)
+
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "s2", put("user", "bob"))))
+	for _, n := range []string{"a", "b"} {
+		v, ok := value(t, c.Node(n).Store, "s2", "user")
+		require.True(t, ok, n)
+		assert.Equal(t, "bob", v)
+	}
+	var seen bool
+	for _, p := range c.Node("a").Store.Peers() {
+		if p.Name == "ahead" {
+			seen = true
+			assert.InDelta(t, (2 * time.Minute).Seconds(), p.ClockOffset.Seconds(), 0.5, "a measures the offset")
+		}
+	}
+	assert.True(t, seen)
 }

@@ -19,12 +19,17 @@ type Store struct {
 	log   *slog.Logger
 	tr    transport.Transport
 	clock Clock // wall and monotonic time
-	// peerClocks estimates the peers' monotonic clocks (see updateLate).
-	peerClocks *peerClocks
-	hlc        *hlc.Clock // versions, read on clock's wall reading
-	self       *peer
-	node       uint64 // this incarnation's ID, the tie-break of its versions
-	parts      []*partition
+	// peerClocks estimates the peers' monotonic clocks (see updateLate),
+	// wallOffsets their wall clocks (see checkClock).
+	peerClocks  *peerClocks
+	wallOffsets *wallOffsets
+	// clockProblem is why this node refuses writes, when its wall clock
+	// is too far ahead of the cluster's; nil when it is not.
+	clockProblem atomic.Pointer[error]
+	hlc          *hlc.Clock // versions, read on clock's wall reading
+	self         *peer
+	node         uint64 // this incarnation's ID, the tie-break of its versions
+	parts        []*partition
 
 	view   atomic.Pointer[view] // written only by watchMembership
 	events chan struct{}        // membership hints
@@ -86,22 +91,23 @@ func New(cfg Config) (*Store, error) {
 	h.writeString(local.Name)
 	h.writeUint64(local.Incarnation)
 	s := &Store{
-		cfg:        cfg,
-		log:        cfg.Logger.With("node", local.Name),
-		tr:         cfg.Transport,
-		clock:      cfg.Clock,
-		hlc:        hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset),
-		self:       &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
-		node:       h.sum(),
-		parts:      newPartitions(),
-		events:     make(chan struct{}, 1),
-		kick:       make(chan struct{}, 1),
-		eventsOut:  make(chan SessionEvent, eventQueue),
-		leaving:    map[string]uint64{},
-		readyCh:    make(chan struct{}),
-		done:       make(chan struct{}),
-		leases:     newLeases(local.Incarnation, cfg.ReadLease, cfg.Clock),
-		peerClocks: newPeerClocks(),
+		cfg:         cfg,
+		log:         cfg.Logger.With("node", local.Name),
+		tr:          cfg.Transport,
+		clock:       cfg.Clock,
+		hlc:         hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset),
+		self:        &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
+		node:        h.sum(),
+		parts:       newPartitions(),
+		events:      make(chan struct{}, 1),
+		kick:        make(chan struct{}, 1),
+		eventsOut:   make(chan SessionEvent, eventQueue),
+		leaving:     map[string]uint64{},
+		readyCh:     make(chan struct{}),
+		done:        make(chan struct{}),
+		leases:      newLeases(local.Incarnation, cfg.ReadLease, cfg.Clock),
+		peerClocks:  newPeerClocks(),
+		wallOffsets: newWallOffsets(),
 	}
 	s.replicated.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -50,6 +50,9 @@ func (s *Store) Update(ctx context.Context, id, key string, fn UpdateFunc) ([]by
 	if !validID(id) {
 		return nil, 0, fmt.Errorf("update session: %w", ErrInvalidID)
 	}
+	if err := s.Health(); err != nil {
+		return nil, 0, err
+	}
 	pi := partitionOf(id)
 	v := s.view.Load()
 	cur, err := s.current(ctx, v, pi, id)
@@ -184,7 +187,7 @@ var errNoCoordinator = fmt.Errorf("update: no owner of the session holds it comp
 // expected one. It never calls the network.
 func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 	p := s.parts[pi]
-	if !s.authoritative(p) {
+	if !s.authoritative(p) || s.Health() != nil { // another owner coordinates
 		return updateResult{outcome: updateNotReady}
 	}
 	now := s.now()

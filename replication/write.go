@@ -323,6 +323,9 @@ func endedError(cur *record) error {
 // owner the records it owns, all of them in one message, so a peer applies
 // them together. It waits as Save documents.
 func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
+	if err := s.Health(); err != nil {
+		return err
+	}
 	start := s.clock.Monotonic()
 	defer func() { s.stats.writeLatency.observe(s.clock.Monotonic() - start) }()
 	now := s.now()

@@ -102,8 +102,10 @@ func (n *node) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 // healthz answers 200 once the node has joined the cluster (or found itself
-// alone) and holds every session it owns, 503 before; the body says why, and
-// whether every session has its full number of copies.
+// alone) and holds every session it owns, and while its store takes writes;
+// 503 otherwise. The body says why ("problem": for example a clock too far
+// ahead of the cluster's), and whether every session has its full number
+// of copies.
 func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 	settled := false
 	select {
@@ -120,12 +122,17 @@ func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 	}
 	sort.Strings(members)
 	code := http.StatusOK
-	if !settled || !st.Ready {
+	problem := ""
+	if err := n.store.Health(); err != nil {
+		problem = err.Error() // e.g. the node's clock is too far ahead
+	}
+	if !settled || !st.Ready || problem != "" {
 		code = http.StatusServiceUnavailable
 	}
 	n.reply(w, code, map[string]any{
 		"joined":           settled,
 		"ready":            st.Ready,
+		"problem":          problem,
 		"fully_replicated": n.store.FullyReplicated(),
 		"under_replicated": st.UnderReplicated,
 		"mode":             n.store.Mode().String(),

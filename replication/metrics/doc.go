@@ -50,6 +50,8 @@
 //	sessionmesh_sends_skipped_total               counter  sends to degraded peers dropped to bound memory (repaired later)
 //	sessionmesh_write_duration_seconds            histogram time writes took, replication to the other owners included
 //	                                                       (buckets 50µs to 3.3s, doubling)
+//	sessionmesh_peer_clock_offset_seconds{peer}   gauge    how far each peer's wall clock is ahead of this node's (negative: behind)
+//	sessionmesh_healthy                           gauge    1 while the store takes writes, 0 while its clock is too far ahead of the cluster's
 //	sessionmesh_remote_reads_total                counter  reads answered by a peer (Backups mode, or a partition being copied)
 //	sessionmesh_reads_behind_total                counter  reads that found the session older than the version asked for and waited
 //	sessionmesh_reads_stale_total                 counter  of those, reads that gave up at MaxReadWait with an older session

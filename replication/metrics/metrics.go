@@ -23,6 +23,7 @@ type Store interface {
 	FullyReplicated() bool
 	Mode() replication.Mode
 	WriteConcern() replication.WriteConcern
+	Health() error
 }
 
 // Cluster is what the collector reads of the membership. *cluster.Cluster
@@ -185,6 +186,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(d.partitions, float64(roles[r].partitions), r)
 		gauge(d.sessions, float64(roles[r].sessions), r)
 	}
+
+	for _, p := range peers {
+		gauge(d.peerClockOffset, p.ClockOffset.Seconds(), p.Name)
+	}
+	gauge(d.healthy, b2f(s.Health() == nil))
 
 	ok, degraded, unresponsive := c.peerStates(peers)
 	gauge(d.peers, float64(ok), "ok")

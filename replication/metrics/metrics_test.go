@@ -381,5 +381,6 @@ func (f *fakeStore) Peers() []replication.PeerInfo           { return f.peers }
 func (f *fakeStore) FullyReplicated() bool                   { return false }
 func (f *fakeStore) Mode() replication.Mode                  { return replication.AllToAll }
 func (f *fakeStore) WriteConcern() replication.WriteConcern  { return replication.Sync }
+func (f *fakeStore) Health() error                           { return nil }
 
 var quiet = slog.New(slog.DiscardHandler)

@@ -86,6 +86,8 @@
       tr.appendChild(el("td", "num", m.complete));
       tr.appendChild(el("td", "num", m.sessions));
       tr.appendChild(el("td", "", m.self ? "-" : age(m.last_status, r.time)));
+      var off = m.clock_offset_seconds || 0;
+      tr.appendChild(el("td", Math.abs(off) < 5 ? "num" : "num warn", m.self ? "-" : (off >= 0 ? "+" : "") + off.toFixed(3) + " s"));
       tb.appendChild(tr);
     });
 

@@ -95,6 +95,10 @@ type MemberReport struct {
 	// LastStatus is when the peer last answered this node's status poll;
 	// zero for this node and for a peer that never answered.
 	LastStatus time.Time `json:"last_status,omitzero"`
+	// ClockOffset is how far the member's wall clock is ahead of this
+	// node's, in seconds (negative: behind), as measured from lease
+	// exchanges; 0 for this node and before the first exchange.
+	ClockOffset float64 `json:"clock_offset_seconds"`
 	// Primary and Owned count the partitions the member is the primary of
 	// and an owner of, in this node's view of ownership.
 	Primary int `json:"primary"`
@@ -198,6 +202,7 @@ func (r *reporter) report() Report {
 			mr.Complete, mr.Sessions = st.ReadyPartitions, st.Sessions
 		} else if p, ok := peers[m.Name]; ok {
 			mr.ReplAddr, mr.Degraded, mr.LastStatus = p.Addr, p.Degraded, p.LastStatus
+			mr.ClockOffset = p.ClockOffset.Seconds()
 			mr.Complete, mr.Sessions = p.CompletePartitions, p.Sessions
 		}
 		if m.Incarnation > 0 {
