@@ -231,6 +231,10 @@ func start(o options, log *slog.Logger) (*node, error) {
 		cfg.Store.WriteConcern = replication.Async
 	}
 	cfg.Store.Logger = log
+	if c := testClock(); c != nil { // tests only: see testClockEnv
+		log.Warn("store clock offset by a test file", "env", testClockEnv)
+		cfg.Store.Clock = c
+	}
 	mesh, err := sessionmesh.StartNode(cfg)
 	if err != nil {
 		return nil, err

@@ -71,6 +71,13 @@ func buildLogin(t *testing.T) string {
 // healthy. It returns their HTTP base URLs and processes.
 func cluster3(t *testing.T, ctx context.Context, bin string) ([]string, []*procs.Process) {
 	t.Helper()
+	return cluster3Env(t, ctx, bin, nil, []bool{true, true, true})
+}
+
+// cluster3Env is cluster3 with env(i) appended to node i's environment (env
+// may be nil), waiting only for the nodes whose healthy entry is true.
+func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) []string, healthy []bool) ([]string, []*procs.Process) {
+	t.Helper()
 	addrs, err := procs.FreeAddrs("127.0.0.1", 6, procs.TCPAndUDP)
 	require.NoError(t, err)
 	httpAddrs, gossip := addrs[:3], addrs[3:]
@@ -96,7 +103,7 @@ func cluster3(t *testing.T, ctx context.Context, bin string) ([]string, []*procs
 			Path: bin,
 			Args: []string{"-name", nodeName(i), "-http", httpAddrs[i], "-gossip", gossip[i],
 				"-seeds", strings.Join(gossip, ","), "-backups", "1"},
-			Env:       []string{secretEnv + "=" + hex.EncodeToString(key[:])},
+			Env:       append([]string{secretEnv + "=" + hex.EncodeToString(key[:])}, envOf(env, i)...),
 			HealthURL: url + "/healthz",
 		})
 		require.NoError(t, err)
@@ -104,10 +111,19 @@ func cluster3(t *testing.T, ctx context.Context, bin string) ([]string, []*procs
 	}
 	hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	for _, p := range ps {
-		require.NoError(t, p.WaitHealthy(hctx), p.Name())
+	for i, p := range ps {
+		if healthy[i] {
+			require.NoError(t, p.WaitHealthy(hctx), p.Name())
+		}
 	}
 	return urls, ps
+}
+
+func envOf(env func(int) []string, i int) []string {
+	if env == nil {
+		return nil
+	}
+	return env(i)
 }
 
 func nodeName(i int) string { return "n" + string(rune('1'+i)) }
