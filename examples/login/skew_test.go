@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,8 +47,8 @@ func (v visitor) status(t *testing.T, method, base, path string, form url.Values
 }
 
 // Three real servers whose clocks are 5 s behind, right and 5 s ahead,
-// one of which steps by 3 s while users log in, visit and log out on
-// every node in turn: no request fails, no visit is lost, every logout is
+// one of which steps by 3 s while users log in, visit (all at once) and log
+// out on every node in turn: no request fails, no visit is lost, every logout is
 // final. (An update used to carry a deadline on its caller's wall clock:
 // here a third to two fifths of the visits failed.)
 func TestSkew_ServersWithSkewedClocksServeEveryRequest(t *testing.T) {
@@ -60,23 +61,33 @@ func TestSkew_ServersWithSkewedClocksServeEveryRequest(t *testing.T) {
 	urls, _ := cluster3Env(t, ctx, buildLogin(t), func(i int) []string { return []string{testClockEnv + "=" + files[i]} },
 		[]bool{true, true, true})
 
-	const users, visits = 12, 12
+	const users, visits = 32, 20
 	vs := make([]visitor, users)
 	for u := range vs {
 		vs[u] = newVisitor(t)
 		require.Equal(t, http.StatusOK, vs[u].status(t, http.MethodPost, urls[u%3], "/login",
 			url.Values{"user": {"u" + string(rune('a'+u))}, "password": {"demo"}}), "login of user %d", u)
 	}
-	for i := 0; i < visits; i++ {
-		if i == visits/2 {
-			require.NoError(t, os.WriteFile(files[2], []byte("8s"), 0o600)) // n3's clock steps 3 s ahead
-		}
-		for u := range vs {
-			n, err := vs[u].visit(urls[(u+i)%3])
-			require.NoError(t, err, "visit %d of user %d", i+1, u)
-			require.Equal(t, i+1, n, "visit %d of user %d", i+1, u)
-		}
+	// Every user visits at once, each on every node in turn; halfway
+	// through, n3's clock steps 3 s ahead.
+	var wg sync.WaitGroup
+	var halfway sync.WaitGroup
+	halfway.Add(users)
+	for u := range vs {
+		wg.Go(func() {
+			for i := 0; i < visits; i++ {
+				if i == visits/2 {
+					halfway.Done()
+				}
+				n, err := vs[u].visit(urls[(u+i)%3])
+				assert.NoError(t, err, "visit %d of user %d", i+1, u)
+				assert.Equal(t, i+1, n, "visit %d of user %d", i+1, u)
+			}
+		})
 	}
+	halfway.Wait()
+	require.NoError(t, os.WriteFile(files[2], []byte("8s"), 0o600))
+	wg.Wait()
 	for u := range vs {
 		for _, base := range urls {
 			assert.Equal(t, visits, vs[u].visits(t, base), "user %d on %s", u, base)
