@@ -149,15 +149,17 @@ func (s *Store) current(ctx context.Context, v *view, pi int, id string) (*recor
 }
 
 // writeBase returns the record a blind write (Save without a base) of id
-// starts from. Its changes carry their own versions and merge correctly with
-// whatever the base missed, so the base need not be up to date: an owner
-// that holds the partition completely uses its own copy even without
-// read leases (a peer that stopped answering adds no read to a write);
-// other nodes read from the owners, without waiting for peers that do not
-// answer lease requests, and fall back on their own copy when no owner
-// answered.
+// starts from. Its changes carry their own versions and merge with whatever
+// the base missed, but the base must have been seen by this node's hybrid
+// clock, or a write made after another of the same attribute can get a
+// lower version and lose to it (found by the cluster simulator: a degraded
+// owner with a slower clock). So an owner uses its own copy only while it
+// is authoritative; otherwise, like other nodes, it reads from the owners
+// (which advances its clock past what they hold), without waiting for
+// peers that do not answer lease requests, and falls back on its own copy
+// when no owner answered.
 func (s *Store) writeBase(ctx context.Context, v *view, pi int, id string) (*record, error) {
-	if p := s.parts[pi]; p.ready.Load() {
+	if p := s.parts[pi]; s.authoritative(p) {
 		return p.get(id), nil
 	}
 	r, err := s.readRemote(ctx, v, pi, id, false)

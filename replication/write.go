@@ -73,11 +73,12 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 }
 
 // saveBase returns the record a write of id builds on: this node's own
-// copy when it holds the partition, else the caller's base, else what the
-// owners hold. local reports that it is this node's own or the owners'
+// copy while it is authoritative for the partition, else the caller's base
+// (read earlier in the request, so this node's clock has seen it), else
+// what the owners hold. local reports that it is this node's own or the owners'
 // current copy rather than the caller's.
 func (s *Store) saveBase(ctx context.Context, v *view, pi int, id string, base Session) (cur *record, local bool, err error) {
-	if s.parts[pi].ready.Load() || base.r == nil || base.r.id != id {
+	if s.authoritative(s.parts[pi]) || base.r == nil || base.r.id != id {
 		cur, err = s.writeBase(ctx, v, pi, id)
 		return cur, true, err
 	}
