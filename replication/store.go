@@ -275,6 +275,7 @@ type Stats struct {
 	HeldPartitions  int              // partitions it holds records of without owning them (being handed over)
 	UnderReplicated int              // partitions below their copy count at the last round; -1 before the first round of the current membership
 	Ready           bool             // Ready is closed
+	Authoritative   bool             // answers reads of its complete partitions from its own copy: a lease from every peer, merged since it last missed writes
 	Writes          uint64           // writes applied and replicated
 	WriteErrors     uint64           // writes a peer refused
 	DegradedWrites  uint64           // writes that stopped waiting for a peer at WriteTimeout
@@ -299,6 +300,7 @@ func (s *Store) Stats() Stats {
 		Addr:            s.self.addr,
 		UnderReplicated: int(s.replicated.Load()),
 		Ready:           s.IsReady(),
+		Authoritative:   s.leases.mono() < s.leases.authority.Load(),
 		Writes:          s.stats.writes.Load(),
 		WriteErrors:     s.stats.writeErrors.Load(),
 		DegradedWrites:  s.stats.degradedWrites.Load(),

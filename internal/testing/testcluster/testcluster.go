@@ -306,6 +306,8 @@ func Converged(stores []*replication.Store) string {
 		switch {
 		case !st.Ready:
 			return st.Addr + " is not ready"
+		case !st.Authoritative:
+			return st.Addr + " does not answer from its copies yet (leases, or a merge after a view change)"
 		case !s.FullyReplicated():
 			return fmt.Sprintf("%s reports %d partitions under-replicated", st.Addr, st.UnderReplicated)
 		case st.HeldPartitions > 0:
