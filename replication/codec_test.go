@@ -115,7 +115,8 @@ func TestDecodeRequest_RoundTrip(t *testing.T) {
 	_, err := decodeRequest(nil)
 	require.ErrorIs(t, err, errMalformed)
 	_, err = decodeRequest([]byte{200})
-	require.ErrorIs(t, err, errMalformed, "an unknown request type")
+	require.ErrorIs(t, err, errUnknownRequest, "an unknown request type: a newer peer's, not malformed")
+	require.NotErrorIs(t, err, errMalformed)
 	_, err = decodeRequest(append(must(encodeGet("s")), 0x01))
 	require.ErrorIs(t, err, errMalformed, "trailing bytes")
 }

@@ -36,6 +36,8 @@ type peer struct {
 	// clockFar is set while the peer's wall clock is logged as far from
 	// this node's (see checkClock).
 	clockFar atomic.Bool
+	// version is what this node knows of the peer's build (negotiate.go).
+	version peerVersion
 }
 
 // peerStatus is a peer's answer to a status poll.

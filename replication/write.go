@@ -480,7 +480,7 @@ func (s *Store) fenceMissed(missed []ackResult) {
 
 // callAck sends msg to q and checks its acknowledgement.
 func (s *Store) callAck(ctx context.Context, q *peer, msg []byte) error {
-	resp, err := s.tr.Call(ctx, q.addr, msg)
+	resp, err := s.call(ctx, q, msg)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ type descs struct {
 	repairs, repairedRecords                      *prometheus.Desc
 	rejected, expired, droppedEvents              *prometheus.Desc
 	writeDuration                                 *prometheus.Desc
-	peerClockOffset, healthy                      *prometheus.Desc
+	peerClockOffset, healthy, peerRefuses         *prometheus.Desc
 	// cluster
 	members, joinAttempts, joinFailures, clusterDroppedEvents *prometheus.Desc
 	// transport
@@ -59,7 +59,8 @@ func newDescs() descs {
 		droppedEvents:   d("session_events_dropped_total", "Session events dropped because the OnSessionEvent callback fell behind."),
 		writeDuration:   d("write_duration_seconds", "Time writes took on this node, replication to the other owners included."),
 		peerClockOffset: d("peer_clock_offset_seconds", "How far each peer's wall clock is ahead of this node's (negative: behind), measured from lease exchanges; off by at most half a round trip.", "peer"),
-		healthy:         d("healthy", "1 while the store takes writes; 0 while it refuses them (its clock is too far ahead of the cluster's)."),
+		healthy:         d("healthy", "1 while the store takes writes; 0 while it cannot (its clock is too far ahead of the cluster's, or a member that was there before it refuses it): see Store.Health."),
+		peerRefuses:     d("peer_refuses", "1 for each peer that refuses this node (another protocol version, cluster label, secret or certificate), 0 for the others.", "peer"),
 
 		members:              d("cluster_members", "Live members of the cluster as this node sees them, itself included, by state (alive, suspect).", "state"),
 		joinAttempts:         d("cluster_join_attempts_total", "Join attempts, one per seed address tried."),
@@ -93,7 +94,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.writes, d.writeErrors, d.degradedWrites, d.skippedSends, d.remoteReads,
 		d.behindReads, d.staleReads, d.transferred, d.handedOff,
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
-		d.writeDuration, d.peerClockOffset, d.healthy,
+		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses,
 		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,
 		d.handshakeFailures, d.retiredConns, d.connFailures,

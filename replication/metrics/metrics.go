@@ -189,6 +189,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 	for _, p := range peers {
 		gauge(d.peerClockOffset, p.ClockOffset.Seconds(), p.Name)
+		gauge(d.peerRefuses, b2f(p.Refusal != ""), p.Name)
 	}
 	gauge(d.healthy, b2f(s.Health() == nil))
 

@@ -88,6 +88,8 @@
       tr.appendChild(el("td", "", m.self ? "-" : age(m.last_status, r.time)));
       var off = m.clock_offset_seconds || 0;
       tr.appendChild(el("td", Math.abs(off) < 5 ? "num" : "num warn", m.self ? "-" : (off >= 0 ? "+" : "") + off.toFixed(3) + " s"));
+      var proto = m.self ? "-" : (m.protocol ? "v" + m.protocol : "?") + (m.refusal ? ", refuses this node: " + m.refusal : "");
+      tr.appendChild(el("td", m.refusal ? "warn" : "", proto));
       tb.appendChild(tr);
     });
 

@@ -99,6 +99,11 @@ type MemberReport struct {
 	// node's, in seconds (negative: behind), as measured from lease
 	// exchanges; 0 for this node and before the first exchange.
 	ClockOffset float64 `json:"clock_offset_seconds"`
+	// Protocol is the highest protocol version the peer speaks (1 for the
+	// first release, 0 before its hello), and Refusal why it refuses this
+	// node (empty while it accepts it).
+	Protocol uint64 `json:"protocol,omitempty"`
+	Refusal  string `json:"refusal,omitempty"`
 	// Primary and Owned count the partitions the member is the primary of
 	// and an owner of, in this node's view of ownership.
 	Primary int `json:"primary"`
@@ -203,6 +208,7 @@ func (r *reporter) report() Report {
 		} else if p, ok := peers[m.Name]; ok {
 			mr.ReplAddr, mr.Degraded, mr.LastStatus = p.Addr, p.Degraded, p.LastStatus
 			mr.ClockOffset = p.ClockOffset.Seconds()
+			mr.Protocol, mr.Refusal = p.Protocol, p.Refusal
 			mr.Complete, mr.Sessions = p.CompletePartitions, p.Sessions
 		}
 		if m.Incarnation > 0 {
