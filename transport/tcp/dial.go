@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 	"time"
@@ -78,18 +79,24 @@ func dialError(addr string, err error) error {
 	return fmt.Errorf("tcp: dial %s: %w (%w): %w", addr, transport.ErrUnreachable, transport.ErrNotSent, err)
 }
 
-// handshakeError classifies the error of a dialed connection's handshake:
-// the peer is listening, so unless it fell silent (a deadline) or was cut
-// off mid-way by the network, it refused this node (ErrHandshake): another
-// protocol version, cluster label, secret or certificate. A refusal the
-// acceptor explained (wire.AppendRefusal) is a refusedError already.
+// handshakeError classifies the error of a dialed connection's handshake.
+// The peer is listening; unless it fell silent (a deadline), closed or
+// reset the connection without a word (a process dying, or a release
+// that refused without explaining), it refused this node: another
+// protocol version, cluster label, secret or certificate (ErrHandshake).
+// A refusal the acceptor explained (wire.AppendRefusal) is a refusedError
+// already.
 func handshakeError(err error) error {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, transport.ErrHandshake) {
+	switch {
+	case errors.Is(err, transport.ErrHandshake),
+		errors.As(err, &ne) && ne.Timeout(),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
 		return err
 	}
-	return fmt.Errorf("%w (another protocol version, cluster label, secret or certificate?): %w", transport.ErrHandshake, err)
+	return fmt.Errorf("%w (another cluster secret or certificate?): %w", transport.ErrHandshake, err)
 }
 
 // refusalReadTimeout bounds the read of a refusal's rest after its first
