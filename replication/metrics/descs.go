@@ -19,6 +19,7 @@ type descs struct {
 	rejected, expired, droppedEvents              *prometheus.Desc
 	writeDuration                                 *prometheus.Desc
 	peerClockOffset, healthy, peerRefuses         *prometheus.Desc
+	zones, singleZone                             *prometheus.Desc
 	// cluster
 	members, joinAttempts, joinFailures, clusterDroppedEvents *prometheus.Desc
 	// transport
@@ -60,6 +61,8 @@ func newDescs() descs {
 		writeDuration:   d("write_duration_seconds", "Time writes took on this node, replication to the other owners included."),
 		peerClockOffset: d("peer_clock_offset_seconds", "How far each peer's wall clock is ahead of this node's (negative: behind), measured from lease exchanges; off by at most half a round trip.", "peer"),
 		healthy:         d("healthy", "1 while the store takes writes; 0 while it cannot (its clock is too far ahead of the cluster's, or a member that was there before it refuses it): see Store.Health."),
+		zones:           d("zones", "Zones the owning members span (members without a zone count as one)."),
+		singleZone:      d("single_zone_partitions", "Partitions with several copies all in one zone while the members span several: a zone's loss would lose them."),
 		peerRefuses:     d("peer_refuses", "1 for each peer that refuses this node (another protocol version, cluster label, secret or certificate), 0 for the others.", "peer"),
 
 		members:              d("cluster_members", "Live members of the cluster as this node sees them, itself included, by state (alive, suspect).", "state"),
@@ -94,7 +97,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.writes, d.writeErrors, d.degradedWrites, d.skippedSends, d.remoteReads,
 		d.behindReads, d.staleReads, d.transferred, d.handedOff,
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
-		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses,
+		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses, d.zones, d.singleZone,
 		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,
 		d.handshakeFailures, d.retiredConns, d.connFailures,

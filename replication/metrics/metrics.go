@@ -192,6 +192,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(d.peerRefuses, b2f(p.Refusal != ""), p.Name)
 	}
 	gauge(d.healthy, b2f(s.Health() == nil))
+	gauge(d.zones, float64(st.Zones))
+	gauge(d.singleZone, float64(st.SingleZone))
 
 	ok, degraded, unresponsive := c.peerStates(peers)
 	gauge(d.peers, float64(ok), "ok")

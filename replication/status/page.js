@@ -62,6 +62,10 @@
     fact(h, "degraded peers", r.degraded_peers, r.degraded_peers === 0 ? "good" : "warn");
     fact(h, "ready", r.ready ? "yes" : "no", r.ready ? "good" : "warn");
     fact(h, "members", r.members.length, "");
+    if (r.zones > 1) {
+      fact(h, "partitions with copies in one zone only", r.single_zone_partitions + " (of " + r.zones + " zones)",
+        r.single_zone_partitions === 0 ? "good" : "bad");
+    }
     fact(h, "sessions here", r.sessions, "");
 
     var tb = $("members").tBodies[0];

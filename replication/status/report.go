@@ -61,6 +61,11 @@ type Report struct {
 	// Sessions is the number of records this node holds, tombstones
 	// included.
 	Sessions int `json:"sessions"`
+	// Zones is the number of zones the owning members span, and
+	// SingleZone the partitions whose copies all sit in one zone although
+	// there are several: a zone's loss would lose them.
+	Zones      int `json:"zones"`
+	SingleZone int `json:"single_zone_partitions"`
 	// Members are the live members, this node included, sorted by name.
 	Members []MemberReport `json:"members"`
 	// Departed are members this handler saw in an earlier report that are
@@ -180,6 +185,8 @@ func (r *reporter) report() Report {
 		UnderReplicated: st.UnderReplicated,
 		DegradedPeers:   st.DegradedPeers,
 		Sessions:        st.Sessions,
+		Zones:           st.Zones,
+		SingleZone:      st.SingleZone,
 	}
 
 	primary, owned := map[string]int{}, map[string]int{}
