@@ -100,7 +100,9 @@ type Manager struct {
 	// (that takes DestroyAll). The rotating request pays two writes (the
 	// rename, and a record naming the new ID under a hash of the old one),
 	// once per RotateEvery; a request whose cookie names no session pays
-	// one more read. Every node must use the same settings. Default 0: IDs
+	// one more read. With replication.Async, a request with the old ID on
+	// a node the rotation has not reached yet writes the old session, and
+	// that write is lost. Every node must use the same settings. Default 0: IDs
 	// change only by RenewID.
 	RotateEvery time.Duration
 

@@ -75,8 +75,7 @@ func sessionCookie(h http.Header) string {
 	return ""
 }
 
-// withCookie returns a client without a jar that sends id as the session
-// cookie.
+// withCookie returns a client whose jar holds id as the session cookie.
 func withCookie(t *testing.T, base string, id string) *http.Client {
 	c := client(t)
 	u, err := url.Parse(base)
