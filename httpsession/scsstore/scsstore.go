@@ -129,7 +129,10 @@ type Store struct {
 	// login's. With it, only a commit that moves the cookie's expiry a step
 	// (with an IdleTimeout, once in IdleTimeout/8) still sets the cookie,
 	// so a persistent cookie expires at most that much before the session.
-	// Code that calls the SessionManager's Commit itself must treat
+	// A change of scs's RememberMe alone, under the same token, reaches the
+	// cookie with its next step (RememberMe is usually called at login,
+	// with RenewToken, whose new token always gets its cookie). Code that
+	// calls the SessionManager's Commit itself must treat
 	// ErrCookieUnchanged as success. Default false.
 	KeepCookie bool
 }
