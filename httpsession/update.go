@@ -30,7 +30,9 @@ import (
 // When another request renewed the session's ID (a login in another tab,
 // see RenewID), Update returns an error that matches
 // replication.ErrSessionRenewed and stores nothing: the client keeps its
-// new ID, and the old one never reaches the session.
+// new ID, and the old one never reaches the session. When another request
+// rotated it (see Manager.RotateEvery), the update goes to the session
+// under its new ID, which the response brings the client.
 func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, exists bool) (T, error)) (T, error) {
 	var zero T
 	sd := m.data(ctx)
@@ -72,7 +74,7 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 		sd.remember(key, b, version)
 		return v, nil
 	}
-	b, version, err := m.Store.Update(ctx, sd.id, key, func(old []byte, exists bool) ([]byte, error) {
+	update := func(old []byte, exists bool) ([]byte, error) {
 		v := zero
 		if exists {
 			if err := msgpack.Unmarshal(old, &v); err != nil {
@@ -84,7 +86,20 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 			return nil, err
 		}
 		return msgpack.Marshal(result)
-	})
+	}
+	b, version, err := m.Store.Update(ctx, sd.id, key, update)
+	if errors.Is(err, replication.ErrSessionRenewed) && m.RotateEvery > 0 {
+		// Rotated while this request was in flight: the update goes to
+		// the session under its new ID (see Manager.RotateEvery).
+		to, s, ok, serr := m.successor(ctx, sd.id)
+		if serr != nil {
+			return zero, fmt.Errorf("httpsession: update %q: %w", key, serr)
+		}
+		if ok {
+			sd.id, sd.loaded, sd.forwarded = to, s, true
+			b, version, err = m.Store.Update(ctx, to, key, update)
+		}
+	}
 	if errors.Is(err, replication.ErrSessionEnded) && !errors.Is(err, replication.ErrSessionRenewed) {
 		if renamed, rerr := m.renamed(ctx, sd.id); rerr == nil && renamed {
 			err = replication.ErrSessionRenewed
