@@ -32,6 +32,13 @@ type asyncStore interface {
 	WriteConcern() replication.WriteConcern
 }
 
+// updateAtLeastStore is implemented by stores whose Update can be told the
+// version of the session the caller has seen (see
+// replication.Store.UpdateAtLeast); *replication.Store does.
+type updateAtLeastStore interface {
+	UpdateAtLeast(ctx context.Context, id, key string, want replication.Version, fn replication.UpdateFunc) ([]byte, replication.Version, error)
+}
+
 // renamedStore is implemented by stores that can tell a session ID that
 // was renewed from one that ended (see replication.Store.Renamed);
 // *replication.Store does. With a Store without it, a request that carries
@@ -220,7 +227,7 @@ func (m *Manager) load(r *http.Request) (*sessionData, error) {
 		return nil, fmt.Errorf("load session: %w", err)
 	}
 	if ok {
-		sd.id, sd.loaded = id, s
+		sd.id, sd.loaded, sd.seen = id, s, version
 		return sd, nil
 	}
 	if m.RotateEvery > 0 {

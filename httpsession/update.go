@@ -87,7 +87,7 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 		}
 		return msgpack.Marshal(result)
 	}
-	b, version, err := m.Store.Update(ctx, sd.id, key, update)
+	b, version, err := m.storeUpdate(ctx, sd.id, key, max(sd.seen, sd.updated), update)
 	if errors.Is(err, replication.ErrSessionRenewed) && m.RotateEvery > 0 {
 		// Rotated while this request was in flight: the update goes to
 		// the session under its new ID (see Manager.RotateEvery).
@@ -97,7 +97,7 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 		}
 		if ok {
 			sd.id, sd.loaded, sd.forwarded = to, s, true
-			b, version, err = m.Store.Update(ctx, to, key, update)
+			b, version, err = m.storeUpdate(ctx, to, key, 0, update)
 		}
 	}
 	if errors.Is(err, replication.ErrSessionEnded) && !errors.Is(err, replication.ErrSessionRenewed) {
@@ -120,4 +120,14 @@ func (sd *sessionData) remember(key string, value []byte, v replication.Version)
 	}
 	sd.applied[key] = value
 	sd.updated = max(sd.updated, v)
+}
+
+// storeUpdate runs the store's Update of id, telling a store that can hear
+// it the version of the session this request has seen (with asynchronous
+// writes, an owner may not have the user's last write yet).
+func (m *Manager) storeUpdate(ctx context.Context, id, key string, seen replication.Version, fn replication.UpdateFunc) ([]byte, replication.Version, error) {
+	if us, ok := m.Store.(updateAtLeastStore); ok && seen != 0 {
+		return us.UpdateAtLeast(ctx, id, key, seen, fn)
+	}
+	return m.Store.Update(ctx, id, key, fn)
 }

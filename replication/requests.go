@@ -91,6 +91,10 @@ type updateRequest struct {
 	// This build sends 0 and honours it only from a caller that sent
 	// nothing else.
 	deadline int64
+	// atLeast is the version of the session the caller has seen
+	// (UpdateAtLeast): a coordinator whose copy has not reached it answers
+	// updateNotReady. 0: none, and from builds that do not send it.
+	atLeast Version
 }
 
 // updateCopyRequest asks an owner to apply an update coordinated
@@ -214,6 +218,9 @@ func decodeUpdate(d *decoder) updateRequest {
 		u.from = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
 		u.sent, u.budget, read = d.int64(), time.Duration(d.int64()), 10
 	}
+	if n >= 11 {
+		u.atLeast, read = Version(d.uint64()), 11
+	}
 	d.skip(n - read)
 	if d.err == nil && (u.id == "" || u.key == "") {
 		d.fail("update without session ID or attribute")
@@ -314,7 +321,7 @@ func encodeLeaseRequest(r leaseRequest) ([]byte, error) {
 
 func encodeUpdate(u updateRequest) ([]byte, error) {
 	e := newEncoder(msgUpdate)
-	e.arrayLen(10)
+	e.arrayLen(11)
 	e.str(u.id)
 	e.str(u.key)
 	e.uint64(uint64(u.expected.time))
@@ -325,6 +332,7 @@ func encodeUpdate(u updateRequest) ([]byte, error) {
 	e.uint64(u.from.incarnation)
 	e.int64(u.sent)
 	e.int64(int64(u.budget))
+	e.uint64(uint64(u.atLeast))
 	return e.finish()
 }
 
