@@ -51,6 +51,7 @@ func (s *Store) maintain() {
 		s.joined.Store(true)
 	})
 	s.greetPeers(s.ctx)
+	close(s.greeted)
 	s.repeat(s.cfg.AntiEntropyInterval, s.kick, func() { s.round(s.ctx) })
 }
 

@@ -45,6 +45,7 @@ type Store struct {
 	joinedOnce sync.Once
 
 	readyCh   chan struct{} // closed once every owned partition was ready
+	greeted   chan struct{} // closed once the peers list this node, or helloTimeout passed (greetPeers)
 	readyOnce sync.Once
 	done      chan struct{} // closed by Close
 	isClosed  atomic.Bool   // set by Close; cheaper than a select on done for every call
@@ -104,6 +105,7 @@ func New(cfg Config) (*Store, error) {
 		eventsOut:   make(chan SessionEvent, eventQueue),
 		leaving:     map[string]uint64{},
 		readyCh:     make(chan struct{}),
+		greeted:     make(chan struct{}),
 		done:        make(chan struct{}),
 		leases:      newLeases(local.Incarnation, cfg.ReadLease, cfg.Clock),
 		peerClocks:  newPeerClocks(),
