@@ -103,6 +103,14 @@ func TestLayout_ImportFloors(t *testing.T) {
 		}
 	}
 
+	// throttle sits beside httpsession: on the store alone.
+	for _, d := range ours(pkgs[module+"/throttle"].Imports) {
+		require.True(t, isLeaf(d) || d == "replication", "throttle imports %q: it may import only replication and internal leaves", d)
+	}
+	for _, forbidden := range []string{module + "/cluster", module + "/transport/tcp", module + "/httpsession", "github.com/hashicorp/memberlist"} {
+		require.False(t, has(dep("throttle"), forbidden), "throttle depends on %s", forbidden)
+	}
+
 	for path, p := range pkgs {
 		if strings.HasPrefix(path, module+"/internal/testing/") {
 			continue // harnesses may use each other
