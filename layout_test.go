@@ -129,7 +129,7 @@ func TestLayout_LeanModule(t *testing.T) {
 	cmd.Env = append(cmd.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
 	require.NoError(t, err)
-	for _, m := range []string{"github.com/chromedp/", "github.com/gomodule/redigo", "github.com/alexedwards/scs/redisstore"} {
+	for _, m := range []string{"github.com/chromedp/", "github.com/gomodule/redigo", "github.com/alexedwards/scs/redisstore", "github.com/redis/go-redis"} {
 		require.NotContains(t, string(out), m, "the library module requires %s", m)
 	}
 }
