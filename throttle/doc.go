@@ -41,8 +41,10 @@
 // Fixed windows were chosen over sliding windows and token buckets because
 // they map onto the store's primitives one to one: a window is a record
 // that expires by itself, a count is an attribute updated atomically, and
-// a call costs one compare-and-set (two round trips at most for the first
-// call of a key in a window, which creates the record). They also behave
+// a call costs one compare-and-set (the first call of a key in a window
+// also creates the record: one more replicated write), while a call over
+// the limit is refused from the node's own copy, with no write and, when
+// the node holds the record, no network. They also behave
 // as the INCR + EXPIRE of Redis that login services already use, so limits
 // carry over unchanged. A sliding window would read two records per call
 // and a token bucket would rewrite its state on every call, refill
@@ -62,6 +64,12 @@
 // SIGKILL of any one node (with all-to-all ownership or Backups(n ≥ 1))
 // loses no count, and the other nodes go on refusing at once. With
 // replication.Async a count acknowledged just before a crash may be lost.
+//
+// Across a coordinator failure an increment can count although its call
+// failed (Store.Update's contract: the update may or may not have been
+// applied), and Allow answers that call by its failure mode. So while the
+// nodes' views of the cluster change, a key may be refused a call before
+// its limit: counts run ahead of the calls allowed, never behind.
 //
 // # Key space and memory
 //

@@ -127,7 +127,7 @@ func primaryOf(t *testing.T, base, id string) string {
 // 20. A correct login resets the user's count. Then it SIGKILLs the primary
 // owner of the user's count: the survivors go on refusing the user at
 // once, and of 64 attempts for a new user they again let exactly 5
-// through.
+// through; restarted, the killed node refuses both users too.
 func TestThrottle_LoginLimitsAcrossProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
@@ -168,6 +168,19 @@ func TestThrottle_LoginLimitsAcrossProcesses(t *testing.T) {
 	require.Zero(t, wrongBurst(t, survivors, "ann", 64, addrs("198.55")), "after the kill of %s", victim)
 	require.Equal(t, userLimit, wrongBurst(t, survivors, "bob", 64, addrs("198.56")), "a new user after the kill of %s", victim)
 	t.Logf("killed %s, the primary owner of ann's count", victim)
+
+	// Restarted, the node refuses them like the others: a restart resets
+	// no count.
+	for i, p := range ps {
+		if nodeName(i) == victim {
+			require.NoError(t, p.Restart())
+			hctx, hcancel := context.WithTimeout(ctx, 30*time.Second)
+			require.NoError(t, p.WaitHealthy(hctx))
+			hcancel()
+		}
+	}
+	require.Zero(t, wrongBurst(t, urls, "ann", 30, addrs("198.57")), "after %s restarted", victim)
+	require.Zero(t, wrongBurst(t, urls, "bob", 30, addrs("198.58")), "after %s restarted", victim)
 }
 
 // countAddrBurst sends 30 concurrent wrong-password logins, for distinct
