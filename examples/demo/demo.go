@@ -257,7 +257,8 @@ func (d *demo) startNodes(ctx context.Context, bin string) error {
 	seeds := strings.Join(gossipAddrs, ",")
 	for i := range c.nodes {
 		n := &node{name: nodeName(i), url: "http://" + httpAddrs[i], gossip: gossipAddrs[i]}
-		args := append([]string{"-name", n.name, "-http", httpAddrs[i], "-gossip", gossipAddrs[i], "-seeds", seeds},
+		args := append([]string{"-name", n.name, "-http", httpAddrs[i], "-gossip", gossipAddrs[i], "-seeds", seeds,
+			"-throttle-addr", "0"}, // every simulated user logs in from this one machine
 			c.nodeArgs...)
 		spec := procs.Spec{Name: n.name, Path: bin, Args: args, HealthURL: n.url + "/healthz"}
 		if c.race && os.Getenv("GORACE") == "" {
