@@ -157,6 +157,35 @@
 // nodes dying before re-replication completes lose the sessions they
 // alone held; the replica count protects the window between failures.
 //
+// # Memory budget
+//
+// A node holds at most Config.MaxSessions sessions and Config.MaxBytes of
+// them (an estimate: IDs, attributes, and a fixed overhead per session and
+// per attribute, within 15% of the heap they take; Stats.Bytes), counting
+// tombstones and reserved IDs. The budget is checked in one place: where a
+// session is created, the local Save of an unknown ID or Rename to a new
+// one, against what this node holds. Beyond it the write fails with
+// ErrOverloaded and nothing is written:
+//
+//	if _, err := store.Save(ctx, id, changes); errors.Is(err, replication.ErrOverloaded) {
+//		// 503 with Retry-After (httpsession does this): the node is full
+//	}
+//
+// Everything else goes on: writes, touches and updates of sessions that
+// exist, Destroy, and every record from a peer (writes, repairs, state
+// transfer) are never refused for the budget, since an owner that refused
+// what the others hold would disagree with them forever. Give every node
+// the same budget. In AllToAll mode every node holds every session, so the
+// count the creating node checks is every node's count, and the budget
+// bounds the whole cluster: a flood is refused on every node before any
+// runs out of memory. It may be passed by the new sessions being created
+// on other nodes at the same moment, one per concurrent request. In
+// Backups(n) mode a node counts what it holds, its share of the
+// partitions; the creating node's count stands for the owners' (hashing
+// spreads sessions evenly), so a node may pass its budget by that skew.
+// Sessions that exist are never evicted: the budget frees up as sessions
+// end and their tombstones expire.
+//
 // # Security
 //
 // The transport authenticates and encrypts the connections (transport/tcp:

@@ -60,6 +60,8 @@ type Store struct {
 
 	leases *leases // read leases, both ways; see lease.go
 
+	budget *budget // Config.MaxSessions and MaxBytes against what the partitions hold
+
 	replicated atomic.Int32 // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
 	stats      storeCounters
 }
@@ -87,6 +89,7 @@ func New(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	local := cfg.Membership.LocalMember()
+	held := &usage{}
 	h := newHash64()
 	h.writeString(local.Name)
 	h.writeUint64(local.Incarnation)
@@ -98,7 +101,8 @@ func New(cfg Config) (*Store, error) {
 		hlc:         hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset),
 		self:        &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
 		node:        h.sum(),
-		parts:       newPartitions(),
+		parts:       newPartitions(held),
+		budget:      &budget{maxSessions: max(int64(cfg.MaxSessions), 0), maxBytes: max(cfg.MaxBytes, 0), held: held},
 		events:      make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 		eventsOut:   make(chan SessionEvent, eventQueue),
@@ -268,6 +272,10 @@ func (s *Store) Close() error {
 type Stats struct {
 	Addr            string           // this node's transport address
 	Sessions        int              // sessions held, tombstones included
+	Bytes           int64            // estimated memory of the sessions held (see Config.MaxBytes)
+	MaxSessions     int              // Config.MaxSessions; 0: no bound
+	MaxBytes        int64            // Config.MaxBytes; 0: no bound
+	Overloaded      uint64           // new sessions refused with ErrOverloaded
 	Peers           int              // other members with a replication address
 	DegradedPeers   int              // peers not waited for until repaired
 	OwnedPartitions int              // partitions this node owns
@@ -298,6 +306,10 @@ type Stats struct {
 func (s *Store) Stats() Stats {
 	st := Stats{
 		Addr:            s.self.addr,
+		Bytes:           s.budget.held.bytes.Load(),
+		MaxSessions:     int(s.budget.maxSessions),
+		MaxBytes:        s.budget.maxBytes,
+		Overloaded:      s.budget.refused.Load(),
 		UnderReplicated: int(s.replicated.Load()),
 		Ready:           s.IsReady(),
 		Authoritative:   s.leases.mono() < s.leases.authority.Load(),

@@ -69,6 +69,13 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 	if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
 		return 0, fmt.Errorf("save session: %w", err)
 	}
+	if cur == nil {
+		release, err := s.budget.reserve(delta)
+		if err != nil {
+			return 0, fmt.Errorf("save session: %w", err)
+		}
+		defer release()
+	}
 	return writtenVersion(cur, delta), s.write(ctx, v, delta)
 }
 
@@ -278,6 +285,11 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 	if err := s.cfg.Limits.checkRecord(moved); err != nil {
 		return 0, fmt.Errorf("rename session: %w", err)
 	}
+	release, err := s.budget.reserve(moved)
+	if err != nil {
+		return 0, fmt.Errorf("rename session: %w", err)
+	}
+	defer release()
 	tomb := s.tombstone(oldID, cur)
 	tomb.renamed = now
 	return Version(moved.maxVersion().time), s.write(ctx, v, moved, tomb)
