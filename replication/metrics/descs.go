@@ -19,6 +19,8 @@ type descs struct {
 	rejected, expired, droppedEvents              *prometheus.Desc
 	writeDuration                                 *prometheus.Desc
 	peerClockOffset, healthy                      *prometheus.Desc
+	sessionBytes, budgetSessions, budgetBytes     *prometheus.Desc
+	budgetUsed, refusedSessions                   *prometheus.Desc
 	// cluster
 	members, joinAttempts, joinFailures, clusterDroppedEvents *prometheus.Desc
 	// transport
@@ -60,6 +62,11 @@ func newDescs() descs {
 		writeDuration:   d("write_duration_seconds", "Time writes took on this node, replication to the other owners included."),
 		peerClockOffset: d("peer_clock_offset_seconds", "How far each peer's wall clock is ahead of this node's (negative: behind), measured from lease exchanges; off by at most half a round trip.", "peer"),
 		healthy:         d("healthy", "1 while the store takes writes; 0 while it refuses them (its clock is too far ahead of the cluster's)."),
+		sessionBytes:    d("session_bytes", "Estimated memory of the session records this node holds, tombstones included (what the byte budget counts)."),
+		budgetSessions:  d("budget_sessions", "The most session records this node holds before it refuses new sessions; 0: no bound."),
+		budgetBytes:     d("budget_bytes", "The most estimated bytes of session records this node holds before it refuses new sessions; 0: no bound."),
+		budgetUsed:      d("budget_used_ratio", "The fill level of the budget: records held over the session budget or bytes held over the byte budget, whichever is higher (1: new sessions are refused); 0 without a budget."),
+		refusedSessions: d("sessions_refused_total", "New sessions refused because this node was over its budget (answered 503 by httpsession)."),
 
 		members:              d("cluster_members", "Live members of the cluster as this node sees them, itself included, by state (alive, suspect).", "state"),
 		joinAttempts:         d("cluster_join_attempts_total", "Join attempts, one per seed address tried."),
@@ -94,6 +101,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.behindReads, d.staleReads, d.transferred, d.handedOff,
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
 		d.writeDuration, d.peerClockOffset, d.healthy,
+		d.sessionBytes, d.budgetSessions, d.budgetBytes, d.budgetUsed, d.refusedSessions,
 		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,
 		d.handshakeFailures, d.retiredConns, d.connFailures,
