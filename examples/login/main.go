@@ -20,6 +20,10 @@
 //	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
 //	POST /logout   destroys the session
 //
+// A node over its memory budget (-max-sessions, -max-bytes) answers 503
+// with Retry-After (-overload-retry-after) to a login that would start a
+// new session; users already logged in keep working.
+//
 // SIGTERM and SIGINT leave the cluster gracefully; after SIGKILL the other
 // nodes still hold every session.
 //
@@ -73,6 +77,9 @@ type options struct {
 	secret, secretFile, label                   string
 	idleTimeout, lifetime                       time.Duration
 	pprofAddr                                   string
+	maxSessions                                 int
+	maxBytes                                    int64
+	overloadRetryAfter                          time.Duration
 }
 
 func main() {
@@ -93,6 +100,9 @@ func main() {
 	flag.StringVar(&o.label, "label", "", "cluster label: nodes with another label never talk to this one")
 	flag.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "end sessions unused for this long (0: never)")
 	flag.DurationVar(&o.lifetime, "lifetime", 24*time.Hour, "end sessions this long after login")
+	flag.IntVar(&o.maxSessions, "max-sessions", 0, "refuse new sessions (503) while this node holds this many, tombstones included (0: no bound by count; -max-bytes bounds them)")
+	flag.Int64Var(&o.maxBytes, "max-bytes", 0, "refuse new sessions (503) while this node's sessions take this many bytes (estimated; 0: half of GOMEMLIMIT or of the container's memory limit, else 1 GiB; -1: no bound)")
+	flag.DurationVar(&o.overloadRetryAfter, "overload-retry-after", 10*time.Second, "Retry-After of the 503 that refuses a new session on a full node")
 	flag.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address (default: off)")
 	flag.Parse()
 
@@ -230,6 +240,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 	if o.async {
 		cfg.Store.WriteConcern = replication.Async
 	}
+	cfg.Store.MaxSessions, cfg.Store.MaxBytes = o.maxSessions, o.maxBytes
 	cfg.Store.Logger = log
 	if c := testClock(); c != nil { // tests only: see testClockEnv
 		log.Warn("store clock offset by a test file", "env", testClockEnv)
@@ -244,6 +255,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 	sessions.Cookie.Secure = o.cookieSecure
 	sessions.IdleTimeout = o.idleTimeout
 	sessions.Lifetime = o.lifetime
+	sessions.OverloadRetryAfter = o.overloadRetryAfter
 	sessions.Logger = log
 	return &node{name: mesh.Cluster.LocalMember().Name, mesh: mesh, cluster: mesh.Cluster, transport: mesh.Transport,
 		store: st, sessions: sessions, antiEntropy: cfg.Store.AntiEntropyInterval}, nil

@@ -78,6 +78,13 @@ func cluster3(t *testing.T, ctx context.Context, bin string) ([]string, []*procs
 // may be nil), waiting only for the nodes whose healthy entry is true.
 func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) []string, healthy []bool) ([]string, []*procs.Process) {
 	t.Helper()
+	return cluster3Args(t, ctx, bin, []string{"-backups", "1"}, env, healthy)
+}
+
+// cluster3Args is cluster3Env with args (for example "-backups", "1") added
+// to every node's command line.
+func cluster3Args(t *testing.T, ctx context.Context, bin string, args []string, env func(i int) []string, healthy []bool) ([]string, []*procs.Process) {
+	t.Helper()
 	addrs, err := procs.FreeAddrs("127.0.0.1", 6, procs.TCPAndUDP)
 	require.NoError(t, err)
 	httpAddrs, gossip := addrs[:3], addrs[3:]
@@ -101,8 +108,8 @@ func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) 
 		p, err := g.Start(procs.Spec{
 			Name: nodeName(i),
 			Path: bin,
-			Args: []string{"-name", nodeName(i), "-http", httpAddrs[i], "-gossip", gossip[i],
-				"-seeds", strings.Join(gossip, ","), "-backups", "1"},
+			Args: append([]string{"-name", nodeName(i), "-http", httpAddrs[i], "-gossip", gossip[i],
+				"-seeds", strings.Join(gossip, ",")}, args...),
 			Env:       append([]string{secretEnv + "=" + hex.EncodeToString(key[:])}, envOf(env, i)...),
 			HealthURL: url + "/healthz",
 		})
