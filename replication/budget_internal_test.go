@@ -46,3 +46,50 @@ func TestBudget_BytesEstimate(t *testing.T) {
 }
 
 func hlcTS(now int64, i int) hlc.Timestamp { return hlc.Timestamp(uint64(now)<<16 | uint64(i&0xffff)) }
+
+// TestUsage_FollowsEveryChange checks that what the partitions account in
+// their usage is what they hold, through merges, compare-and-sets,
+// hand-offs and expiry.
+func TestUsage_FollowsEveryChange(t *testing.T) {
+	u := &usage{}
+	parts := newPartitions(u)
+	now := int64(1_700_000_000_000)
+	check := func(step string) {
+		t.Helper()
+		var n, b int64
+		for _, p := range parts {
+			for _, r := range p.snapshot() {
+				n++
+				b += r.memSize()
+			}
+		}
+		assert.Equal(t, n, u.records.Load(), step)
+		assert.Equal(t, b, u.bytes.Load(), step)
+	}
+	var all []*record
+	for i := range 200 {
+		v := version{time: hlcTS(now, i), node: 1}
+		r := &record{id: fmt.Sprint("s", i), expires: now + int64(1000*(1+i%3)), attrs: []attr{{name: "a", value: []byte("x"), version: v}}}
+		out, _, _ := parts[partitionOf(r.id)].apply(r, now)
+		all = append(all, out)
+	}
+	check("created")
+	for i := range 100 {
+		id := fmt.Sprint("s", i)
+		v := version{time: hlcTS(now, 1000+i), node: 1}
+		parts[partitionOf(id)].apply(&record{id: id, attrs: []attr{{name: "b", value: []byte("longer value"), version: v}}}, now)
+		parts[partitionOf(id)].update(id, func(cur *record) *record {
+			return &record{id: id, attrs: []attr{{name: "a", value: []byte("xyz"), version: version{time: hlcTS(now, 2000+i), node: 1}}}}
+		})
+	}
+	check("merged")
+	for _, p := range parts {
+		p.dropUnchanged(all[150:])
+	}
+	check("handed off")
+	for _, p := range parts {
+		p.sweep(now+2500, nil)
+	}
+	check("expired")
+	assert.Positive(t, u.records.Load())
+}
