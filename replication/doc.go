@@ -147,9 +147,14 @@
 //   - Hand-off: it pushes the records of partitions it no longer owns to
 //     their owners, and drops them once every owner is complete.
 //   - It counts the partitions below their copy count: FullyReplicated.
-//     Membership changes reach it through the failure detector, so right
-//     after a crash FullyReplicated can still say true until the crash is
-//     detected (about a second with the local timers, 6 s on a LAN).
+//     It does not wait for the failure detector (about a second with the
+//     local timers, 6 s on a LAN) to notice a crash: the moment a call to
+//     an owner fails as a gone peer's does (a refused or broken
+//     connection: the kernel closes a killed process's connections at
+//     once; or a missed deadline), FullyReplicated turns false, and only a
+//     round that starts after it and finds every partition's copies ready,
+//     after the membership has dropped the dead node and re-replication
+//     is done, turns it true again.
 //
 // Leave announces the departure to every peer, which stop giving the node
 // partitions, then hands everything over: a rolling restart that leaves

@@ -62,7 +62,8 @@ type Store struct {
 
 	budget *budget // Config.MaxSessions and MaxBytes against what the partitions hold
 
-	replicated atomic.Int32 // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
+	replicated atomic.Int32  // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
+	losses     atomic.Uint64 // calls to owners that failed as a gone peer's do (see ownerLost)
 	stats      storeCounters
 }
 
@@ -117,6 +118,9 @@ func New(cfg Config) (*Store, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rebuildView()
 	s.tr.Serve(s.handle)
+	if lr, ok := s.tr.(lossReporter); ok {
+		lr.OnConnLost(s.connLost)
+	}
 	cfg.Membership.Notify(s.events)
 	if systemTime {
 		s.readClock.Store(s.now())
@@ -157,9 +161,13 @@ func (s *Store) IsReady() bool {
 // FullyReplicated reports whether, as of the last maintenance round, every
 // partition had its full number of ready copies (Backups(n): n+1, or every
 // live member if there are fewer; AllToAll: every live member). It turns
-// false as soon as the membership changes (a node failed, left or joined),
-// and true again once the nodes have re-replicated: from then on the next
-// failure loses nothing.
+// false the moment an owner looks gone to this node (its connection broke
+// or was refused, or a call to it missed its deadline), before the
+// membership notices, and as soon as the membership changes (a node
+// failed, left or joined); it turns true again once the nodes have
+// re-replicated: from then on the next failure loses nothing. It is the
+// signal that the next node may be stopped in a rolling restart
+// (docs/operations.md).
 func (s *Store) FullyReplicated() bool { return s.replicated.Load() == 0 }
 
 // now returns the wall-clock time in Unix milliseconds.

@@ -447,10 +447,12 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		case errors.Is(r.err, context.DeadlineExceeded):
 			s.log.Debug("peer did not acknowledge a write in time", "peer", r.q.name, "timeout", s.cfg.WriteTimeout)
 			s.stats.degradedWrites.Add(1)
+			s.ownerLost(r.q, r.err)
 		case errors.Is(r.err, ErrUnreachable):
 			// A crashed or restarting peer catches up when it comes back;
 			// one cut off must not answer from its copy meanwhile.
 			s.log.Debug("peer unreachable", "peer", r.q.name, "err", r.err)
+			s.ownerLost(r.q, r.err)
 		default:
 			s.stats.writeErrors.Add(1)
 			s.log.Warn("peer refused a write", "peer", r.q.name, "err", r.err)
@@ -547,6 +549,9 @@ func (s *Store) send(q *peer) {
 			s.stats.skippedSends.Add(uint64(len(batch)))
 			s.log.Debug("background send failed; anti-entropy will repair", "peer", q.name, "records", len(batch), "err", err)
 			s.fenceFailed(q, err)
+			if s.ctx.Err() == nil && (errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded)) {
+				s.ownerLost(q, err)
+			}
 		}
 	}
 }
