@@ -85,9 +85,15 @@ func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) 
 // to every node's command line.
 func cluster3Args(t *testing.T, ctx context.Context, bin string, args []string, env func(i int) []string, healthy []bool) ([]string, []*procs.Process) {
 	t.Helper()
-	addrs, err := procs.FreeAddrs("127.0.0.1", 6, procs.TCPAndUDP)
+	return clusterN(t, ctx, bin, 3, args, env, healthy)
+}
+
+// clusterN is cluster3Args with n nodes (at most 9); healthy has n entries.
+func clusterN(t *testing.T, ctx context.Context, bin string, n int, args []string, env func(i int) []string, healthy []bool) ([]string, []*procs.Process) {
+	t.Helper()
+	addrs, err := procs.FreeAddrs("127.0.0.1", 2*n, procs.TCPAndUDP)
 	require.NoError(t, err)
-	httpAddrs, gossip := addrs[:3], addrs[3:]
+	httpAddrs, gossip := addrs[:n], addrs[n:]
 	var key [32]byte
 	_, _ = rand.Read(key[:])
 	logs := t.TempDir()
@@ -95,7 +101,7 @@ func cluster3Args(t *testing.T, ctx context.Context, bin string, args []string, 
 	t.Cleanup(func() {
 		_ = g.Close()
 		if t.Failed() {
-			for i := range 3 {
+			for i := range n {
 				b, _ := os.ReadFile(filepath.Join(logs, nodeName(i)+".log"))
 				t.Logf("log of %s:\n%s", nodeName(i), b)
 			}
@@ -103,7 +109,7 @@ func cluster3Args(t *testing.T, ctx context.Context, bin string, args []string, 
 	})
 	var urls []string
 	var ps []*procs.Process
-	for i := range 3 {
+	for i := range n {
 		url := "http://" + httpAddrs[i]
 		p, err := g.Start(procs.Spec{
 			Name: nodeName(i),
