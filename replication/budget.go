@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/sessionmesh/sessionmesh/internal/sessionid"
 )
 
 // Estimated memory of a record beyond its ID and attribute bytes: the
@@ -83,6 +85,14 @@ func (b *budget) reserve(r *record) (release func(), err error) {
 	if b.maxSessions <= 0 && b.maxBytes <= 0 {
 		return func() {}, nil
 	}
+	maxSessions, maxBytes := b.maxSessions, b.maxBytes
+	if sessionid.Reserved(r.id) {
+		// A session admitted under the budget must be able to write its
+		// internal records (a principal's index) after its own write:
+		// refused then, the session would be half written.
+		maxSessions += headroom(maxSessions)
+		maxBytes += headroom(maxBytes)
+	}
 	size := r.memSize()
 	n, by := b.pendingSessions.Add(1), b.pendingBytes.Add(size)
 	release = func() {
@@ -90,13 +100,26 @@ func (b *budget) reserve(r *record) (release func(), err error) {
 		b.pendingBytes.Add(-size)
 	}
 	held, heldBytes := b.held.records.Load(), b.held.bytes.Load()
-	if b.maxSessions > 0 && held+n > b.maxSessions || b.maxBytes > 0 && heldBytes+by > b.maxBytes {
+	if maxSessions > 0 && held+n > maxSessions || maxBytes > 0 && heldBytes+by > maxBytes {
 		release()
 		b.refused.Add(1)
 		return nil, fmt.Errorf("%w: session %s refused: node holds %d sessions (budget %s) and %d bytes (budget %s)",
 			ErrOverloaded, shortID(r.id), held, bound(b.maxSessions), heldBytes, bound(b.maxBytes))
 	}
 	return release, nil
+}
+
+// reservedHeadroom is the part of the budget (1/16) that only records
+// with reserved IDs (sessionid.Reserved) may use beyond it.
+const reservedHeadroom = 16
+
+// headroom returns what records with reserved IDs may hold beyond limit
+// (0: no bound, and no headroom).
+func headroom(limit int64) int64 {
+	if limit <= 0 {
+		return 0
+	}
+	return limit/reservedHeadroom + 1
 }
 
 // bound formats a budget's limit.

@@ -44,6 +44,13 @@ func TestStore_Budget(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, ok, "a refused session is stored nowhere")
 	}
+	// Internal records (reserved IDs) have a sixteenth of headroom, so a
+	// session admitted under the budget can be indexed.
+	for i := range budget/16 + 1 {
+		require.NoError(t, errOf(a.Store.Save(ctx, fmt.Sprint("~index-", i), put("ids", "x"))), "reserved record %d", i)
+	}
+	require.ErrorIs(t, errOf(a.Store.Save(ctx, "~index-full", put("ids", "x"))), replication.ErrOverloaded)
+
 	// Sessions that exist keep working, on every node.
 	for i, n := range nodes {
 		require.NoError(t, errOf(n.Store.Save(ctx, fmt.Sprint("s", i), put("visits", "1"))), n.Name)

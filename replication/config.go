@@ -79,8 +79,12 @@ type Config struct {
 	// MaxSessions bounds the sessions this node holds, tombstones of
 	// ended sessions and reserved IDs included: a write that would create a
 	// new session on a node that holds this many fails with ErrOverloaded
-	// (see MaxBytes for what is never refused). Default 0: no bound by
-	// count (MaxBytes bounds them); negative: no bound.
+	// (see MaxBytes for what is never refused). Records with reserved IDs
+	// (sessionmesh's own, such as a principal's index, which
+	// httpsession writes after the session it indexes) are refused only
+	// beyond a sixteenth more, so that a session admitted under the budget
+	// is never left half written. Default 0: no bound by count (MaxBytes
+	// bounds them); negative: no bound.
 	MaxSessions int
 
 	// MaxBytes bounds the estimated memory of the sessions this node

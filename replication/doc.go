@@ -188,8 +188,11 @@
 // Backups(n) mode a node counts what it holds, its share of the
 // partitions; the creating node's count stands for the owners' (hashing
 // spreads sessions evenly), so a node may pass its budget by that skew.
-// Sessions that exist are never evicted: the budget frees up as sessions
-// end and their tombstones expire.
+// Records with reserved IDs (sessionmesh's own, such as httpsession's
+// index of a principal's sessions, written after the session itself) may
+// pass the budget by a sixteenth, so that a session admitted under it is
+// never left half written. Sessions that exist are never evicted: the
+// budget frees up as sessions end and their tombstones expire.
 //
 // # Security
 //
