@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -119,4 +120,45 @@ func TestStore_BudgetBytes(t *testing.T) {
 	assert.Equal(t, int64(4<<10), st.MaxBytes)
 	assert.LessOrEqual(t, st.Bytes, st.MaxBytes)
 	assert.Equal(t, uint64(1), st.Overloaded)
+}
+
+// TestStore_BudgetBackups fills a three-node Backups(1) cluster: each node
+// counts what it holds (two thirds of the sessions), so the cluster takes
+// about half as many sessions again as one node's budget before new ones
+// are refused, and no node holds much more than its budget.
+func TestStore_BudgetBackups(t *testing.T) {
+	const budget = 60
+	c := testcluster.New(t, testcluster.Options{Seed: 4, Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Mode = replication.Backups(1)
+		cfg.MaxSessions = budget
+		return cfg
+	}})
+	nodes := []*testcluster.Node{c.Start("a"), c.Start("b"), c.Start("c")}
+	c.WaitReady(t)
+	c.WaitConverged(t)
+	ctx := context.Background()
+	accepted, refusedInARow := 0, 0
+	for i := 0; refusedInARow < 30; i++ {
+		_, err := nodes[i%3].Store.Save(ctx, fmt.Sprint("s", i), put("user", "u"))
+		switch {
+		case err == nil:
+			accepted++
+			refusedInARow = 0
+		case errors.Is(err, replication.ErrOverloaded):
+			refusedInARow++
+		default:
+			require.NoError(t, err)
+		}
+	}
+	c.WaitConverged(t)
+	held := 0
+	for _, n := range nodes {
+		st := n.Store.Stats()
+		held += st.Sessions
+		assert.LessOrEqual(t, st.Sessions, budget+budget/4, "%s holds about its budget", n.Name)
+	}
+	assert.Equal(t, 2*accepted, held, "two copies of each")
+	assert.Greater(t, accepted, budget, "the cluster holds more than one node's budget")
+	t.Logf("accepted %d sessions; nodes hold %d copies in all (budget %d each)", accepted, held, budget)
 }
