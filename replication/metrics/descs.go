@@ -39,7 +39,7 @@ func newDescs() descs {
 	return descs{
 		info:            d("info", "Constant 1, labelled with the store's replication mode and write concern.", "mode", "write_concern"),
 		ready:           d("ready", "1 once the store has held a complete copy of every session it owns, else 0."),
-		fullyReplicated: d("fully_replicated", "1 when every partition had its full number of ready copies at the last maintenance round: the next failure loses nothing."),
+		fullyReplicated: d("fully_replicated", "1 when every partition had its full number of ready copies at the last maintenance round: the next failure loses nothing. 0 from the moment an owner looks gone."),
 		underReplicated: d("partitions_under_replicated", "Partitions below their copy count at the last maintenance round; -1 before the first round."),
 		partitions:      d("partitions", "Partitions this node holds, by role: primary and backup (owned, complete), copying (owned, state transfer in progress), handoff (held without being owned).", "role"),
 		sessions:        d("sessions", "Session records this node holds, tombstones included, by the role of their partition (see sessionmesh_partitions).", "role"),

@@ -37,7 +37,8 @@
 //	sessionmesh_info{mode,write_concern}          gauge    constant 1; mode "all-to-all" or "backups(n)", write_concern "sync" or "async"
 //	sessionmesh_ready                             gauge    1 once the node has held a complete copy of every session it owns
 //	sessionmesh_fully_replicated                  gauge    1 when every partition had its full number of ready copies at the last
-//	                                                       maintenance round (the next failure loses nothing), else 0
+//	                                                       maintenance round (the next failure loses nothing), else 0; 0 at once
+//	                                                       when an owner looks gone (broken connection, missed deadline)
 //	sessionmesh_partitions_under_replicated       gauge    partitions below their copy count at the last round; -1 before the first
 //	sessionmesh_partitions{role}                  gauge    partitions held, by role (below)
 //	sessionmesh_sessions{role}                    gauge    session records held, tombstones included, by the role of their partition
