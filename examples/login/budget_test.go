@@ -119,6 +119,18 @@ func TestLogin_BudgetFlood(t *testing.T) {
 		overloaded += r.Overloaded
 	}
 	assert.Equal(t, uint64(refused.Load()), overloaded, "every refusal is counted")
+	var h struct {
+		Sessions        int    `json:"sessions"`
+		MaxSessions     int    `json:"max_sessions"`
+		RefusedSessions uint64 `json:"refused_sessions"`
+	}
+	hresp, err := http.Get(urls[0] + "/healthz")
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(hresp.Body).Decode(&h))
+	hresp.Body.Close()
+	assert.Equal(t, http.StatusOK, hresp.StatusCode, "a full node is still healthy: it serves its sessions")
+	assert.Equal(t, budget, h.MaxSessions, "/healthz shows the budget")
+	assert.Positive(t, h.RefusedSessions)
 
 	for i, v := range before {
 		for _, u := range urls {

@@ -11,7 +11,8 @@
 //	GET  /         a page to log in, see who you are and which node answered, visit, log out
 //	GET  /healthz  200 once the node has joined (or is alone) and holds every session it owns, else 503;
 //	               the JSON body says whether every session has its full number of copies
-//	               ("fully_replicated": the next failure is safe)
+//	               ("fully_replicated": the next failure is safe) and how full the memory budget is
+//	               ("sessions" of "max_sessions", "session_bytes" of "max_bytes"; 0: no bound)
 //	GET  /metrics  Prometheus metrics (sessionmesh_*, go_*, process_*)
 //	GET  /cluster  a live status page of the cluster: members, partitions, sessions per node,
 //	               replication health (?format=json for the same as JSON)
