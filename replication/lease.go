@@ -249,7 +249,10 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 		a.failed = true
 		s.log.Debug("lease request failed", "peer", q.name, "err", err)
 	}
-	if err != nil && (errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded)) {
+	switch {
+	case err == nil:
+		q.answered()
+	case errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded):
 		s.ownerLost(q, err)
 	}
 	q.silent.Store(err != nil)

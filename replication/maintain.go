@@ -171,10 +171,9 @@ func (s *Store) poll(ctx context.Context, v *view) {
 			defer wg.Done()
 			resp, err := s.callTimeout(ctx, q, req)
 			if err != nil {
+				// Not a loss for ownerLost: this round counts q's
+				// partitions as under-replicated without its status.
 				s.log.Debug("status poll failed", "peer", q.name, "err", err)
-				if ctx.Err() == nil {
-					s.ownerLost(q, err)
-				}
 				return
 			}
 			st, err := decodeStatusReply(resp)
@@ -184,6 +183,7 @@ func (s *Store) poll(ctx context.Context, v *view) {
 			}
 			st.at = s.clock.Monotonic()
 			q.status.Store(st)
+			q.answered()
 		}()
 	}
 	wg.Wait()

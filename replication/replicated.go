@@ -26,17 +26,18 @@ func (s *Store) connLost(addr string) {
 
 // ownerLost records that a call to q failed in a way that says it may be
 // gone: a refused or broken connection, or a missed deadline. When q is an
-// owner in the current view, FullyReplicated turns false at once and stays
-// false until a maintenance round that started after this finds every
-// partition's copies ready: while q is down, its polls fail; once the
-// membership has dropped it, until re-replication has restored its copies
-// elsewhere.
+// owner in the current view and was not known lost already,
+// FullyReplicated turns false at once and stays false until a maintenance
+// round that started after this finds every partition's copies ready:
+// while q is down, its polls fail and the rounds count its partitions as
+// under-replicated; once the membership has dropped it, until
+// re-replication has restored its copies elsewhere.
 func (s *Store) ownerLost(q *peer, why error) {
 	if s.closed() {
 		return
 	}
 	v := s.view.Load()
-	if v.byName[q.name] != q || !v.ownsAny(q) {
+	if v.byName[q.name] != q || !v.ownsAny(q) || q.lost.Swap(true) {
 		return
 	}
 	s.losses.Add(1) // before the store: see round
@@ -56,3 +57,7 @@ func (v *view) ownsAny(q *peer) bool {
 	}
 	return false
 }
+
+// answered records that q answered a call: a later failure is a new
+// loss.
+func (q *peer) answered() { q.lost.Store(false) }

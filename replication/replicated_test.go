@@ -42,17 +42,22 @@ func TestFullyReplicated_FalseAtOnceWhenAnOwnerDies(t *testing.T) {
 	require.Eventually(t, func() bool {
 		done := true
 		for i, n := range survivors {
-			if falseAfter[i] == 0 && !n.Store.FullyReplicated() {
-				falseAfter[i] = time.Since(killed)
+			asked := time.Since(killed)
+			if falseAfter[i] == 0 {
+				if !n.Store.FullyReplicated() {
+					falseAfter[i] = time.Since(killed)
+				} else {
+					// A busy machine may delay this goroutine, never
+					// the store's state: only what is read after the
+					// bound counts.
+					assert.Less(t, asked, 50*time.Millisecond, "%s fully replicated after the kill", n.Name)
+				}
 			}
 			done = done && falseAfter[i] != 0
 		}
 		return done
 	}, 5*time.Second, 100*time.Microsecond)
 	t.Logf("not fully replicated after %v", falseAfter)
-	for i, d := range falseAfter {
-		assert.Less(t, d, 50*time.Millisecond, survivors[i].Name)
-	}
 
 	// False until the dead node is out of the view and re-replication is
 	// done: never true while a survivor still counts it as a peer.
