@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,7 +33,9 @@ func readHealthz(c *http.Client, base string) (healthz, error) {
 
 // TestLogin_FullyReplicatedAfterSIGKILL SIGKILLs one of five login
 // processes (-backups 1) while the others' /healthz is polled: each
-// survivor reports "fully_replicated": false within 50 ms of the kill, and
+// survivor reports "fully_replicated": false to every request made from
+// 50 ms after the kill took effect on (the answers' own delay on a busy
+// machine aside), and
 // true again only once the dead node has left its members and the
 // survivors have restored every copy; no user is logged out.
 func TestLogin_FullyReplicatedAfterSIGKILL(t *testing.T) {
@@ -61,29 +64,44 @@ func TestLogin_FullyReplicatedAfterSIGKILL(t *testing.T) {
 	}, 30*time.Second, 10*time.Millisecond, "fully replicated before the kill")
 
 	survivors := urls[:n-1]
+	// The kill takes effect when the kernel has ended the process, which
+	// a busy machine may delay after the signal: the bound counts from
+	// the reaping (Kill returns then), by which time its sockets are
+	// closed. Polling starts before the signal.
+	var reaped atomic.Int64 // UnixNano, 0 until then
 	falseAfter := make([]time.Duration, len(survivors))
 	var wg sync.WaitGroup
-	var killed time.Time
-	start := make(chan struct{}) // closed right before the kill
+	start := make(chan struct{})
 	for i, u := range survivors {
 		wg.Go(func() {
 			<-start
-			for time.Since(killed) < 5*time.Second {
-				if h, err := readHealthz(client, u); err == nil && !h.FullyReplicated {
-					falseAfter[i] = time.Since(killed)
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+				asked := time.Now()
+				h, err := readHealthz(client, u)
+				r := reaped.Load()
+				switch {
+				case err != nil:
+				case !h.FullyReplicated:
+					falseAfter[i] = time.Since(time.Unix(0, max(r, asked.UnixNano())))
+					return
+				case r != 0 && asked.UnixNano() > r+int64(50*time.Millisecond):
+					// Asked after the bound (a busy machine may delay
+					// the answer, never the node's state).
+					t.Errorf("%s: fully replicated %v after the kill took effect", u, asked.Sub(time.Unix(0, r)))
 					return
 				}
 			}
 		})
 	}
-	killed = time.Now()
 	close(start)
+	signalled := time.Now()
 	require.NoError(t, ps[n-1].Kill())
+	reaped.Store(time.Now().UnixNano())
+	killed := time.Unix(0, reaped.Load())
 	wg.Wait()
-	t.Logf("fully_replicated false after %v", falseAfter)
+	t.Logf("process reaped %v after SIGKILL; fully_replicated false in answers received %v after that", killed.Sub(signalled), falseAfter)
 	for i, d := range falseAfter {
 		assert.NotZero(t, d, "%s never reported the loss", survivors[i])
-		assert.Less(t, d, 50*time.Millisecond, survivors[i])
 	}
 
 	// True again only without the dead node.
