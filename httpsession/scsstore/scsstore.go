@@ -126,7 +126,9 @@ func New(b Backend) (*Store, error) {
 // ErrorFunc returns an error handler for scs.SessionManager.ErrorFunc that
 // lets the response of a request whose session ended while it was in
 // flight go out as the handler writes it, without a session cookie, and
-// hands every other error to next (nil: scs's default, a logged 500).
+// answers a session refused by a full node (replication.ErrOverloaded)
+// 503 Service Unavailable with Retry-After: 10, and hands every other
+// error to next (nil: scs's default, a logged 500).
 //
 // Commit fails for such a session (see CommitCtx), and scs then calls
 // ErrorFunc instead of setting the cookie. When the session's token was
@@ -142,6 +144,9 @@ func ErrorFunc(next func(http.ResponseWriter, *http.Request, error)) func(http.R
 		switch {
 		case errors.Is(err, replication.ErrSessionEnded):
 			return // the changes are lost; the handler's response goes out
+		case errors.Is(err, replication.ErrOverloaded):
+			w.Header().Set("Retry-After", "10")
+			http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 		case next != nil:
 			next(w, r, err)
 		default:
