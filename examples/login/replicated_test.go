@@ -15,14 +15,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// healthz is what the tests read of /healthz.
-type healthz struct {
+// healthReport is what the tests read of /healthz.
+type healthReport struct {
 	FullyReplicated bool     `json:"fully_replicated"`
 	Members         []string `json:"members"`
 }
 
-func readHealthz(c *http.Client, base string) (healthz, error) {
-	var h healthz
+func readHealthz(c *http.Client, base string) (healthReport, error) {
+	var h healthReport
 	resp, err := c.Get(base + "/healthz")
 	if err != nil {
 		return h, err
