@@ -69,6 +69,13 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 	if err := s.cfg.Limits.checkWrite(cur, delta); err != nil {
 		return 0, fmt.Errorf("save session: %w", err)
 	}
+	if cur == nil {
+		release, err := s.budget.reserve(delta)
+		if err != nil {
+			return 0, fmt.Errorf("save session: %w", err)
+		}
+		defer release()
+	}
 	return writtenVersion(cur, delta), s.write(ctx, v, delta)
 }
 
@@ -278,6 +285,11 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 	if err := s.cfg.Limits.checkRecord(moved); err != nil {
 		return 0, fmt.Errorf("rename session: %w", err)
 	}
+	release, err := s.budget.reserve(moved)
+	if err != nil {
+		return 0, fmt.Errorf("rename session: %w", err)
+	}
+	defer release()
 	tomb := s.tombstone(oldID, cur)
 	tomb.renamed = now
 	return Version(moved.maxVersion().time), s.write(ctx, v, moved, tomb)
@@ -451,10 +463,12 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		case errors.Is(r.err, context.DeadlineExceeded):
 			s.log.Debug("peer did not acknowledge a write in time", "peer", r.q.name, "timeout", s.cfg.WriteTimeout)
 			s.stats.degradedWrites.Add(1)
+			s.ownerLost(r.q, r.err)
 		case errors.Is(r.err, ErrUnreachable):
 			// A crashed or restarting peer catches up when it comes back;
 			// one cut off must not answer from its copy meanwhile.
 			s.log.Debug("peer unreachable", "peer", r.q.name, "err", r.err)
+			s.ownerLost(r.q, r.err)
 		default:
 			s.stats.writeErrors.Add(1)
 			s.log.Warn("peer refused a write", "peer", r.q.name, "err", r.err)
@@ -575,6 +589,9 @@ func (s *Store) send(q *peer) {
 			s.stats.skippedSends.Add(uint64(len(batch)))
 			s.log.Debug("background send failed; anti-entropy will repair", "peer", q.name, "records", len(batch), "err", err)
 			s.fenceFailed(q, err)
+			if s.ctx.Err() == nil && (errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded)) {
+				s.ownerLost(q, err)
+			}
 		}
 	}
 }

@@ -11,7 +11,8 @@
 //	GET  /         a page to log in, see who you are and which node answered, visit, log out
 //	GET  /healthz  200 once the node has joined (or is alone) and holds every session it owns, else 503;
 //	               the JSON body says whether every session has its full number of copies
-//	               ("fully_replicated": the next failure is safe)
+//	               ("fully_replicated": the next failure is safe) and how full the memory budget is
+//	               ("sessions" of "max_sessions", "session_bytes" of "max_bytes"; 0: no bound)
 //	GET  /metrics  Prometheus metrics (sessionmesh_*, go_*, process_*)
 //	GET  /cluster  a live status page of the cluster: members, partitions, sessions per node,
 //	               replication health (?format=json for the same as JSON)
@@ -22,6 +23,10 @@
 //	GET  /me       200 {"user":...,"node":...,"visits":...} when logged in, else 401
 //	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
 //	POST /logout   destroys the session
+//
+// A node over its memory budget (-max-sessions, -max-bytes) answers 503
+// with Retry-After (-overload-retry-after) to a login that would start a
+// new session; users already logged in keep working.
 //
 // SIGTERM and SIGINT leave the cluster gracefully; after SIGKILL the other
 // nodes still hold every session.
@@ -88,6 +93,9 @@ type options struct {
 	throttleUser, throttleAddr                  int
 	throttleWindow                              time.Duration
 	trustProxy                                  bool
+	maxSessions                                 int
+	maxBytes                                    int64
+	overloadRetryAfter                          time.Duration
 }
 
 func main() {
@@ -109,6 +117,9 @@ func main() {
 	flag.StringVar(&o.zone, "zone", "", "zone (availability zone, rack) of this node: with -backups, each session's copies are spread over the zones")
 	flag.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "end sessions unused for this long (0: never)")
 	flag.DurationVar(&o.lifetime, "lifetime", 24*time.Hour, "end sessions this long after login")
+	flag.IntVar(&o.maxSessions, "max-sessions", 0, "refuse new sessions (503) while this node holds this many, tombstones included (0: no bound by count; -max-bytes bounds them)")
+	flag.Int64Var(&o.maxBytes, "max-bytes", 0, "refuse new sessions (503) while this node's sessions take this many bytes (estimated; 0: half of GOMEMLIMIT or of the container's memory limit, else 1 GiB; -1: no bound)")
+	flag.DurationVar(&o.overloadRetryAfter, "overload-retry-after", 10*time.Second, "Retry-After of the 503 that refuses a new session on a full node")
 	flag.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address (default: off)")
 	flag.IntVar(&o.throttleUser, "throttle-user", 5, "login attempts allowed per user name in each -throttle-window (0: no limit)")
 	flag.IntVar(&o.throttleAddr, "throttle-addr", 20, "login attempts allowed per client address in each -throttle-window (0: no limit; load tests from one machine need it)")
@@ -257,6 +268,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 	if o.async {
 		cfg.Store.WriteConcern = replication.Async
 	}
+	cfg.Store.MaxSessions, cfg.Store.MaxBytes = o.maxSessions, o.maxBytes
 	cfg.Store.Logger = log
 	if c := testClock(); c != nil { // tests only: see testClockEnv
 		log.Warn("store clock offset by a test file", "env", testClockEnv)
@@ -271,6 +283,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 	sessions.Cookie.Secure = o.cookieSecure
 	sessions.IdleTimeout = o.idleTimeout
 	sessions.Lifetime = o.lifetime
+	sessions.OverloadRetryAfter = o.overloadRetryAfter
 	sessions.Logger = log
 	users, err := newLimiter(st, "login-user", o.throttleUser, o.throttleWindow)
 	if err != nil {
