@@ -35,7 +35,7 @@ func TestLogin_BudgetFlood(t *testing.T) {
 	const budget, users, flooders, attempts = 300, 30, 24, 1200
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	urls, _ := clusterN(t, ctx, buildLogin(t), 3, []string{"-max-sessions", strconv.Itoa(budget), "-overload-retry-after", "3s"},
+	urls, _ := clusterN(t, ctx, buildLogin(t), 3, []string{"-max-sessions", strconv.Itoa(budget), "-overload-retry-after", "3s", "-throttle-addr", "0", "-throttle-user", "0"},
 		nil, []bool{true, true, true})
 
 	before := make([]visitor, users)
@@ -189,7 +189,7 @@ func TestLogin_BudgetFloodMemory(t *testing.T) {
 			if tc.memLimit != "" {
 				env = func(int) []string { return []string{"GOMEMLIMIT=" + tc.memLimit} }
 			}
-			urls, _ := clusterN(t, ctx, buildLogin(t), 3, []string{"-max-bytes", tc.maxBytes}, env, []bool{true, true, true})
+			urls, _ := clusterN(t, ctx, buildLogin(t), 3, []string{"-max-bytes", tc.maxBytes, "-throttle-addr", "0"}, env, []bool{true, true, true})
 			start := scrapeMem(t, urls[0])
 			var ok, refused atomic.Int64
 			deadline := time.Now().Add(duration)

@@ -100,6 +100,11 @@ func (n *node) allow(w http.ResponseWriter, r *http.Request, l *throttle.Limiter
 		}
 		return true
 	}
+	if errors.Is(err, replication.ErrOverloaded) {
+		// The node is full: no new count, as no new session, until room
+		// comes back; answer as the session manager does.
+		retryAfter = n.sessions.OverloadRetryAfter
+	}
 	secs := max(1, int(math.Ceil(retryAfter.Seconds())))
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	if err != nil && !errors.Is(err, throttle.ErrFull) {

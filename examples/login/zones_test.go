@@ -28,7 +28,7 @@ func TestZones_WholeZoneSIGKILLLosesNoSession(t *testing.T) {
 	defer cancel()
 	zone := func(i int) string { return fmt.Sprintf("zone-%c", 'a'+i/2) } // n1 n2: a, n3 n4: b, n5 n6: c
 	urls, ps := clusterOf(t, ctx, buildLogin(t), clusterSpec{nodes: 6,
-		args: func(i int) []string { return []string{"-backups", "1", "-zone", zone(i)} }})
+		args: func(i int) []string { return []string{"-backups", "1", "-zone", zone(i), "-throttle-addr", "0"} }})
 	names := []string{"n1", "n2", "n3", "n4", "n5", "n6"}
 	waitSettled(t, ctx, urls, names, func(h healthz.Health) string {
 		if h.Zones != 3 || h.SingleZone != 0 {
