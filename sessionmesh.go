@@ -52,7 +52,8 @@ type NodeConfig struct {
 	// SecondaryKeys and Label below override its own.
 	Transport tcp.Config
 	// Store configures the store; its Membership and Transport are set by
-	// StartNode.
+	// StartNode, and its SnapshotKey and SnapshotLabel, when unset, to
+	// SecretKey and Label below.
 	Store replication.Config
 
 	// SecretKey, when set, authenticates and encrypts both gossip and
@@ -106,6 +107,12 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	if cfg.Label != "" {
 		cfg.Transport.Label, cfg.Cluster.Label = cfg.Label, cfg.Label
+	}
+	if cfg.Store.SnapshotKey == nil {
+		cfg.Store.SnapshotKey = cfg.SecretKey
+	}
+	if cfg.Store.SnapshotLabel == "" {
+		cfg.Store.SnapshotLabel = cfg.Label
 	}
 	if cfg.Transport.Logger == nil {
 		cfg.Transport.Logger = cfg.Store.Logger

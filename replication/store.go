@@ -2,6 +2,8 @@ package replication
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -60,6 +62,10 @@ type Store struct {
 
 	leases *leases // read leases, both ways; see lease.go
 
+	snapWrite sync.Mutex    // serializes snapshot writes
+	snapMu    sync.Mutex    // guards: snap
+	snap      snapshotState // see snapshot.go
+
 	replicated atomic.Int32 // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
 	stats      storeCounters
 }
@@ -73,6 +79,7 @@ type storeCounters struct {
 	behindReads, staleReads                           atomic.Uint64
 	droppedEvents                                     atomic.Uint64
 	updateConflicts                                   atomic.Uint64
+	snapshots                                         atomic.Uint64
 	writeLatency                                      latencyHistogram
 }
 
@@ -110,6 +117,14 @@ func New(cfg Config) (*Store, error) {
 		wallOffsets: newWallOffsets(),
 	}
 	s.replicated.Store(-1)
+	if cfg.SnapshotDir != "" {
+		k, err := newSnapshotKey(cfg.SnapshotKey, cfg.SnapshotLabel)
+		if err != nil {
+			return nil, fmt.Errorf("replication: %w", err)
+		}
+		s.snap.key = k
+		s.loadSnapshot()
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rebuildView()
 	s.tr.Serve(s.handle)
@@ -124,6 +139,9 @@ func New(cfg Config) (*Store, error) {
 	s.goroutine(s.sweep)
 	if cfg.OnSessionEvent != nil {
 		s.goroutine(s.deliverEvents)
+	}
+	if cfg.SnapshotDir != "" {
+		s.goroutine(s.snapshotLoop)
 	}
 	return s, nil
 }
@@ -200,6 +218,12 @@ func validID(id string) bool { return id != "" && len(id) <= maxIDLen }
 // left to hand over, or with ctx's error. Call it before the cluster's
 // Leave; a rolling restart that leaves this way loses nothing, even with
 // Backups(0).
+//
+// When no peer is left to hand over to (every other member is leaving too,
+// as in a stop of the whole fleet, or there is none), Leave does not wait:
+// with SnapshotDir set it writes a snapshot and returns, so that the next
+// start loads it; without, it logs (WARN, with their number) that the
+// sessions this node holds are lost, and returns.
 func (s *Store) Leave(ctx context.Context) error {
 	if s.closed() {
 		return ErrClosed
@@ -216,15 +240,15 @@ func (s *Store) Leave(ctx context.Context) error {
 			s.log.Debug("leave announcement failed", "peer", q.name, "err", err)
 		}
 	}
-	if len(v.peers) == 0 {
-		return nil // alone: nobody to hand anything to
-	}
 	// Writes and hand-offs that peers started with their old view may
 	// still arrive for up to WriteTimeout: keep handing over until nothing
 	// has arrived for that long.
 	emptySince := time.Duration(-1) // none yet
 	for {
 		v, since := s.view.Load(), s.clock.Monotonic()
+		if v.ownerless() {
+			return s.leaveAlone(v)
+		}
 		s.poll(ctx, v)
 		if s.handOff(ctx, planHandOffs(v, s.partStates(), freshStatuses(v, since))) > 0 {
 			emptySince = -1
@@ -244,10 +268,34 @@ func (s *Store) Leave(ctx context.Context) error {
 	}
 }
 
+// leaveAlone ends a Leave that has nobody to hand sessions over to: every
+// peer in v is leaving too, or there is none.
+func (s *Store) leaveAlone(v *view) error {
+	n := s.liveSessions()
+	if s.cfg.SnapshotDir != "" {
+		if err := s.writeSnapshot(); err != nil {
+			s.log.Error("no peer left to hand sessions over to, and the snapshot failed: they are lost",
+				"sessions", n, "leaving_peers", len(v.peers), "err", err)
+			return fmt.Errorf("leave: %w", err)
+		}
+		s.log.Info("no peer left to hand sessions over to: kept them in the snapshot",
+			"sessions", n, "leaving_peers", len(v.peers), "path", s.snapshotPath())
+		return nil
+	}
+	if n > 0 {
+		s.log.Warn("no peer left to hand sessions over to and no SnapshotDir: its sessions are lost",
+			"sessions", n, "leaving_peers", len(v.peers))
+	}
+	return nil
+}
+
 // Close stops the store: it stops its goroutines, closes the transport and
 // waits for both. Calls after Close return ErrClosed. It is safe to call more
 // than once. Close does not leave the cluster: peers treat the node as
 // failed. Call Leave first (and the cluster's Leave) for a graceful exit.
+// After Leave, with SnapshotDir set, Close writes a last snapshot of what
+// the node holds once its transport is closed (unless nothing changed
+// since Leave wrote one).
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -260,6 +308,9 @@ func (s *Store) Close() error {
 		s.goMu.Unlock()
 		err = s.tr.Close()
 		s.wg.Wait()
+		if s.cfg.SnapshotDir != "" && s.selfLeave.Load() && !s.snapshotNow() {
+			err = errors.Join(err, errors.New("replication: last snapshot failed; see the log"))
+		}
 	})
 	return err
 }
@@ -289,6 +340,7 @@ type Stats struct {
 	Expired         uint64           // sessions and tombstones removed by the sweeper
 	DroppedEvents   uint64           // session events dropped because OnSessionEvent fell behind
 	UpdateConflicts uint64           // Update attempts that lost to another update and ran again
+	Snapshots       uint64           // snapshots written (Config.SnapshotDir)
 	BehindReads     uint64           // GetAtLeast calls that found the session older than asked and waited
 	StaleReads      uint64           // of those, the ones that gave up at MaxReadWait
 	WriteLatency    LatencyHistogram // time writes took, replication included
@@ -314,6 +366,7 @@ func (s *Store) Stats() Stats {
 		Expired:         s.stats.expired.Load(),
 		DroppedEvents:   s.stats.droppedEvents.Load(),
 		UpdateConflicts: s.stats.updateConflicts.Load(),
+		Snapshots:       s.stats.snapshots.Load(),
 		BehindReads:     s.stats.behindReads.Load(),
 		StaleReads:      s.stats.staleReads.Load(),
 		WriteLatency:    s.stats.writeLatency.snapshot(),
