@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // This file holds the store's durable snapshots (Config.SnapshotDir): the
@@ -123,7 +125,8 @@ type snapshotWriter struct {
 	index   uint64
 	batch   []*record // records of the next chunk
 	size    int       // their approximate encoded size
-	sealed  []byte    // reused between chunks
+	enc     *encoder  // reused between chunks, as is sealed
+	sealed  []byte
 	records int
 	bytes   int64
 }
@@ -147,7 +150,8 @@ func newSnapshotWriter(w io.Writer, k snapshotKey, now int64) (*snapshotWriter, 
 	if _, err := w.Write(h); err != nil {
 		return nil, fmt.Errorf("write snapshot header: %w", err)
 	}
-	return &snapshotWriter{w: w, aead: g, header: h, nonce: make([]byte, g.NonceSize()), bytes: snapshotHeaderLen}, nil
+	e := &encoder{enc: msgpack.NewEncoder(nil)}
+	return &snapshotWriter{w: w, aead: g, header: h, nonce: make([]byte, g.NonceSize()), enc: e, bytes: snapshotHeaderLen}, nil
 }
 
 // add queues r, sealing a chunk when enough has gathered.
@@ -162,13 +166,13 @@ func (sw *snapshotWriter) add(r *record) error {
 
 // flush seals and writes the queued records as one chunk.
 func (sw *snapshotWriter) flush(last bool) error {
-	e := newEncoder(snapshotChunk)
+	e := sw.enc
+	e.reset(snapshotChunk)
 	e.records(sw.batch)
-	plain, err := e.finish()
-	if err != nil {
-		return fmt.Errorf("encode snapshot chunk: %w", err)
+	if e.err != nil {
+		return fmt.Errorf("encode snapshot chunk: %w", e.err)
 	}
-	sw.sealed = sw.aead.Seal(append(sw.sealed[:0], 0, 0, 0, 0), chunkNonce(sw.nonce, sw.index, last), plain, sw.header)
+	sw.sealed = sw.aead.Seal(append(sw.sealed[:0], 0, 0, 0, 0), chunkNonce(sw.nonce, sw.index, last), e.buf.Bytes(), sw.header)
 	binary.BigEndian.PutUint32(sw.sealed, uint32(len(sw.sealed)-4))
 	if _, err := sw.w.Write(sw.sealed); err != nil {
 		return fmt.Errorf("write snapshot chunk: %w", err)
