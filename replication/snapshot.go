@@ -382,6 +382,7 @@ func (s *Store) snapshotNow() bool {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	if err != nil {
+		s.stats.snapshotFailures.Add(1)
 		if s.snap.errors++; s.snap.errors == 1 {
 			s.log.Warn("snapshot failed; will retry", "path", s.snapshotPath(), "err", err)
 		}

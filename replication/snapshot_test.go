@@ -179,6 +179,11 @@ func TestSnapshot_CrashOfEveryNodeKeepsWhatTheLastSnapshotsHeld(t *testing.T) {
 	c.WaitReady(t)
 	f := populate(t, c, "crash", 60)
 	waitSnapshots(t, c)
+	for _, n := range c.Nodes() {
+		st := n.Store.Stats()
+		require.Positive(t, st.SnapshotBytes, n.Name)
+		require.Zero(t, st.SnapshotFailures, n.Name)
+	}
 	restartAll(t, c, killAll(c)) // Close without Leave: a crash, no last snapshot
 	f.check(t, c)
 }

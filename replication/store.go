@@ -79,14 +79,17 @@ type storeCounters struct {
 	behindReads, staleReads                           atomic.Uint64
 	droppedEvents                                     atomic.Uint64
 	updateConflicts                                   atomic.Uint64
-	snapshots                                         atomic.Uint64
+	snapshots, snapshotFailures                       atomic.Uint64
 	writeLatency                                      latencyHistogram
 }
 
 // New starts a store on cfg.Membership and cfg.Transport. It returns at
 // once; the store copies the sessions it owns from its peers in the
 // background and closes Ready when it holds them all. Until then reads of
-// sessions it has not copied yet are answered by a peer.
+// sessions it has not copied yet are answered by a peer. With
+// cfg.SnapshotDir set, New first loads the snapshot there, if any, before
+// the store serves (under a second for 100,000 sessions of 1 KiB); a
+// snapshot it cannot use is logged and set aside, never an error.
 func New(cfg Config) (*Store, error) {
 	_, systemTime := cfg.Clock.(systemClock)
 	systemTime = systemTime || cfg.Clock == nil
@@ -317,60 +320,66 @@ func (s *Store) Close() error {
 
 // Stats is a snapshot of a store's counters.
 type Stats struct {
-	Addr            string           // this node's transport address
-	Sessions        int              // sessions held, tombstones included
-	Peers           int              // other members with a replication address
-	DegradedPeers   int              // peers not waited for until repaired
-	OwnedPartitions int              // partitions this node owns
-	ReadyPartitions int              // owned partitions it holds a complete copy of
-	HeldPartitions  int              // partitions it holds records of without owning them (being handed over)
-	UnderReplicated int              // partitions below their copy count at the last round; -1 before the first round of the current membership
-	Ready           bool             // Ready is closed
-	Authoritative   bool             // answers reads of its complete partitions from its own copy: a lease from every peer, merged since it last missed writes
-	Writes          uint64           // writes applied and replicated
-	WriteErrors     uint64           // writes a peer refused
-	DegradedWrites  uint64           // writes that stopped waiting for a peer at WriteTimeout
-	SkippedSends    uint64           // sends to degraded peers dropped to bound memory
-	RemoteReads     uint64           // reads answered by a peer
-	Transferred     uint64           // records copied in by state transfer
-	HandedOff       uint64           // records handed to their new owners and dropped here
-	Repairs         uint64           // anti-entropy exchanges that found differences
-	RepairedRecords uint64           // records exchanged by anti-entropy
-	Rejected        uint64           // messages or records refused (malformed, clock too far ahead)
-	Expired         uint64           // sessions and tombstones removed by the sweeper
-	DroppedEvents   uint64           // session events dropped because OnSessionEvent fell behind
-	UpdateConflicts uint64           // Update attempts that lost to another update and ran again
-	Snapshots       uint64           // snapshots written (Config.SnapshotDir)
-	BehindReads     uint64           // GetAtLeast calls that found the session older than asked and waited
-	StaleReads      uint64           // of those, the ones that gave up at MaxReadWait
-	WriteLatency    LatencyHistogram // time writes took, replication included
+	Addr             string           // this node's transport address
+	Sessions         int              // sessions held, tombstones included
+	Peers            int              // other members with a replication address
+	DegradedPeers    int              // peers not waited for until repaired
+	OwnedPartitions  int              // partitions this node owns
+	ReadyPartitions  int              // owned partitions it holds a complete copy of
+	HeldPartitions   int              // partitions it holds records of without owning them (being handed over)
+	UnderReplicated  int              // partitions below their copy count at the last round; -1 before the first round of the current membership
+	Ready            bool             // Ready is closed
+	Authoritative    bool             // answers reads of its complete partitions from its own copy: a lease from every peer, merged since it last missed writes
+	Writes           uint64           // writes applied and replicated
+	WriteErrors      uint64           // writes a peer refused
+	DegradedWrites   uint64           // writes that stopped waiting for a peer at WriteTimeout
+	SkippedSends     uint64           // sends to degraded peers dropped to bound memory
+	RemoteReads      uint64           // reads answered by a peer
+	Transferred      uint64           // records copied in by state transfer
+	HandedOff        uint64           // records handed to their new owners and dropped here
+	Repairs          uint64           // anti-entropy exchanges that found differences
+	RepairedRecords  uint64           // records exchanged by anti-entropy
+	Rejected         uint64           // messages or records refused (malformed, clock too far ahead)
+	Expired          uint64           // sessions and tombstones removed by the sweeper
+	DroppedEvents    uint64           // session events dropped because OnSessionEvent fell behind
+	UpdateConflicts  uint64           // Update attempts that lost to another update and ran again
+	Snapshots        uint64           // snapshots written (Config.SnapshotDir)
+	SnapshotFailures uint64           // snapshot writes that failed
+	SnapshotBytes    int64            // size of the last snapshot written, 0 before the first
+	SnapshotTook     time.Duration    // time the last snapshot took to write
+	BehindReads      uint64           // GetAtLeast calls that found the session older than asked and waited
+	StaleReads       uint64           // of those, the ones that gave up at MaxReadWait
+	WriteLatency     LatencyHistogram // time writes took, replication included
 }
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	st := Stats{
-		Addr:            s.self.addr,
-		UnderReplicated: int(s.replicated.Load()),
-		Ready:           s.IsReady(),
-		Authoritative:   s.leases.mono() < s.leases.authority.Load(),
-		Writes:          s.stats.writes.Load(),
-		WriteErrors:     s.stats.writeErrors.Load(),
-		DegradedWrites:  s.stats.degradedWrites.Load(),
-		SkippedSends:    s.stats.skippedSends.Load(),
-		RemoteReads:     s.stats.remoteReads.Load(),
-		Transferred:     s.stats.transferred.Load(),
-		HandedOff:       s.stats.handedOff.Load(),
-		Repairs:         s.stats.repairs.Load(),
-		RepairedRecords: s.stats.repairedRecords.Load(),
-		Rejected:        s.stats.rejected.Load(),
-		Expired:         s.stats.expired.Load(),
-		DroppedEvents:   s.stats.droppedEvents.Load(),
-		UpdateConflicts: s.stats.updateConflicts.Load(),
-		Snapshots:       s.stats.snapshots.Load(),
-		BehindReads:     s.stats.behindReads.Load(),
-		StaleReads:      s.stats.staleReads.Load(),
-		WriteLatency:    s.stats.writeLatency.snapshot(),
+		Addr:             s.self.addr,
+		UnderReplicated:  int(s.replicated.Load()),
+		Ready:            s.IsReady(),
+		Authoritative:    s.leases.mono() < s.leases.authority.Load(),
+		Writes:           s.stats.writes.Load(),
+		WriteErrors:      s.stats.writeErrors.Load(),
+		DegradedWrites:   s.stats.degradedWrites.Load(),
+		SkippedSends:     s.stats.skippedSends.Load(),
+		RemoteReads:      s.stats.remoteReads.Load(),
+		Transferred:      s.stats.transferred.Load(),
+		HandedOff:        s.stats.handedOff.Load(),
+		Repairs:          s.stats.repairs.Load(),
+		RepairedRecords:  s.stats.repairedRecords.Load(),
+		Rejected:         s.stats.rejected.Load(),
+		Expired:          s.stats.expired.Load(),
+		DroppedEvents:    s.stats.droppedEvents.Load(),
+		UpdateConflicts:  s.stats.updateConflicts.Load(),
+		Snapshots:        s.stats.snapshots.Load(),
+		SnapshotFailures: s.stats.snapshotFailures.Load(),
+		BehindReads:      s.stats.behindReads.Load(),
+		StaleReads:       s.stats.staleReads.Load(),
+		WriteLatency:     s.stats.writeLatency.snapshot(),
 	}
+	last, _ := s.Snapshots()
+	st.SnapshotBytes, st.SnapshotTook = last.Bytes, last.Took
 	v := s.view.Load()
 	for i, p := range s.parts {
 		n, _ := p.stats()

@@ -19,6 +19,8 @@ type descs struct {
 	rejected, expired, droppedEvents              *prometheus.Desc
 	writeDuration                                 *prometheus.Desc
 	peerClockOffset, healthy                      *prometheus.Desc
+	snapshots, snapshotFailures                   *prometheus.Desc
+	snapshotBytes, snapshotSeconds                *prometheus.Desc
 	// cluster
 	members, joinAttempts, joinFailures, clusterDroppedEvents *prometheus.Desc
 	// transport
@@ -61,6 +63,11 @@ func newDescs() descs {
 		peerClockOffset: d("peer_clock_offset_seconds", "How far each peer's wall clock is ahead of this node's (negative: behind), measured from lease exchanges; off by at most half a round trip.", "peer"),
 		healthy:         d("healthy", "1 while the store takes writes; 0 while it refuses them (its clock is too far ahead of the cluster's)."),
 
+		snapshots:        d("snapshots_total", "Snapshots written to the store's SnapshotDir."),
+		snapshotFailures: d("snapshot_failures_total", "Snapshot writes that failed (the log says why); the next interval tries again."),
+		snapshotBytes:    d("snapshot_bytes", "Size of the last snapshot written; 0 before the first."),
+		snapshotSeconds:  d("snapshot_write_seconds", "Time the last snapshot took to write, fsync included; 0 before the first."),
+
 		members:              d("cluster_members", "Live members of the cluster as this node sees them, itself included, by state (alive, suspect).", "state"),
 		joinAttempts:         d("cluster_join_attempts_total", "Join attempts, one per seed address tried."),
 		joinFailures:         d("cluster_join_failures_total", "Join attempts that failed."),
@@ -94,6 +101,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.behindReads, d.staleReads, d.transferred, d.handedOff,
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
 		d.writeDuration, d.peerClockOffset, d.healthy,
+		d.snapshots, d.snapshotFailures, d.snapshotBytes, d.snapshotSeconds,
 		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,
 		d.handshakeFailures, d.retiredConns, d.connFailures,
