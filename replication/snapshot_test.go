@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,4 +305,31 @@ func TestLeave_FleetStopWithoutSnapshotsSaysSessionsAreLost(t *testing.T) {
 	require.Less(t, took, 2500*time.Millisecond, "Leave waited for peers that are all leaving")
 	require.Contains(t, logs.String(), "level=WARN msg=\"no peer left to hand sessions over to and no SnapshotDir: its sessions are lost\"")
 	require.Contains(t, logs.String(), "sessions=8")
+}
+
+func TestSnapshot_ExpiredRecordsAreNotLoaded(t *testing.T) {
+	var offset atomic.Int64 // added to the wall clock
+	c := snapshotCluster(t, time.Hour, func(_ string, cfg *replication.Config) {
+		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+	})
+	a := c.Start("a")
+	c.WaitReady(t)
+	ctx := context.Background()
+	short := put("user", "ann")
+	short.Lifetime = time.Minute
+	require.NoError(t, errOf(a.Store.Save(ctx, "short", short)))
+	require.NoError(t, errOf(a.Store.Save(ctx, "long", put("user", "bob"))))
+	require.NoError(t, a.Store.Leave(ctx))
+	c.Kill("a")
+
+	offset.Store(int64(2 * time.Minute)) // the node was down for two minutes
+	a = c.Start("a")
+	c.WaitReady(t)
+	_, loaded := a.Store.Snapshots()
+	require.Equal(t, 1, loaded.Records, "the expired session was loaded")
+	_, ok := value(t, a.Store, "short", "user")
+	require.False(t, ok)
+	v, ok := value(t, a.Store, "long", "user")
+	require.True(t, ok)
+	require.Equal(t, "bob", v)
 }
