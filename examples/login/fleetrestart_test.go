@@ -62,9 +62,9 @@ func (u *user) do(method, base, path string, form url.Values) (int, map[string]a
 }
 
 // startSnapshotNodes starts three login processes with a snapshot
-// directory each and waits until they are healthy. It returns their URLs,
-// processes and snapshot files.
-func startSnapshotNodes(t *testing.T, ctx context.Context, bin string) ([]string, []*procs.Process, []string) {
+// directory each and waits until they are healthy. It returns their URLs
+// and processes.
+func startSnapshotNodes(t *testing.T, ctx context.Context, bin string) ([]string, []*procs.Process) {
 	t.Helper()
 	addrs, err := procs.FreeAddrs("127.0.0.1", 6, procs.TCPAndUDP)
 	require.NoError(t, err)
@@ -82,10 +82,9 @@ func startSnapshotNodes(t *testing.T, ctx context.Context, bin string) ([]string
 			}
 		}
 	})
-	var urls, files []string
+	var urls []string
 	var ps []*procs.Process
 	for i := range 3 {
-		files = append(files, filepath.Join(snaps, nodeName(i), "sessions.snap"))
 		p, err := g.Start(procs.Spec{
 			Name: nodeName(i),
 			Path: bin,
@@ -99,7 +98,7 @@ func startSnapshotNodes(t *testing.T, ctx context.Context, bin string) ([]string
 		urls, ps = append(urls, "http://"+httpAddrs[i]), append(ps, p)
 	}
 	waitHealthy(t, ctx, ps)
-	return urls, ps, files
+	return urls, ps
 }
 
 func waitHealthy(t *testing.T, ctx context.Context, ps []*procs.Process) {
@@ -159,7 +158,7 @@ func TestFleetRestart_EverySessionAndLogoutSurvivesAStopOfEveryNode(t *testing.T
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	urls, ps, files := startSnapshotNodes(t, ctx, buildLogin(t))
+	urls, ps := startSnapshotNodes(t, ctx, buildLogin(t))
 
 	var live, out []*user
 	for i := range 30 {
@@ -212,28 +211,11 @@ func TestFleetRestart_EverySessionAndLogoutSurvivesAStopOfEveryNode(t *testing.T
 		u.visits++
 	}
 	// A node starts a snapshot every interval (skipped when nothing
-	// changed since the last one began), so what was written one interval
-	// and the short time a write takes ago is on disk: wait for that, and
-	// for a file of every node written after the visits.
-	lastWrite := time.Now()
-	var stale string
-	ok := waitUntil(4*snapshotInterval, func() bool {
-		stale = ""
-		if time.Since(lastWrite) < 3*snapshotInterval/2 {
-			stale = " not yet 1.5 intervals since the visits"
-		}
-		for _, f := range files {
-			fi, err := os.Stat(f)
-			switch {
-			case err != nil:
-				stale += fmt.Sprintf(" %s: %v", f, err)
-			case !fi.ModTime().After(lastWrite):
-				stale += fmt.Sprintf(" %s written %s before the visits ended", f, lastWrite.Sub(fi.ModTime()))
-			}
-		}
-		return stale == ""
-	})
-	require.True(t, ok, "a node wrote no snapshot within an interval after the last visits:%s", stale)
+	// changed since the last one began), so what was written more than an
+	// interval and the short time a write takes ago is on disk. The
+	// elapsed time is the premise of the property, not a guess at a
+	// condition: the check after the restart is what proves it.
+	time.Sleep(3 * snapshotInterval / 2)
 	_, errs = allAtOnce(ps, (*procs.Process).Kill)
 	for _, err := range errs {
 		require.NoError(t, err)
@@ -244,16 +226,4 @@ func TestFleetRestart_EverySessionAndLogoutSurvivesAStopOfEveryNode(t *testing.T
 	}
 	waitHealthy(t, ctx, ps)
 	checkSurvivors(t, urls, live, out)
-}
-
-// waitUntil polls cond every 10 ms until it holds or d has passed.
-func waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
