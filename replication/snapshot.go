@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -116,22 +117,29 @@ func chunkNonce(nonce []byte, index uint64, last bool) []byte {
 	return nonce
 }
 
-// snapshotWriter writes a snapshot to w, one chunk at a time.
+// snapshotWriter writes a snapshot to w, one chunk at a time: it encodes
+// records straight into the chunk's buffer and seals the chunk once it
+// holds snapshotChunkBytes.
 type snapshotWriter struct {
 	w       io.Writer
 	aead    cipher.AEAD
 	header  []byte
 	nonce   []byte
 	index   uint64
-	batch   []*record // records of the next chunk
-	size    int       // their approximate encoded size
-	enc     *encoder  // reused between chunks, as is sealed
-	sealed  []byte
-	records int
+	maxRec  int      // the largest encoded record a reader accepts
+	enc     *encoder // the chunk being filled, reused between chunks
+	inChunk int      // records in it
+	sealed  []byte   // reused between chunks
+	records int      // records written
+	skipped int      // records too large for a reader to accept, left out
 	bytes   int64
 }
 
-func newSnapshotWriter(w io.Writer, k snapshotKey, now int64) (*snapshotWriter, error) {
+// chunkHeader is the chunk's kind and an array32 header whose count is
+// filled in when the chunk is sealed.
+var chunkHeader = []byte{snapshotChunk, 0xdd, 0, 0, 0, 0}
+
+func newSnapshotWriter(w io.Writer, k snapshotKey, lim Limits, now int64) (*snapshotWriter, error) {
 	h := make([]byte, snapshotHeaderLen)
 	copy(h, snapshotMagic)
 	h[6] = snapshotVersion
@@ -150,50 +158,71 @@ func newSnapshotWriter(w io.Writer, k snapshotKey, now int64) (*snapshotWriter, 
 	if _, err := w.Write(h); err != nil {
 		return nil, fmt.Errorf("write snapshot header: %w", err)
 	}
-	e := &encoder{enc: msgpack.NewEncoder(nil)}
-	return &snapshotWriter{w: w, aead: g, header: h, nonce: make([]byte, g.NonceSize()), enc: e, bytes: snapshotHeaderLen}, nil
+	sw := &snapshotWriter{w: w, aead: g, header: h, nonce: make([]byte, g.NonceSize()),
+		maxRec: maxSnapshotRecord(lim), enc: &encoder{enc: msgpack.NewEncoder(nil)}, bytes: snapshotHeaderLen}
+	sw.startChunk()
+	return sw, nil
 }
 
-// add queues r, sealing a chunk when enough has gathered.
+func (sw *snapshotWriter) startChunk() {
+	sw.enc.reset(chunkHeader[0])
+	sw.enc.buf.Write(chunkHeader[1:])
+	sw.inChunk = 0
+}
+
+// add encodes r into the chunk, sealing the chunk when it is full. A
+// record larger than a reader accepts (merges of concurrent writes can
+// grow a session past the limits) is left out and counted, so that it
+// cannot make the whole snapshot unreadable.
 func (sw *snapshotWriter) add(r *record) error {
-	sw.batch = append(sw.batch, r)
-	sw.size += r.size()
-	if sw.size >= snapshotChunkBytes {
+	e := sw.enc
+	mark := e.buf.Len()
+	encodeRecord(e, r)
+	if e.err != nil {
+		return fmt.Errorf("encode snapshot record: %w", e.err)
+	}
+	if e.buf.Len()-mark > sw.maxRec {
+		e.buf.Truncate(mark)
+		sw.skipped++
+		return nil
+	}
+	sw.inChunk++
+	if e.buf.Len() >= snapshotChunkBytes {
 		return sw.flush(false)
 	}
 	return nil
 }
 
-// flush seals and writes the queued records as one chunk.
+// flush seals and writes the chunk.
 func (sw *snapshotWriter) flush(last bool) error {
-	e := sw.enc
-	e.reset(snapshotChunk)
-	e.records(sw.batch)
-	if e.err != nil {
-		return fmt.Errorf("encode snapshot chunk: %w", e.err)
-	}
-	sw.sealed = sw.aead.Seal(append(sw.sealed[:0], 0, 0, 0, 0), chunkNonce(sw.nonce, sw.index, last), e.buf.Bytes(), sw.header)
+	plain := sw.enc.buf.Bytes()
+	binary.BigEndian.PutUint32(plain[2:6], uint32(sw.inChunk))
+	sw.sealed = sw.aead.Seal(append(sw.sealed[:0], 0, 0, 0, 0), chunkNonce(sw.nonce, sw.index, last), plain, sw.header)
 	binary.BigEndian.PutUint32(sw.sealed, uint32(len(sw.sealed)-4))
 	if _, err := sw.w.Write(sw.sealed); err != nil {
 		return fmt.Errorf("write snapshot chunk: %w", err)
 	}
 	sw.index++
-	sw.records += len(sw.batch)
+	sw.records += sw.inChunk
 	sw.bytes += int64(len(sw.sealed))
-	clear(sw.batch)
-	sw.batch, sw.size = sw.batch[:0], 0
+	sw.startChunk()
 	return nil
 }
 
 // close writes the last chunk.
 func (sw *snapshotWriter) close() error { return sw.flush(true) }
 
-// maxSnapshotChunk is the largest sealed chunk a reader accepts under lim:
-// a chunk's worth of records plus one session of the largest size.
-func maxSnapshotChunk(lim Limits) int {
+// maxSnapshotRecord is the largest encoded record a snapshot holds under
+// lim: a session at the limits, with room for every field's header.
+func maxSnapshotRecord(lim Limits) int {
 	lim = lim.withDefaults()
-	session := lim.MaxSessionSize + lim.MaxAttributes*48 + maxIDLen + 128
-	return snapshotChunkBytes + session + 64
+	return lim.MaxSessionSize + lim.MaxAttributes*48 + maxIDLen + 128
+}
+
+// maxSnapshotChunk is the largest chunk plaintext a reader accepts under
+// lim: a full chunk plus the record that overfilled it.
+func maxSnapshotChunk(lim Limits) int {
+	return snapshotChunkBytes + maxSnapshotRecord(lim) + len(chunkHeader)
 }
 
 // readSnapshot reads a snapshot from r and calls fn with the records of
@@ -311,7 +340,8 @@ type snapshotState struct {
 
 // loadSnapshot fills the store's partitions from its snapshot, if any,
 // before the store serves: records pass admit's checks (limits, clock
-// bound), expired ones are dropped. A snapshot that is corrupt, foreign
+// bound; one that fails is left out, counted and logged), expired ones are
+// dropped. A snapshot that is corrupt, foreign
 // or stale is moved aside (its name gets ".refused") and the store starts
 // empty, with one log line that says why. The partitions stay unready, so
 // the maintenance loop reconciles them with the peers: merging by version
@@ -331,12 +361,17 @@ func (s *Store) loadSnapshot() {
 	defer func() { _ = f.Close() }()
 	now := s.now()
 	notBefore := now - s.cfg.TombstoneTTL.Milliseconds()
-	var loaded, expired int
+	var loaded, expired, refused int
+	var refusal error
 	written, err := readSnapshot(bufio.NewReaderSize(f, 256<<10), s.snap.key, s.cfg.Limits, notBefore, func(rs []*record) error {
-		if err := s.checkRecords(rs...); err != nil {
-			return err
-		}
 		for _, r := range rs {
+			// A record over the limits or the clock bound costs only
+			// itself: the file is authentic, the limits may have changed.
+			if err := s.checkRecords(r); err != nil {
+				refused++
+				refusal = cmp.Or(refusal, err)
+				continue
+			}
 			if _, _, changed := s.parts[partitionOf(r.id)].apply(r, now); changed {
 				loaded++
 			} else {
@@ -362,6 +397,9 @@ func (s *Store) loadSnapshot() {
 	s.snap.written, s.snap.count, s.snap.digest = true, loaded, s.digest()
 	s.log.Info("snapshot loaded", "path", path, "records", loaded, "expired", expired,
 		"age", time.Duration(now-written)*time.Millisecond, "took", s.snap.loaded.Took.Round(time.Millisecond))
+	if refused > 0 {
+		s.log.Warn("snapshot records refused: over the size limits or the clock bound", "records", refused, "first", refusal)
+	}
 }
 
 // snapshotLoop writes a snapshot every SnapshotInterval until Close, and
@@ -437,7 +475,7 @@ func (s *Store) writeSnapshot() error {
 	}()
 	bw := bufio.NewWriterSize(f, 256<<10)
 	now := s.now()
-	sw, err := newSnapshotWriter(bw, s.snap.key, now)
+	sw, err := newSnapshotWriter(bw, s.snap.key, s.cfg.Limits, now)
 	if err != nil {
 		return err
 	}
@@ -475,6 +513,9 @@ func (s *Store) writeSnapshot() error {
 	s.snap.last = SnapshotStats{Records: sw.records, Bytes: sw.bytes, Took: s.clock.Monotonic() - start}
 	s.snapMu.Unlock()
 	s.stats.snapshots.Add(1)
+	if sw.skipped > 0 {
+		s.log.Warn("sessions over the size limits left out of the snapshot", "sessions", sw.skipped)
+	}
 	s.log.Debug("snapshot written", "records", sw.records, "bytes", sw.bytes, "took", s.snap.last.Took)
 	return nil
 }

@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sessionmesh/sessionmesh/internal/hlc"
 )
 
 func testSnapshotRecords(n int) []*record {
@@ -22,7 +28,7 @@ func testSnapshotRecords(n int) []*record {
 func writeTestSnapshot(t testing.TB, k snapshotKey, rs []*record) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	sw, err := newSnapshotWriter(&buf, k, 1000)
+	sw, err := newSnapshotWriter(&buf, k, DefaultLimits(), 1000)
 	require.NoError(t, err)
 	for _, r := range rs {
 		require.NoError(t, sw.add(r))
@@ -156,4 +162,75 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestSnapshot_SmallLimitsStillReadFullChunks(t *testing.T) {
+	lim := Limits{MaxAttributes: 4, MaxValueSize: 64, MaxSessionSize: 256}
+	k := mustKey(t, nil, "")
+	var rs []*record
+	for i := range 20_000 { // about 3 MiB of small attributes: several chunks
+		r := &record{id: fmt.Sprintf("s%06d", i), expires: 1 << 50}
+		for j := range 4 {
+			r.attrs = append(r.attrs, attr{name: fmt.Sprintf("attribute-%02d-%s", j, bytes.Repeat([]byte{'n'}, 20)),
+				value: bytes.Repeat([]byte{'v'}, 30), version: version{time: 1 << 40, node: 1 << 60}})
+		}
+		rs = append(rs, r)
+	}
+	var buf bytes.Buffer
+	sw, err := newSnapshotWriter(&buf, k, lim, 1000)
+	require.NoError(t, err)
+	for _, r := range rs {
+		require.NoError(t, sw.add(r))
+	}
+	require.NoError(t, sw.close())
+	require.Greater(t, sw.index, uint64(2))
+	n := 0
+	_, err = readSnapshot(bytes.NewReader(buf.Bytes()), k, lim, 0, func(rs []*record) error { n += len(rs); return nil })
+	require.NoError(t, err)
+	require.Equal(t, len(rs), n)
+}
+
+func TestSnapshot_WriterLeavesOutRecordsNoReaderAccepts(t *testing.T) {
+	lim := Limits{MaxAttributes: 4, MaxValueSize: 64, MaxSessionSize: 256}
+	k := mustKey(t, nil, "")
+	huge := &record{id: "huge", attrs: []attr{{name: "cart", value: make([]byte, 2*maxSnapshotRecord(lim))}}}
+	small := &record{id: "small", attrs: []attr{{name: "user", value: []byte("ann")}}}
+	var buf bytes.Buffer
+	sw, err := newSnapshotWriter(&buf, k, lim, 1000)
+	require.NoError(t, err)
+	require.NoError(t, sw.add(huge))
+	require.NoError(t, sw.add(small))
+	require.NoError(t, sw.close())
+	require.Equal(t, 1, sw.skipped)
+	got, err := readAll(buf.Bytes(), k, 0)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, "small", got[0].id)
+}
+
+func TestSnapshot_LoadLeavesOutOnlyTheRecordsOverTheLimits(t *testing.T) {
+	dir := t.TempDir()
+	k := mustKey(t, nil, "")
+	over := &record{id: "over", expires: 1 << 50, attrs: []attr{{name: "cart", value: make([]byte, 100), version: version{time: 1, node: 1}}}}
+	under := &record{id: "under", expires: 1 << 50, attrs: []attr{{name: "user", value: []byte("ann"), version: version{time: 1, node: 1}}}}
+	var buf bytes.Buffer
+	sw, err := newSnapshotWriter(&buf, k, DefaultLimits(), time.Now().UnixMilli())
+	require.NoError(t, err)
+	require.NoError(t, sw.add(over))
+	require.NoError(t, sw.add(under))
+	require.NoError(t, sw.close())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, snapshotFile), buf.Bytes(), 0o600))
+
+	var logs bytes.Buffer
+	cfg := Config{SnapshotDir: dir, Limits: Limits{MaxValueSize: 50}}
+	require.Error(t, cfg.validate()) // no membership or transport: only the defaults matter here
+	s := &Store{cfg: cfg, log: slog.New(slog.NewTextHandler(&logs, nil)), clock: cfg.Clock, parts: newPartitions()}
+	s.hlc = hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset)
+	s.snap.key = k
+	s.loadSnapshot()
+	require.NotNil(t, s.parts[partitionOf("under")].get("under"))
+	require.Nil(t, s.parts[partitionOf("over")].get("over"))
+	require.Equal(t, 1, s.snap.loaded.Records)
+	require.Contains(t, logs.String(), "snapshot records refused")
+	require.Contains(t, logs.String(), "records=1")
 }
