@@ -34,7 +34,7 @@ type forwarder struct {
 var _ replication.Membership = (*membership)(nil)
 
 func member(m cluster.Member) replication.Member {
-	return replication.Member{Name: m.Name, Incarnation: m.Incarnation, Addr: m.Tags[AddrTag]}
+	return replication.Member{Name: m.Name, Incarnation: m.Incarnation, Addr: m.Tags[AddrTag], Zone: m.Tags[ZoneTag]}
 }
 
 func (m *membership) LocalMember() replication.Member { return member(m.c.LocalMember()) }

@@ -39,6 +39,10 @@ import (
 // without it run no store and are not replicated to.
 const AddrTag = "repl"
 
+// ZoneTag is the cluster tag under which a node publishes its zone
+// (NodeConfig.Zone). StartNode sets it; Membership reads it.
+const ZoneTag = "zone"
+
 // NodeConfig configures a Node: the cluster membership, the replication
 // transport and the store of one server. Start from DefaultNodeConfig (or
 // DefaultLocalNodeConfig) and set at least the cluster's NodeName, BindAddr
@@ -66,6 +70,11 @@ type NodeConfig struct {
 	// Label names the cluster; nodes with another label never join or
 	// replicate with this one.
 	Label string
+	// Zone names the failure domain the node runs in (an availability
+	// zone, a rack): in Backups mode each session's copies are spread over
+	// as many zones as the cluster spans, so that losing a whole zone
+	// loses no session (see replication.Member.Zone). Empty: no zone.
+	Zone string
 }
 
 // DefaultNodeConfig returns the defaults for a server on a LAN.
@@ -126,6 +135,9 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		tags[k] = v
 	}
 	tags[AddrTag] = tr.Addr()
+	if cfg.Zone != "" {
+		tags[ZoneTag] = cfg.Zone
+	}
 	cfg.Cluster.Tags = tags
 	if cfg.Cluster.Logger == nil {
 		cfg.Cluster.Logger = cfg.Store.Logger

@@ -27,6 +27,7 @@ func TestStartNode_SecretClusterOfThreeWithGracefulLeave(t *testing.T) {
 		cfg.SecretKey, cfg.Label = secret, "shop"
 		cfg.Store.Mode = replication.Backups(1)
 		cfg.Store.Logger = slog.New(slog.DiscardHandler)
+		cfg.Zone = map[string]string{"a": "east", "b": "east", "c": "west"}[name]
 		n, err := sessionmesh.StartNode(cfg)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = n.Close() })
@@ -44,6 +45,11 @@ func TestStartNode_SecretClusterOfThreeWithGracefulLeave(t *testing.T) {
 		}
 		return true
 	}, 20*time.Second, 10*time.Millisecond)
+	for _, n := range nodes {
+		st := n.Store.Stats()
+		assert.Equal(t, 2, st.Zones, "the zones reach every store through the cluster metadata")
+		assert.Zero(t, st.SingleZone)
+	}
 	assert.Equal(t, [][]byte{secret}, a.Transport.Keys())
 	assert.Equal(t, [][]byte{secret}, a.Cluster.Keys())
 

@@ -54,6 +54,21 @@
 // never reads or writes the renewed session, whoever holds it. A session
 // that was destroyed (a logout) or expired still clears the cookie.
 //
+// # Periodic rotation
+//
+// Manager.RotateEvery optionally gives a logged-in session (one tagged
+// with SetPrincipal) a new ID once its ID is that old, on its next
+// request, as OWASP recommends for long-lived sessions: an ID that leaked
+// (a log line, a shared machine) stops working soon after. Unlike the
+// renewal at login, a rotation keeps the old ID working for
+// Manager.RotateGrace (30 s): it was as secret as the new one, and the
+// browser may have requests in flight with it. Such a request reads and
+// writes the session under its new ID, and its response sets the new ID,
+// so whichever response the browser gets last it ends with the new ID, and
+// no request of the user is lost. After the grace the old ID is treated as
+// a renewed one. The renewal at login gets no grace, so an ID planted
+// before the login never reaches the session.
+//
 // # Logging out everywhere
 //
 // SetPrincipal tags a session with its user at login. Sessions then lists

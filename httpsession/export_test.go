@@ -17,3 +17,6 @@ func SetIndexGrace(d time.Duration) (restore func()) {
 // IsReservedID reports whether id names one of the package's own records
 // (the principal index) rather than a session.
 var IsReservedID = sessionid.Reserved
+
+// SetClock makes m read the time from now (for RotateEvery).
+func SetClock(m *Manager, now func() time.Time) { m.now = now }

@@ -32,6 +32,13 @@ type asyncStore interface {
 	WriteConcern() replication.WriteConcern
 }
 
+// updateAtLeastStore is implemented by stores whose Update can be told the
+// version of the session the caller has seen (see
+// replication.Store.UpdateAtLeast); *replication.Store does.
+type updateAtLeastStore interface {
+	UpdateAtLeast(ctx context.Context, id, key string, want replication.Version, fn replication.UpdateFunc) ([]byte, replication.Version, error)
+}
+
 // renamedStore is implemented by stores that can tell a session ID that
 // was renewed from one that ended (see replication.Store.Renamed);
 // *replication.Store does. With a Store without it, a request that carries
@@ -80,6 +87,37 @@ type Manager struct {
 	// principal (see SetPrincipal) may have: saving a tagged session ends
 	// the principal's oldest sessions beyond the cap. Default 0: no cap.
 	MaxSessionsPerPrincipal int
+
+	// RotateEvery, when positive, gives an authenticated session (one
+	// tagged with a principal, see SetPrincipal) a new ID on its first
+	// request once its ID is this old (since the login's RenewID, or the
+	// last rotation; since its creation for a session that has neither),
+	// as OWASP recommends for long-lived sessions: an ID that leaked stops
+	// working RotateEvery plus RotateGrace after it was issued, at the
+	// latest, unless it is used meanwhile. Unlike RenewID, a rotation
+	// keeps the replaced ID working for RotateGrace, since it was as
+	// secret as the new one: a request that carries it reads and writes
+	// the session under its new ID and its response brings the new ID.
+	// So requests in flight during a rotation, or sent before the browser
+	// had the new ID, neither log the user out nor lose their changes;
+	// a write that reaches the old session just before the rotation
+	// renames it can still be lost, as with RenewID. Whoever uses the old
+	// ID within the grace is handed the new one: rotation ends an ID that
+	// leaked and is not used meanwhile, not one in active use by a thief
+	// (that takes DestroyAll). The rotating request pays two writes (the
+	// rename, and a record naming the new ID under a hash of the old one),
+	// once per RotateEvery; a request whose cookie names no session pays
+	// one more read. With replication.Async, a request with the old ID on
+	// a node the rotation has not reached yet writes the old session, and
+	// that write is lost. Every node must use the same settings. Default 0: IDs
+	// change only by RenewID.
+	RotateEvery time.Duration
+
+	// RotateGrace is how long the ID a rotation replaced keeps working
+	// (see RotateEvery), on the rotating node's clock. Default 30 s.
+	RotateGrace time.Duration
+
+	now func() time.Time // the time; nil: time.Now
 }
 
 // Cookie configures the session cookie. The defaults are the safe ones:
@@ -189,10 +227,21 @@ func (m *Manager) load(r *http.Request) (*sessionData, error) {
 		return nil, fmt.Errorf("load session: %w", err)
 	}
 	if ok {
-		sd.id, sd.loaded = id, s
-	} else {
-		sd.carried = id
+		sd.id, sd.loaded, sd.seen = id, s, version
+		return sd, nil
 	}
+	if m.RotateEvery > 0 {
+		// An ID a rotation replaced moments ago names its successor.
+		to, s, ok, err := m.successor(r.Context(), id)
+		if err != nil {
+			return nil, fmt.Errorf("load session: %w", err)
+		}
+		if ok {
+			sd.id, sd.loaded, sd.forwarded = to, s, true
+			return sd, nil
+		}
+	}
+	sd.carried = id
 	return sd, nil
 }
 
@@ -281,7 +330,13 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 		setCookie bool
 		prevID    = sd.id
 	)
+	if sd.renew && m.RotateEvery > 0 {
+		changes = withIssued(changes, m.clock())
+	}
 	switch {
+	case m.rotationDue(sd):
+		version, err = m.rotate(ctx, sd, changes)
+		setCookie = err == nil
 	case sd.renew && sd.id != "":
 		renewed := sessionid.New()
 		version, err = m.Store.Rename(ctx, sd.id, renewed, changes)
@@ -296,9 +351,16 @@ func (m *Manager) commit(w http.ResponseWriter, r *http.Request, sd *sessionData
 		changes.Base = sd.loaded // no second read of the session on a non-owner
 		version, err = m.Store.Save(ctx, sd.id, changes)
 		setCookie = m.hints()
+		if errors.Is(err, replication.ErrSessionRenewed) && m.RotateEvery > 0 {
+			// Rotated while this request was in flight?
+			version, err = m.forward(ctx, sd, changes)
+		}
 	case sd.id != "" && m.IdleTimeout > 0:
 		err = m.Store.Touch(ctx, sd.loaded)
 	}
+	// A request that carried an ID a rotation replaced brings the client
+	// the new one.
+	setCookie = setCookie || sd.forwarded
 	if sd.updated != 0 && err == nil {
 		// Update wrote during the request: its version, and the ID of a
 		// session it created, must reach the client.

@@ -43,6 +43,8 @@ type sessionData struct {
 	updated     replication.Version // guards: the version of this request's latest Update
 	fresh       bool                // guards: Update created the session in this request
 	applied     map[string][]byte   // guards: values this request's Updates stored
+	forwarded   bool                // guards: the request carried an ID a rotation replaced; id is its successor
+	seen        replication.Version // guards: the version the cookie named (asynchronous writes only), which the load reached
 }
 
 func (m *Manager) data(ctx context.Context) *sessionData {

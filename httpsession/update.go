@@ -30,7 +30,9 @@ import (
 // When another request renewed the session's ID (a login in another tab,
 // see RenewID), Update returns an error that matches
 // replication.ErrSessionRenewed and stores nothing: the client keeps its
-// new ID, and the old one never reaches the session.
+// new ID, and the old one never reaches the session. When another request
+// rotated it (see Manager.RotateEvery), the update goes to the session
+// under its new ID, which the response brings the client.
 func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, exists bool) (T, error)) (T, error) {
 	var zero T
 	sd := m.data(ctx)
@@ -72,7 +74,7 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 		sd.remember(key, b, version)
 		return v, nil
 	}
-	b, version, err := m.Store.Update(ctx, sd.id, key, func(old []byte, exists bool) ([]byte, error) {
+	update := func(old []byte, exists bool) ([]byte, error) {
 		v := zero
 		if exists {
 			if err := msgpack.Unmarshal(old, &v); err != nil {
@@ -84,7 +86,20 @@ func Update[T any](ctx context.Context, m *Manager, key string, fn func(old T, e
 			return nil, err
 		}
 		return msgpack.Marshal(result)
-	})
+	}
+	b, version, err := m.storeUpdate(ctx, sd.id, key, max(sd.seen, sd.updated), update)
+	if errors.Is(err, replication.ErrSessionRenewed) && m.RotateEvery > 0 {
+		// Rotated while this request was in flight: the update goes to
+		// the session under its new ID (see Manager.RotateEvery).
+		to, s, ok, serr := m.successor(ctx, sd.id)
+		if serr != nil {
+			return zero, fmt.Errorf("httpsession: update %q: %w", key, serr)
+		}
+		if ok {
+			sd.id, sd.loaded, sd.forwarded = to, s, true
+			b, version, err = m.storeUpdate(ctx, to, key, 0, update)
+		}
+	}
 	if errors.Is(err, replication.ErrSessionEnded) && !errors.Is(err, replication.ErrSessionRenewed) {
 		if renamed, rerr := m.renamed(ctx, sd.id); rerr == nil && renamed {
 			err = replication.ErrSessionRenewed
@@ -105,4 +120,14 @@ func (sd *sessionData) remember(key string, value []byte, v replication.Version)
 	}
 	sd.applied[key] = value
 	sd.updated = max(sd.updated, v)
+}
+
+// storeUpdate runs the store's Update of id, telling a store that can hear
+// it the version of the session this request has seen (with asynchronous
+// writes, an owner may not have the user's last write yet).
+func (m *Manager) storeUpdate(ctx context.Context, id, key string, seen replication.Version, fn replication.UpdateFunc) ([]byte, replication.Version, error) {
+	if us, ok := m.Store.(updateAtLeastStore); ok && seen != 0 {
+		return us.UpdateAtLeast(ctx, id, key, seen, fn)
+	}
+	return m.Store.Update(ctx, id, key, fn)
 }

@@ -379,7 +379,17 @@ func ownersOf(t *testing.T, st *replication.Store, id string) []string {
 // write fails instead of being acknowledged and lost. Found by the cluster
 // simulator.
 func TestBackups_WriteThatReachesNoOwnerFails(t *testing.T) {
-	c := modeClusterWith(t, 8, replication.Backups(1), shortLeases, nodeNames(4)...)
+	t.Run("sync", func(t *testing.T) { testWriteThatReachesNoOwnerFails(t, replication.Sync) })
+	// An asynchronous write on a node that holds no copy waits for the
+	// owners too: queued, a failed send would leave it on no node.
+	t.Run("async", func(t *testing.T) { testWriteThatReachesNoOwnerFails(t, replication.Async) })
+}
+
+func testWriteThatReachesNoOwnerFails(t *testing.T, wc replication.WriteConcern) {
+	c := modeClusterWith(t, 8, replication.Backups(1), func(cfg *replication.Config) {
+		shortLeases(cfg)
+		cfg.WriteConcern = wc
+	}, nodeNames(4)...)
 	ctx := context.Background()
 	id, owners := sessionNotOwnedBy(t, c, "n03")
 	for _, o := range owners {

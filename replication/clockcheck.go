@@ -56,11 +56,13 @@ func (s *Store) checkClock() {
 
 // Health returns nil while the store can take writes, or why it cannot:
 // an error wrapping ErrClockOffset while its wall clock is too far ahead
-// of the cluster's (see Config.MaxClockOffset). A readiness probe should
-// fail while it is not nil, and show its text.
+// of the cluster's (see Config.MaxClockOffset), or ErrPeerRefused while a
+// member that was in the cluster before this node started refuses it
+// (another protocol version, cluster label, secret or certificate). A
+// readiness probe should fail while it is not nil, and show its text.
 func (s *Store) Health() error {
 	if p := s.clockProblem.Load(); p != nil {
 		return *p
 	}
-	return nil
+	return refusalProblem(s.view.Load())
 }

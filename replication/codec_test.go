@@ -91,6 +91,8 @@ func TestDecodeRequest_RoundTrip(t *testing.T) {
 		{must(encodeLeaseRequest(leaseRequest{holder: memberKey{"n1", 7}, grantor: 9, owning: 5})), leaseRequest{holder: memberKey{"n1", 7}, grantor: 9, owning: 5}},
 		{must(encodeUpdate(updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234})),
 			updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234}},
+		{must(encodeUpdate(updateRequest{id: "s", key: "visits", value: []byte("3"), atLeast: 99})),
+			updateRequest{id: "s", key: "visits", value: []byte("3"), atLeast: 99}},
 		{must(encodeUpdateCopy(version{time: 5, node: 6}, r)), updateCopyRequest{expected: version{time: 5, node: 6}, delta: r}},
 	} {
 		got, err := decodeRequest(tc.frame)
@@ -115,7 +117,8 @@ func TestDecodeRequest_RoundTrip(t *testing.T) {
 	_, err := decodeRequest(nil)
 	require.ErrorIs(t, err, errMalformed)
 	_, err = decodeRequest([]byte{200})
-	require.ErrorIs(t, err, errMalformed, "an unknown request type")
+	require.ErrorIs(t, err, errUnknownRequest, "an unknown request type: a newer peer's, not malformed")
+	require.NotErrorIs(t, err, errMalformed)
 	_, err = decodeRequest(append(must(encodeGet("s")), 0x01))
 	require.ErrorIs(t, err, errMalformed, "trailing bytes")
 }

@@ -199,9 +199,11 @@ const (
 	// after WriteTimeout). A login survives the next request landing on
 	// any node and the crash of the node that took it. The default.
 	Sync WriteConcern = iota
-	// Async writes return once this node has applied them (or, on a node
-	// that does not own the session, once they are queued); owners get
-	// them in the background, batched. Faster, but a write is lost if its
+	// Async writes return once this node has applied them; the other
+	// owners get them in the background, batched. On a node that does not
+	// own the session, which holds no copy to apply them to, they return
+	// once the owners have acknowledged them, as Sync writes do (queued,
+	// a failed send would leave them on no node). Faster, but a write is lost if its
 	// node dies before sending it. Readers on other nodes see a session at
 	// least as new as a Version they pass to GetAtLeast, waiting up to
 	// MaxReadWait.

@@ -78,6 +78,17 @@
 //     any node serves any session. It keeps no copy: there is no cache that
 //     could serve a stale session to the browser that just wrote it.
 //
+// Zones. A member may name its failure domain (Member.Zone: an
+// availability zone, a rack). In Backups mode the owners of a partition
+// then span as many zones as exist: the primary is still the heaviest
+// member, and each backup is the heaviest member of a zone that holds no
+// copy yet, until every zone holds one (Hazelcast's ZONE_AWARE, WebLogic's
+// replication groups). Losing a whole zone loses no session while another
+// zone holds a copy, and re-replication keeps the spread. Stats.SingleZone
+// (the status page, sessionmesh_single_zone_partitions) counts the
+// partitions whose copies all sit in one zone although there are several:
+// 0 is "a zone may go".
+//
 // # Write concern
 //
 // A write is applied on this node if it owns the session, encoded once per

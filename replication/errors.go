@@ -16,6 +16,14 @@ var (
 	// reached. It is transport.ErrUnreachable, so a caller may test for
 	// either.
 	ErrUnreachable = transport.ErrUnreachable
+
+	// ErrPeerRefused is reported by Health while a live member refuses this
+	// node: its transport refuses the handshake (another cluster label,
+	// secret or certificate) or its store this node's protocol version.
+	// Writes cannot reach that member, so the node is not ready: a
+	// readiness probe should fail (and a rollout stop) until the member
+	// accepts it or leaves the cluster.
+	ErrPeerRefused = errors.New("replication: a peer refuses this node")
 )
 
 // Errors about sessions.

@@ -63,8 +63,11 @@ func FuzzHandleRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, req []byte) {
 		resp := s.handle(bytes.Clone(req))
-		if len(resp) == 0 || resp[0] != respOK && resp[0] != respError {
+		switch {
+		case len(resp) == 0 || resp[0] != respOK && resp[0] != respError && resp[0] != respUnsupported:
 			t.Fatalf("response %x to %x", resp, req)
+		case resp[0] == respUnsupported && len(req) > 0 && req[0] >= msgHello && req[0] <= msgLease:
+			t.Fatalf("request type %d is known, answered as unsupported", req[0])
 		}
 	})
 }

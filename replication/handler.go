@@ -12,7 +12,11 @@ import (
 func (s *Store) handle(req []byte) []byte {
 	resp, err := s.dispatch(req)
 	if err != nil {
-		if errors.Is(err, errMalformed) {
+		switch {
+		case errors.Is(err, errUnknownRequest): // a newer peer: it falls back
+			s.log.Debug("answered a request of an unknown type", "err", err)
+			return unsupportedResponse()
+		case errors.Is(err, errMalformed):
 			s.stats.rejected.Add(1)
 			s.log.Warn("refused malformed request", "err", err)
 		}
@@ -32,14 +36,19 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 	}
 	switch r := req.(type) {
 	case helloRequest:
-		if r.partitions != numPartitions {
-			return nil, fmt.Errorf("peer uses %d partitions, this node %d", r.partitions, numPartitions)
+		if err := checkHello(r); err != nil {
+			return nil, err
+		}
+		v := s.view.Load()
+		if q := v.byName[r.name]; q != nil && q.incarnation == r.incarnation {
+			q.version.protocol.Store(r.protocol)
 		}
 		return encodeHelloReply(helloReply{
 			name:        s.self.name,
 			incarnation: s.self.incarnation,
-			seesYou:     s.view.Load().sees(r.name, r.incarnation),
+			seesYou:     v.sees(r.name, r.incarnation),
 			ready:       s.IsReady(),
+			protocol:    protocolVersion,
 		})
 
 	case applyRequest:

@@ -221,6 +221,14 @@ type PeerInfo struct {
 	// ClockOffsetBound the most it may be off (half the round trip of the
 	// best recent exchange). Both are 0 before the first exchange.
 	ClockOffset, ClockOffsetBound time.Duration
+	// Protocol is the highest protocol version the peer's build speaks,
+	// as its hello said (1 for the first release); 0 before any hello.
+	// During a rollout it shows which peers run the new build.
+	Protocol uint64
+	// Refusal says why the peer refuses this node (another protocol
+	// version, cluster label, secret or certificate); empty while it
+	// accepts it. See Store.Health.
+	Refusal string
 }
 
 // Peers returns the other members this node replicates with, by name.
@@ -231,6 +239,10 @@ func (s *Store) Peers() []PeerInfo {
 	for _, q := range v.peers {
 		info := PeerInfo{Name: q.name, Addr: q.addr, Incarnation: q.incarnation, Degraded: q.degraded.Load()}
 		info.ClockOffset, info.ClockOffsetBound, _ = s.wallOffsets.estimate(keyOf(q))
+		info.Protocol = q.version.protocol.Load()
+		if r := q.version.refusal.Load(); r != nil {
+			info.Refusal = r.reason
+		}
 		if st := q.status.Load(); st != nil {
 			info.LastStatus = now.Add(st.at - mono)
 			for i := range st.ready {

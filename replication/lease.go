@@ -229,7 +229,7 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	}
 	asked, sentWall := l.mono(), s.clock.Now().UnixNano()
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
-	resp, err := s.tr.Call(ctx, q.addr, req)
+	resp, err := s.call(ctx, q, req)
 	cancel()
 	if s.ctx.Err() != nil {
 		return

@@ -61,6 +61,7 @@ func (s *Store) round(ctx context.Context) {
 	v := s.view.Load()
 	since := s.clock.Monotonic()
 	s.poll(ctx, v)
+	s.greetRefusers(ctx, v)
 	st := freshStatuses(v, since)
 	s.transfer(ctx, planTransfers(v, s.partStates(), st))
 	s.resync(ctx, v)
@@ -118,30 +119,27 @@ func (s *Store) allOwnedReady(v *view) bool {
 // Copying partitions before that could miss a write a peer sends to the
 // old owners only.
 func (s *Store) greetPeers(ctx context.Context) {
-	req, err := encodeHello(helloRequest{name: s.self.name, incarnation: s.self.incarnation, partitions: numPartitions})
-	if err != nil {
-		s.log.Error("encode hello", "err", err)
-		return
-	}
 	deadline := s.clock.Monotonic() + helloTimeout
 	pending := map[*peer]bool{}
 	for _, q := range s.view.Load().peers {
+		q.version.elder.Store(true) // in the cluster before this node: see negotiate.go
 		pending[q] = true
 	}
 	for len(pending) > 0 && s.clock.Monotonic() < deadline {
 		for q := range pending {
-			resp, err := s.callTimeout(ctx, q, req)
+			h, err := s.greet(ctx, q)
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil {
-				if errors.Is(err, ErrUnreachable) {
-					delete(pending, q) // gone: it will not send writes anyway
-				}
+			var re *remoteError
+			switch {
+			case errors.Is(err, ErrUnreachable):
+				delete(pending, q) // gone or refusing: it will not send writes anyway
 				continue
-			}
-			h, err := decodeHelloReply(resp)
-			if err != nil {
+			case errors.As(err, &re): // refused: logged by helloAnswered
+				delete(pending, q)
+				continue
+			case err != nil:
 				s.log.Warn("bad hello reply", "peer", q.name, "err", err)
 				delete(pending, q)
 				continue
@@ -156,6 +154,31 @@ func (s *Store) greetPeers(ctx context.Context) {
 	}
 	for q := range pending {
 		s.log.Warn("peer does not list this node yet; going on", "peer", q.name)
+	}
+}
+
+// greet says hello to q and records its answer (negotiate.go).
+func (s *Store) greet(ctx context.Context, q *peer) (helloReply, error) {
+	req, err := encodeHello(helloRequest{name: s.self.name, incarnation: s.self.incarnation, partitions: numPartitions, protocol: protocolVersion})
+	if err != nil {
+		return helloReply{}, err
+	}
+	resp, err := s.callTimeout(ctx, q, req)
+	if err != nil {
+		return helloReply{}, err
+	}
+	h, err := decodeHelloReply(resp)
+	s.helloAnswered(q, h, err)
+	return h, err
+}
+
+// greetRefusers says hello again to the peers that refused this node's
+// hello: an operator may have upgraded them since.
+func (s *Store) greetRefusers(ctx context.Context, v *view) {
+	for _, q := range v.peers {
+		if r := q.version.refusal.Load(); r != nil && r.hello {
+			_, _ = s.greet(ctx, q)
+		}
 	}
 }
 
@@ -257,7 +280,7 @@ func (s *Store) copyPartition(ctx context.Context, q *peer, pi int, complete boo
 			return err
 		}
 		cctx, cancel := context.WithTimeout(ctx, 4*s.cfg.WriteTimeout)
-		resp, err := s.tr.Call(cctx, q.addr, req)
+		resp, err := s.call(cctx, q, req)
 		cancel()
 		if err != nil {
 			return err
@@ -430,5 +453,5 @@ var errNotComplete = errors.New("peer no longer holds the partition completely")
 func (s *Store) callTimeout(ctx context.Context, q *peer, req []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
-	return s.tr.Call(ctx, q.addr, req)
+	return s.call(ctx, q, req)
 }

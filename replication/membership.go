@@ -12,6 +12,12 @@ type Member struct {
 	// Addr is the transport address of the member's store. Members with no
 	// Addr run no store and are not replicated to.
 	Addr string
+	// Zone is the failure domain the member runs in: an availability
+	// zone, a rack, a host. In Backups mode a partition's owners are
+	// spread over as many zones as exist, so losing a whole zone loses no
+	// session while another zone holds a copy. Empty: no zone (all such
+	// members count as one zone). A member keeps its zone for its life.
+	Zone string
 }
 
 // Membership is what the store needs to know about the cluster: who is in

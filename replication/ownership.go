@@ -44,8 +44,11 @@ func (m Mode) String() string {
 // in AllToAll mode, else the mode's number of copies. Either way they are
 // ordered by rendezvous (highest random weight) hashing of the partition
 // and the member's name, so the first is the partition's primary, and a
-// member joining or leaving moves only the partitions it wins or held. The
-// result is a new slice; members is not modified.
+// member joining or leaving moves only the partitions it wins or held.
+// When the members span several zones, Backups mode takes the owners in
+// that order but skips a member whose zone already holds a copy while a
+// zone without one remains (see spreadZones). The result is a new slice;
+// members is not modified.
 func ownersOf(p int, members []*peer, m Mode) []*peer {
 	type weighted struct {
 		q *peer
@@ -68,14 +71,49 @@ func ownersOf(p int, members []*peer, m Mode) []*peer {
 		}
 		return 0
 	})
-	n := len(ws)
-	if m.owners > 0 {
-		n = min(n, m.owners)
+	ordered := make([]*peer, len(ws))
+	for i := range ws {
+		ordered[i] = ws[i].q
 	}
-	out := make([]*peer, n)
-	for i := range out {
-		out[i] = ws[i].q
+	if m.owners == 0 || m.owners >= len(ordered) {
+		return ordered
 	}
+	return spreadZones(ordered, m.owners)
+}
+
+// spreadZones picks n owners from members ordered by weight: the heaviest
+// member of each zone first, zones in the order of their heaviest member,
+// until every zone holds a copy or n are picked; then the heaviest of the
+// rest. With one zone it is the n heaviest members. The primary is always
+// the heaviest member, so zones change only which backups a partition has.
+// Like plain rendezvous hashing, a member joining or leaving moves only
+// partitions whose owners it is or becomes, or whose zone spread it
+// changes.
+func spreadZones(members []*peer, n int) []*peer {
+	out := make([]*peer, 0, n)
+	picked := make([]bool, len(members))
+	seen := map[string]bool{}
+	for i, q := range members {
+		if len(out) == n {
+			return out
+		}
+		if !seen[q.zone] {
+			seen[q.zone] = true
+			out, picked[i] = append(out, q), true
+		}
+	}
+	for i, q := range members {
+		if len(out) == n {
+			break
+		}
+		if !picked[i] {
+			out = append(out, q)
+		}
+	}
+	// Keep the owners in weight order: the first is the primary.
+	slices.SortFunc(out, func(a, b *peer) int {
+		return slices.Index(members, a) - slices.Index(members, b)
+	})
 	return out
 }
 

@@ -15,6 +15,7 @@ type peer struct {
 	name        string
 	incarnation uint64
 	addr        string // replication transport address
+	zone        string // failure domain (Member.Zone)
 	self        bool   // this node
 
 	// degraded is set when the peer failed to acknowledge a write within
@@ -36,6 +37,8 @@ type peer struct {
 	// clockFar is set while the peer's wall clock is logged as far from
 	// this node's (see checkClock).
 	clockFar atomic.Bool
+	// version is what this node knows of the peer's build (negotiate.go).
+	version peerVersion
 }
 
 // peerStatus is a peer's answer to a status poll.
@@ -61,6 +64,10 @@ type view struct {
 	// included, leaving members not): two nodes whose views have the same
 	// owning agree on every partition's owners.
 	owning uint64
+	// zones is the number of zones the owning members span, and
+	// singleZone the partitions with two or more owners that all sit in
+	// one zone although zones > 1: losing that zone loses them.
+	zones, singleZone int
 }
 
 // owns reports whether this node owns partition p.
@@ -90,8 +97,8 @@ func buildView(mode Mode, self *peer, members []Member, prev *view, leaving map[
 		if prev != nil {
 			q = prev.byName[m.Name]
 		}
-		if q == nil || q.incarnation != m.Incarnation || q.addr != addr {
-			q = newPeer(m.Name, m.Incarnation, addr)
+		if q == nil || q.incarnation != m.Incarnation || q.addr != addr || q.zone != m.Zone {
+			q = newPeer(m.Name, m.Incarnation, addr, m.Zone)
 		}
 		v.peers = append(v.peers, q)
 		v.byName[m.Name] = q
@@ -100,6 +107,7 @@ func buildView(mode Mode, self *peer, members []Member, prev *view, leaving map[
 		}
 	}
 	v.owning = owningHash(candidates)
+	v.zones = countZones(candidates)
 	for p := range v.owners {
 		v.owners[p] = ownersOf(p, candidates, mode)
 		for _, q := range v.owners[p] {
@@ -107,8 +115,20 @@ func buildView(mode Mode, self *peer, members []Member, prev *view, leaving map[
 				v.owned[p] = true
 			}
 		}
+		if v.zones > 1 && len(v.owners[p]) > 1 && countZones(v.owners[p]) == 1 {
+			v.singleZone++
+		}
 	}
 	return v
+}
+
+// countZones returns the number of distinct zones of qs.
+func countZones(qs []*peer) int {
+	zones := make(map[string]bool, len(qs))
+	for _, q := range qs {
+		zones[q.zone] = true
+	}
+	return len(zones)
 }
 
 // owningHash identifies a set of owning members, whatever their order.
@@ -118,6 +138,7 @@ func owningHash(candidates []*peer) uint64 {
 		h := newHash64()
 		h.writeString(q.name)
 		h.writeUint64(q.incarnation)
+		h.writeString(q.zone) // placement depends on zones too
 		sum += h.sum()
 	}
 	return sum | 1 // never 0: 0 stands for "not sent" on the wire
@@ -155,7 +176,7 @@ func (v *view) targets(p int) []*peer {
 	return out
 }
 
-func newPeer(name string, incarnation uint64, addr string) *peer {
-	return &peer{name: name, incarnation: incarnation, addr: addr,
+func newPeer(name string, incarnation uint64, addr, zone string) *peer {
+	return &peer{name: name, incarnation: incarnation, addr: addr, zone: zone,
 		queue: make(chan *record, sendQueue), gone: make(chan struct{})}
 }

@@ -23,11 +23,36 @@ const (
 	msgLease      byte = 12 // lease: may the sender answer reads from its own copies (see lease.go)
 )
 
+// Protocol versions of the messages between stores (within the transport's
+// connection protocol, which has versions of its own). Each node says in
+// its hello which it speaks, and speaks to each peer the highest version
+// both know (see negotiate.go). A version adds request types, reply
+// outcomes or fields; what it adds is only sent to peers that speak it.
+// Fields appended to a message are not versioned: every decoder since
+// version 1 skips fields it does not know.
+const (
+	// protocolV1 is the first release's: its hello says no version.
+	protocolV1 uint64 = 1
+	// protocolV2 adds versions to the hello and the respUnsupported
+	// answer to request types a node does not know.
+	protocolV2 uint64 = 2
+
+	// protocolVersion is the highest version this build speaks, and
+	// minProtocolVersion the lowest: peers that speak only older ones are
+	// refused, with an error that says so.
+	protocolVersion    = protocolV2
+	minProtocolVersion = protocolV1
+)
+
 // Response statuses: the first byte of every response. Append only; values
 // are protocol.
 const (
 	respOK    byte = 0 // a message body follows
 	respError byte = 1 // a UTF-8 error text follows
+	// respUnsupported: the request's type is unknown to the replying node,
+	// a build older than the sender's; the highest protocol version it
+	// speaks follows. The sender falls back to what that version knows.
+	respUnsupported byte = 2
 )
 
 // Limits on what a peer may send. They are checked before anything is
@@ -42,6 +67,10 @@ const (
 // errMalformed marks a message that does not decode; the peer sending it is
 // buggy or hostile.
 var errMalformed = errors.New("malformed message")
+
+// errUnknownRequest marks a request whose type this build does not know:
+// the sender is a newer build, answered with respUnsupported.
+var errUnknownRequest = errors.New("unknown request type")
 
 // Update outcomes. Append only; values are protocol.
 const (

@@ -291,7 +291,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 func (s *Store) get(ctx context.Context, q *peer, req []byte, timeout time.Duration) (ready bool, r *record, err error) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := s.tr.Call(cctx, q.addr, req)
+	resp, err := s.call(cctx, q, req)
 	if err != nil {
 		s.log.Debug("read from peer failed", "peer", q.name, "err", err)
 		return false, nil, err

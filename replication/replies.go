@@ -29,6 +29,8 @@ func openResponse(resp []byte) (*decoder, error) {
 		return nil, fmt.Errorf("%w: empty response", errMalformed)
 	case resp[0] == respError:
 		return nil, &remoteError{msg: string(resp[1:])}
+	case resp[0] == respUnsupported:
+		return nil, decodeUnsupported(resp)
 	case resp[0] != respOK:
 		return nil, fmt.Errorf("%w: response status %d", errMalformed, resp[0])
 	}
@@ -39,11 +41,12 @@ func okResponse() *encoder { return newEncoder(respOK) }
 
 func encodeHelloReply(h helloReply) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(4)
+	e.arrayLen(5)
 	e.str(h.name)
 	e.uint64(h.incarnation)
 	e.boolean(h.seesYou)
 	e.boolean(h.ready)
+	e.uint64(h.protocol)
 	return e.finish()
 }
 
@@ -54,8 +57,12 @@ func decodeHelloReply(resp []byte) (helloReply, error) {
 	}
 	defer d.release()
 	n := d.arrayLen(4, 64)
-	h := helloReply{name: d.str(maxIDLen), incarnation: d.uint64(), seesYou: d.boolean(), ready: d.boolean()}
-	d.skip(n - 4)
+	h := helloReply{name: d.str(maxIDLen), incarnation: d.uint64(), seesYou: d.boolean(), ready: d.boolean(), protocol: protocolV1}
+	read := 4
+	if n >= 5 {
+		h.protocol, read = d.uint64(), 5
+	}
+	d.skip(n - read)
 	return h, d.done()
 }
 
@@ -273,8 +280,9 @@ func decodeUpdateReply(resp []byte) (updateResult, error) {
 type helloReply struct {
 	name        string
 	incarnation uint64
-	seesYou     bool // the replying node sends its writes to the caller
-	ready       bool // the replying node holds a complete copy of every partition it owns
+	seesYou     bool   // the replying node sends its writes to the caller
+	ready       bool   // the replying node holds a complete copy of every partition it owns
+	protocol    uint64 // the highest protocol version the replying node speaks; protocolV1 from the first release
 }
 
 // rangeReply is one chunk of a partition.

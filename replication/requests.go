@@ -22,6 +22,7 @@ type helloRequest struct {
 	name        string
 	incarnation uint64
 	partitions  int
+	protocol    uint64 // the highest protocol version the sender speaks; protocolV1 from the first release
 }
 
 // applyRequest asks a peer to merge records: a write (msgApply) or a copy
@@ -90,6 +91,10 @@ type updateRequest struct {
 	// This build sends 0 and honours it only from a caller that sent
 	// nothing else.
 	deadline int64
+	// atLeast is the version of the session the caller has seen
+	// (UpdateAtLeast): a coordinator whose copy has not reached it answers
+	// updateNotReady. 0: none, and from builds that do not send it.
+	atLeast Version
 }
 
 // updateCopyRequest asks an owner to apply an update coordinated
@@ -116,9 +121,9 @@ func (r applyRequest) requestType() byte {
 	return msgRepair
 }
 
-// decodeRequest decodes a frame from a peer. A frame that does not decode,
-// or whose type this build does not know, yields an error wrapping
-// errMalformed.
+// decodeRequest decodes a frame from a peer. A frame that does not decode
+// yields an error wrapping errMalformed, one whose type this build does
+// not know an error wrapping errUnknownRequest.
 func decodeRequest(b []byte) (request, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty request", errMalformed)
@@ -129,8 +134,13 @@ func decodeRequest(b []byte) (request, error) {
 	switch b[0] {
 	case msgHello:
 		n := d.arrayLen(3, 64)
-		req = helloRequest{name: d.str(maxIDLen), incarnation: d.uint64(), partitions: int(d.int64())}
-		d.skip(n - 3)
+		h := helloRequest{name: d.str(maxIDLen), incarnation: d.uint64(), partitions: int(d.int64()), protocol: protocolV1}
+		read := 3
+		if n >= 4 {
+			h.protocol, read = d.uint64(), 4
+		}
+		d.skip(n - read)
+		req = h
 	case msgApply, msgRepair:
 		req = applyRequest{records: d.records(), write: b[0] == msgApply}
 	case msgGet:
@@ -167,7 +177,7 @@ func decodeRequest(b []byte) (request, error) {
 	case msgUpdateCopy:
 		req = decodeUpdateCopy(d)
 	default:
-		return nil, fmt.Errorf("%w: unknown request type %d", errMalformed, b[0])
+		return nil, fmt.Errorf("%w %d", errUnknownRequest, b[0])
 	}
 	if err := d.done(); err != nil {
 		return nil, err
@@ -208,6 +218,9 @@ func decodeUpdate(d *decoder) updateRequest {
 		u.from = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
 		u.sent, u.budget, read = d.int64(), time.Duration(d.int64()), 10
 	}
+	if n >= 11 {
+		u.atLeast, read = Version(d.uint64()), 11
+	}
 	d.skip(n - read)
 	if d.err == nil && (u.id == "" || u.key == "") {
 		d.fail("update without session ID or attribute")
@@ -230,10 +243,11 @@ func decodeUpdateCopy(d *decoder) updateCopyRequest {
 
 func encodeHello(h helloRequest) ([]byte, error) {
 	e := newEncoder(msgHello)
-	e.arrayLen(3)
+	e.arrayLen(4)
 	e.str(h.name)
 	e.uint64(h.incarnation)
 	e.int64(int64(h.partitions))
+	e.uint64(h.protocol)
 	return e.finish()
 }
 
@@ -307,7 +321,7 @@ func encodeLeaseRequest(r leaseRequest) ([]byte, error) {
 
 func encodeUpdate(u updateRequest) ([]byte, error) {
 	e := newEncoder(msgUpdate)
-	e.arrayLen(10)
+	e.arrayLen(11)
 	e.str(u.id)
 	e.str(u.key)
 	e.uint64(uint64(u.expected.time))
@@ -318,6 +332,7 @@ func encodeUpdate(u updateRequest) ([]byte, error) {
 	e.uint64(u.from.incarnation)
 	e.int64(u.sent)
 	e.int64(int64(u.budget))
+	e.uint64(uint64(u.atLeast))
 	return e.finish()
 }
 

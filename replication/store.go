@@ -106,7 +106,7 @@ func New(cfg Config) (*Store, error) {
 		tr:          cfg.Transport,
 		clock:       cfg.Clock,
 		hlc:         hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset),
-		self:        &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), self: true},
+		self:        &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), zone: local.Zone, self: true},
 		node:        h.sum(),
 		parts:       newPartitions(),
 		events:      make(chan struct{}, 1),
@@ -328,6 +328,8 @@ type Stats struct {
 	ReadyPartitions  int              // owned partitions it holds a complete copy of
 	HeldPartitions   int              // partitions it holds records of without owning them (being handed over)
 	UnderReplicated  int              // partitions below their copy count at the last round; -1 before the first round of the current membership
+	Zones            int              // zones the owning members span (Member.Zone; members without one count as one zone)
+	SingleZone       int              // partitions with several owners all in one zone while Zones > 1: a zone's loss would lose them
 	Ready            bool             // Ready is closed
 	Authoritative    bool             // answers reads of its complete partitions from its own copy: a lease from every peer, merged since it last missed writes
 	Writes           uint64           // writes applied and replicated
@@ -381,6 +383,7 @@ func (s *Store) Stats() Stats {
 	last, _ := s.Snapshots()
 	st.SnapshotBytes, st.SnapshotTook = last.Bytes, last.Took
 	v := s.view.Load()
+	st.Zones, st.SingleZone = v.zones, v.singleZone
 	for i, p := range s.parts {
 		n, _ := p.stats()
 		st.Sessions += n

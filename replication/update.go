@@ -44,6 +44,19 @@ type UpdateFunc func(old []byte, exists bool) ([]byte, error)
 // that does not retry applies it at most once. It returns ErrSessionEnded
 // when the session does not exist, was destroyed or has expired.
 func (s *Store) Update(ctx context.Context, id, key string, fn UpdateFunc) ([]byte, Version, error) {
+	return s.UpdateAtLeast(ctx, id, key, 0, fn)
+}
+
+// UpdateAtLeast is Update for a caller that has seen version want of the
+// session (as GetAtLeast takes it): with Async writes, an owner may not
+// have the caller's last write yet, and coordinated there an update would
+// start from an older value or find no session at all. Its base is read
+// as GetAtLeast reads, and only an owner whose copy has reached want
+// coordinates it (another waits until it has, up to WriteTimeout). A want
+// that no owner reaches within MaxReadWait (a made-up version from a
+// client) is ignored. With Sync writes every owner has every acknowledged
+// write, and want changes nothing; 0 is Update.
+func (s *Store) UpdateAtLeast(ctx context.Context, id, key string, want Version, fn UpdateFunc) ([]byte, Version, error) {
 	if s.closed() {
 		return nil, 0, ErrClosed
 	}
@@ -59,6 +72,14 @@ func (s *Store) Update(ctx context.Context, id, key string, fn UpdateFunc) ([]by
 	if err != nil {
 		return nil, 0, err
 	}
+	if want != 0 && !reached(cur, want) {
+		if cur, err = s.catchUpRead(ctx, pi, id, want, cur); err != nil {
+			return nil, 0, err
+		}
+		if !reached(cur, want) {
+			want = 0 // no owner has it: not a version to wait for
+		}
+	}
 	if cur == nil || !cur.live(s.now()) {
 		return nil, 0, ErrSessionEnded
 	}
@@ -68,7 +89,7 @@ func (s *Store) Update(ctx context.Context, id, key string, fn UpdateFunc) ([]by
 		if err != nil {
 			return nil, 0, err
 		}
-		req := updateRequest{id: id, key: key, expected: base.version, value: value}
+		req := updateRequest{id: id, key: key, expected: base.version, value: value, atLeast: want}
 		res, err := s.coordinate(ctx, v, pi, req)
 		// No owner could coordinate, and none applied it: a moment
 		// without an up-to-date owner (a lapsed lease, a rebalance).

@@ -11,6 +11,9 @@ package replication
 // attribute's current state; otherwise the new value gets version next
 // and the result carries the delta to apply and replicate.
 func coordinateRule(cur *record, req updateRequest, now int64, next version, lim Limits) updateResult {
+	if req.atLeast != 0 && !reached(cur, req.atLeast) {
+		return updateResult{outcome: updateNotReady} // the caller's last write is not here yet
+	}
 	if cur == nil || !cur.live(now) {
 		return updateResult{outcome: updateEnded}
 	}

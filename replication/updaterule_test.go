@@ -32,6 +32,16 @@ func TestCoordinateRule(t *testing.T) {
 
 	fresh := updateRequest{id: "s", key: "cart", value: []byte("x")}
 	assert.Equal(t, updateApplied, coordinateRule(live, fresh, 50, next, lim).outcome, "a new attribute: expected is the zero version")
+
+	// The caller has seen version 20 of the session (an asynchronous
+	// write this owner has not received yet): another owner coordinates.
+	ahead := req
+	ahead.atLeast = 20
+	assert.Equal(t, updateNotReady, coordinateRule(live, ahead, 50, next, lim).outcome, "the caller's last write is not here")
+	assert.Equal(t, updateNotReady, coordinateRule(nil, ahead, 50, next, lim).outcome, "nor its login: not 'ended'")
+	ahead.atLeast = 10
+	assert.Equal(t, updateApplied, coordinateRule(live, ahead, 50, next, lim).outcome, "this copy has reached it")
+	assert.Equal(t, updateEnded, coordinateRule(gone, ahead, 50, next, lim).outcome, "a destroyed session has reached every version")
 }
 
 func TestReplicaRule(t *testing.T) {

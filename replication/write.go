@@ -371,9 +371,22 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 			}
 		}
 	}
+	// An asynchronous write is acknowledged once this node holds it. A
+	// record this node does not own it never holds: it waits for the
+	// record's owners as a synchronous write does, or a failed background
+	// send would leave it on no node.
+	var ownersElsewhere map[*peer]bool
+	if async && len(elsewhere) > 0 {
+		ownersElsewhere = map[*peer]bool{}
+		for _, owners := range elsewhere {
+			for _, q := range owners {
+				ownersElsewhere[q] = true
+			}
+		}
+	}
 	waitFor := sends[:0]
 	for _, sd := range sends {
-		if async || sd.q.degraded.Load() && !mustWait[sd.q] {
+		if async && !ownersElsewhere[sd.q] || sd.q.degraded.Load() && !mustWait[sd.q] {
 			s.enqueue(sd.q, sd.rs)
 		} else {
 			waitFor = append(waitFor, sd)
@@ -480,7 +493,7 @@ func (s *Store) fenceMissed(missed []ackResult) {
 
 // callAck sends msg to q and checks its acknowledgement.
 func (s *Store) callAck(ctx context.Context, q *peer, msg []byte) error {
-	resp, err := s.tr.Call(ctx, q.addr, msg)
+	resp, err := s.call(ctx, q, msg)
 	if err != nil {
 		return err
 	}

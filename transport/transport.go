@@ -32,8 +32,9 @@ type Transport interface {
 	// ctx ends first; an error wrapping ErrUnreachable when the peer cannot
 	// be reached or the connection fails before the response arrives (the
 	// request may or may not have been handled), which also wraps
-	// ErrNotSent when the request certainly never left, and ErrRefused
-	// when the peer's address refused the connection; and ErrClosed after
+	// ErrNotSent when the request certainly never left, ErrRefused
+	// when the peer's address refused the connection, and ErrHandshake
+	// when a live peer refused this node's handshake; and ErrClosed after
 	// Close. Call does not retain request after it returns; the response
 	// belongs to the caller.
 	Call(ctx context.Context, addr string, request []byte) (response []byte, err error)
@@ -76,6 +77,13 @@ var (
 	// yields ErrRefused.
 	ErrRefused = errors.New("transport: connection refused, peer gone")
 
+	// ErrHandshake is wrapped, next to ErrUnreachable and ErrNotSent, when
+	// a peer is listening but refuses this node's connections: it speaks
+	// another protocol version, belongs to another cluster label, or does
+	// not accept this node's cluster secret or certificate. The peer is
+	// alive and will go on refusing: unlike silence, retrying does not
+	// help until one side's configuration or version changes.
+	ErrHandshake = errors.New("transport: handshake refused")
 	// ErrFrameTooLarge is returned for a message longer than the
 	// transport's maximum, whether it is about to be sent or announced by
 	// a peer. In the second case the connection is dropped and the error

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// runBackups is the backups scenario (issue 3's acceptance): in backup mode
+// runBackups is the backups scenario: in backup mode
 // (each session on a primary and one backup by default), SIGKILL a node,
 // wait until the survivors report every partition fully replicated again,
 // SIGKILL another, and check that every user is still logged in with an

@@ -64,9 +64,14 @@ type demo struct {
 	restartHealthy time.Duration // kill: the restarted victim
 	rereplicated   *replWait     // backups: after the first SIGKILL
 	restarts       []*restartRecord
-	load           *load // rolling: the background load
+	load           *load // rolling, upgrade: the background load
 	mode           string
-	fleet          *fleetRestart // fleet-restart: what survived
+
+	// upgrade: the login executables of this build and of the previous
+	// release.
+	currentBin, previousBin string
+
+	fleet *fleetRestart // fleet-restart: what survived
 }
 
 // node is one login server.
@@ -127,6 +132,9 @@ func (d *demo) run(ctx context.Context) (err error) {
 	case scenarioRolling:
 		d.printf("sessionmesh demo, scenario rolling: %d login servers with %q behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; then a graceful rolling restart of every node while the users keep visiting",
 			c.nodes, strings.Join(c.nodeArgs, " "), c.users, c.visits, c.concurrency)
+	case scenarioUpgrade:
+		d.printf("sessionmesh demo, scenario upgrade: %d login servers of the previous release (%.12s) with %q behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; then each node is rolled to this build and back while the users keep visiting",
+			c.nodes, c.previous, strings.Join(c.nodeArgs, " "), c.users, c.visits, c.concurrency)
 	default:
 		d.printf("sessionmesh demo: %d login servers behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; will SIGKILL %s",
 			c.nodes, c.users, c.visits, c.concurrency, c.kill)
@@ -167,6 +175,13 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer cleanBin()
+	if c.scenario == scenarioUpgrade {
+		d.currentBin = bin
+		if bin, err = d.buildPrevious(sctx, bin); err != nil {
+			return err
+		}
+		d.previousBin = bin
+	}
 	if !c.noSecret {
 		var b [32]byte
 		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
@@ -264,7 +279,7 @@ func (d *demo) startNodes(ctx context.Context, bin string) error {
 		}
 		d.nodes = append(d.nodes, n)
 		switch {
-		case c.scenario == scenarioRolling, c.scenario == scenarioFleetRestart:
+		case c.scenario == scenarioRolling, c.scenario == scenarioUpgrade, c.scenario == scenarioFleetRestart:
 		case n.name == c.kill:
 			d.victim = n
 		case c.scenario == scenarioBackups && n.name == nextNode(c):

@@ -115,7 +115,7 @@ func TestDemo(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(string(b), "--- procs: n2 start #"), "n2 was restarted")
 }
 
-// TestDemoBackups runs the backups scenario (issue 3's acceptance): five
+// TestDemoBackups runs the backups scenario: five
 // processes with -backups 1, a SIGKILL, re-replication, another SIGKILL.
 func TestDemoBackups(t *testing.T) {
 	if testing.Short() {
@@ -143,7 +143,7 @@ func TestDemoBackups(t *testing.T) {
 	}
 }
 
-// TestDemoRolling runs the rolling scenario (issue 3's acceptance): five
+// TestDemoRolling runs the rolling scenario: five
 // processes with -backups 0, each restarted gracefully in turn under load.
 func TestDemoRolling(t *testing.T) {
 	if testing.Short() {
@@ -158,7 +158,7 @@ func TestDemoRolling(t *testing.T) {
 	assert.Contains(t, out.String(), "PASS: 200 users stayed logged in through a graceful rolling restart of all 5 nodes")
 	assert.Contains(t, out.String(), "failures      0")
 	assert.Contains(t, out.String(), "mode          backups(0)")
-	assert.Regexp(t, `load          [1-9]\d* visits acknowledged during the rolling restart`, out.String())
+	assert.Regexp(t, `load          [1-9]\d* visits acknowledged during the roll`, out.String())
 	for _, n := range []string{"n1", "n2", "n3", "n4", "n5"} {
 		b, err := os.ReadFile(filepath.Join(logs, n+".log"))
 		require.NoError(t, err)
@@ -166,6 +166,31 @@ func TestDemoRolling(t *testing.T) {
 		assert.Equal(t, 2, strings.Count(log, "--- procs: "+n+" start #"), "%s was restarted once", n)
 		assert.Contains(t, log, "mode=backups(0)", n)
 		assert.Contains(t, out.String(), n+": SIGTERM, handed over and exited in ")
+	}
+}
+
+// TestDemoUpgrade runs the upgrade scenario: three processes of the
+// previous release, rolled to this build and back under load, with no
+// logout, no lost visit and no failed request.
+func TestDemoUpgrade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two releases of examples/login and runs 3 processes")
+	}
+	logs := filepath.Join(t.TempDir(), "logs")
+	logNodeLogsOnFailure(t, logs)
+	var out bytes.Buffer
+	code := mainExit([]string{"-scenario", "upgrade", "-users", "200", "-visits", "2", "-concurrency", "8", "-logs", logs}, &out, &out)
+	t.Log("\n" + out.String())
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out.String(), "PASS: 200 users stayed logged in through the rolling upgrade of all 3 nodes")
+	assert.Contains(t, out.String(), "failures      0")
+	assert.Regexp(t, `[1-9]\d* visits acknowledged, 0 failed and were not resent \(0.0%\), 0 answered 401`, out.String())
+	for _, n := range []string{"n1", "n2", "n3"} {
+		b, err := os.ReadFile(filepath.Join(logs, n+".log"))
+		require.NoError(t, err)
+		log := string(b)
+		assert.Equal(t, 2, strings.Count(log, "login-previous -name "+n), "%s ran the previous release twice: first and last", n)
+		assert.Equal(t, 3, strings.Count(log, "--- procs: "+n+" start #"), "%s was upgraded and rolled back", n)
 	}
 }
 

@@ -26,10 +26,11 @@
 //  7. stop the nodes one at a time with SIGTERM (graceful leave) and check
 //     their logs for data races and panics.
 //
-// Two more scenarios exercise the backup mode (issue 3's acceptance):
+// More scenarios exercise the backup mode and deploys:
 //
 //	go run ./examples/demo -scenario backups
 //	go run ./examples/demo -scenario rolling
+//	go run ./examples/demo -scenario upgrade
 //
 // -scenario backups starts 5 servers with -backups 1 (each session on a
 // primary and one backup), runs steps 2 and 3, SIGKILLs -kill (n2) and
@@ -49,6 +50,15 @@
 // resent (the user's next visit goes on), and a 401 is a failed check.
 // Finally GET /me through the proxy and directly on every server must show
 // every user logged in with exactly the visits acknowledged.
+//
+// -scenario upgrade is the rolling restart of a deploy that changes the
+// version: it builds the login server of the previous release (-previous,
+// a git revision of this repository) next to the current one, starts 3
+// servers of the previous release with -backups 0, then rolls each to the
+// current build and, once all run it, each back to the previous release,
+// under the same background load. No user may be logged out, no
+// acknowledged visit lost, and no visit may fail: the compatibility promise
+// of docs/upgrading.md.
 //
 // -scenario fleet-restart stops the whole fleet at once:
 //

@@ -202,18 +202,30 @@ func errorKind(r result) string {
 	return fmt.Sprintf("%d from %s: %s", r.status, answeredBy(r), msg)
 }
 
-// runRolling is the rolling scenario (issue 3's acceptance): in backup
-// mode without backups (each session on one node only), restart every node
-// gracefully, one at a time, each back, healthy and the cluster fully
-// replicated before the next, while every user keeps visiting through the
-// proxy; then check that nobody was logged out and no acknowledged visit
-// was lost, through the proxy and directly on every node.
+// runRolling is the rolling scenario: in backup mode without backups
+// (each session on one node only), restart every node gracefully, one at a
+// time, while every user keeps visiting through the proxy (see roll).
 func (d *demo) runRolling(ctx context.Context) error {
-	if err := d.loginAndVisit(ctx); err != nil {
+	if ok, err := d.beforeRoll(ctx); !ok {
 		return err
 	}
+	steps := make([]rollStep, len(d.nodes))
+	for i, n := range d.nodes {
+		steps[i] = rollStep{node: n}
+	}
+	return d.roll(ctx, "graceful rolling restart of all %d nodes", steps, false)
+}
+
+// beforeRoll logs every user in, checks them on every node and waits until
+// the cluster is fully replicated. It returns false when the roll cannot
+// start: with an error when the scenario cannot go on, without one when a
+// check failed (recorded).
+func (d *demo) beforeRoll(ctx context.Context) (bool, error) {
+	if err := d.loginAndVisit(ctx); err != nil {
+		return false, err
+	}
 	if err := d.meEverywhere(ctx); err != nil {
-		return err
+		return false, err
 	}
 	for _, u := range d.users {
 		u.acked = u.visits
@@ -223,22 +235,41 @@ func (d *demo) runRolling(ctx context.Context) error {
 	ph := d.beginPhase("wait until fully replicated before the restart")
 	r := d.waitReplicated(ctx, d.nodes, ph.start, d.cfg.readyTimeout)
 	if err := d.endPhase(ctx, ph); err != nil {
-		return err
+		return false, err
 	}
 	if !r.ok {
 		d.fail(ph, "the cluster did not report fully replicated within %s before the restart; the last answers:%s",
 			d.cfg.readyTimeout, r.describe(d.nodes))
-		return nil
+		return false, nil
 	}
 	d.printf("every node reports fully replicated (after %s)", round(r.took))
+	return true, nil
+}
 
+// rollStep is one node's graceful restart in a roll: onto the executable
+// bin, or the same one when bin is empty.
+type rollStep struct {
+	node *node
+	bin  string
+}
+
+// roll restarts the nodes of steps gracefully, one at a time, each back,
+// healthy and the cluster fully replicated before the next, while every
+// user keeps visiting through the proxy; then it checks that nobody was
+// logged out and no acknowledged visit was lost, through the proxy and
+// directly on every node. what describes the roll for the messages, with
+// %d for the number of steps. With strict, a visit that failed during the
+// roll (other than a 401, which always fails a check) fails a check too.
+func (d *demo) roll(ctx context.Context, what string, steps []rollStep, strict bool) error {
+	what = fmt.Sprintf(what, len(steps))
 	lph := d.beginPhase("background load: visits via proxy during the restart")
-	d.printf("phase 3: graceful rolling restart of all %d nodes, one at a time (SIGTERM, exit, start with the same flags, wait until healthy and every node fully replicated), while %d users keep visiting through the proxy",
-		len(d.nodes), min(d.cfg.concurrency, len(d.users)))
+	d.printf("phase 3: %s, one at a time (SIGTERM, exit, start with the same flags, wait until healthy and every node fully replicated), while %d users keep visiting through the proxy",
+		what, min(d.cfg.concurrency, len(d.users)))
 	l := d.startLoad(ctx, lph)
 	d.load = l
-	for _, n := range d.nodes {
-		rec, err := d.restartGracefully(ctx, l, n)
+	for _, st := range steps {
+		n := st.node
+		rec, err := d.restartGracefully(ctx, l, n, st.bin)
 		if rec != nil {
 			d.restarts = append(d.restarts, rec)
 		}
@@ -256,7 +287,8 @@ func (d *demo) runRolling(ctx context.Context) error {
 	if err := d.endPhase(ctx, lph); err != nil {
 		return err
 	}
-	d.println("load: %d visits acknowledged, %d failed and were not resent (%.1f%%), %d answered 401 (not logged in) to %d users",
+	d.println("load during the %s: %d visits acknowledged, %d failed and were not resent (%.1f%%), %d answered 401 (not logged in) to %d users",
+		what,
 		l.acked.Load(), l.errors.Load(), 100*float64(l.errors.Load())/float64(max(1, l.acked.Load()+l.errors.Load())),
 		l.loggedOut.Load(), l.usersLoggedOut.Load())
 	for _, k := range slices.Sorted(maps.Keys(l.kinds)) {
@@ -267,8 +299,11 @@ func (d *demo) runRolling(ctx context.Context) error {
 			d.println("  e.g. %s", e)
 		}
 	}
+	if n := l.errors.Load(); strict && n > 0 {
+		d.fail(lph, "%d visits failed during the %s (the first: %s)", n, what, strings.Join(l.examples[:min(1, len(l.examples))], ""))
+	}
 
-	ph = d.beginPhase("final: /me via proxy + on every node = acked visits")
+	ph := d.beginPhase("final: /me via proxy + on every node = acked visits")
 	d.printf("phase 4: GET /me of every user through the proxy and directly on each of the %d nodes: still logged in, visits = the visits acknowledged", len(d.nodes))
 	var back atomic.Int64 // users who got a 401 during the load and pass here
 	d.forEachUser(ctx, false, func(ctx context.Context, u *user) {
@@ -291,10 +326,10 @@ func (d *demo) runRolling(ctx context.Context) error {
 }
 
 // restartGracefully restarts n: SIGTERM, wait for the exit, start it
-// again, wait until it is healthy and every node reports fully replicated.
+// again (from bin unless it is empty), wait until it is healthy and every node reports fully replicated.
 // A failed check is recorded (rec.ok false); the error is only for a
 // scenario that cannot go on.
-func (d *demo) restartGracefully(ctx context.Context, l *load, n *node) (*restartRecord, error) {
+func (d *demo) restartGracefully(ctx context.Context, l *load, n *node, bin string) (*restartRecord, error) {
 	rec := &restartRecord{node: n}
 	ph := d.beginPhase("graceful restart of " + n.name)
 	errsBefore := l.errors.Load()
@@ -322,7 +357,11 @@ func (d *demo) restartGracefully(ctx context.Context, l *load, n *node) (*restar
 	}
 
 	l.setStep(fmt.Sprintf("while %s starts again", n.name))
-	if err := n.proc.Restart(); err != nil {
+	restart := n.proc.Restart
+	if bin != "" {
+		restart = func() error { return n.proc.RestartWith(bin) }
+	}
+	if err := restart(); err != nil {
 		return rec, err
 	}
 	hctx, hcancel := context.WithTimeout(ctx, d.cfg.readyTimeout)

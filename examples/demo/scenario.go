@@ -21,6 +21,8 @@ func (d *demo) scenario(ctx context.Context) error {
 		return d.runBackups(ctx)
 	case scenarioRolling:
 		return d.runRolling(ctx)
+	case scenarioUpgrade:
+		return d.runUpgrade(ctx)
 	case scenarioFleetRestart:
 		return d.runFleetRestart(ctx)
 	default:

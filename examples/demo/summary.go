@@ -43,6 +43,8 @@ func (d *demo) summary() {
 		before = "the first kill"
 	case scenarioRolling:
 		before = "the rolling restart"
+	case scenarioUpgrade:
+		before = "the upgrade"
 	case scenarioFleetRestart:
 		before = "the stops of every node"
 	}
@@ -80,7 +82,7 @@ func (d *demo) summary() {
 		d.println("fleet         %s", line)
 	}
 	if l := d.load; l != nil {
-		d.println("load          %d visits acknowledged during the rolling restart, %d failed and were not resent, %d answered 401 (not logged in)",
+		d.println("load          %d visits acknowledged during the roll, %d failed and were not resent, %d answered 401 (not logged in)",
 			l.acked.Load(), l.errors.Load(), l.loggedOut.Load())
 	}
 	d.println("phases:")
@@ -105,6 +107,9 @@ func (d *demo) summary() {
 				loggedIn, len(d.fleet.loggedOut), len(d.nodes))
 		case scenarioRolling:
 			d.printf("PASS: %d users stayed logged in through a graceful rolling restart of all %d nodes; every acknowledged visit was counted exactly once",
+				loggedIn, len(d.nodes))
+		case scenarioUpgrade:
+			d.printf("PASS: %d users stayed logged in through the rolling upgrade of all %d nodes from the previous release to this build and back; every visit was answered and counted exactly once",
 				loggedIn, len(d.nodes))
 		default:
 			d.printf("PASS: %d users stayed logged in through the SIGKILL of %s and its restart; every visit was counted exactly once",

@@ -124,7 +124,7 @@ func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 	code := http.StatusOK
 	problem := ""
 	if err := n.store.Health(); err != nil {
-		problem = err.Error() // e.g. the node's clock is too far ahead
+		problem = err.Error() // e.g. the node's clock is too far ahead, or a member refuses it
 	}
 	if !settled || !st.Ready || problem != "" {
 		code = http.StatusServiceUnavailable
@@ -142,6 +142,8 @@ func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 		"ready_partitions": st.ReadyPartitions,
 		"peers":            st.Peers,
 		"degraded_peers":   st.DegradedPeers,
+		"zones":            st.Zones,
+		"single_zone":      st.SingleZone,
 	})
 }
 

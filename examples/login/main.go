@@ -75,7 +75,7 @@ type options struct {
 	cookieSecure                                bool
 	backups                                     int
 	async                                       bool
-	secret, secretFile, label                   string
+	secret, secretFile, label, zone             string
 	idleTimeout, lifetime                       time.Duration
 	pprofAddr                                   string
 	snapshotDir                                 string
@@ -98,6 +98,7 @@ func main() {
 	flag.StringVar(&o.secret, "secret", "", "cluster secret(s): 32 random bytes in hex or base64, comma-separated, primary first (default: $"+secretEnv+"; prefer it: flags show in ps)")
 	flag.StringVar(&o.secretFile, "secret-file", "", "file with the cluster secret(s), one per line, primary first; re-read on SIGHUP (overrides -secret)")
 	flag.StringVar(&o.label, "label", "", "cluster label: nodes with another label never talk to this one")
+	flag.StringVar(&o.zone, "zone", "", "zone (availability zone, rack) of this node: with -backups, each session's copies are spread over the zones")
 	flag.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "end sessions unused for this long (0: never)")
 	flag.DurationVar(&o.lifetime, "lifetime", 24*time.Hour, "end sessions this long after login")
 	flag.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address (default: off)")
@@ -227,6 +228,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 	cfg.Cluster.Seeds = splitList(o.seeds)
 	cfg.Transport.BindAddr = replAddr
 	cfg.Label = o.label
+	cfg.Zone = o.zone
 	if len(keys) > 0 {
 		cfg.SecretKey, cfg.SecondaryKeys = keys[0], keys[1:]
 	} else {

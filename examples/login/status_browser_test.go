@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,9 +79,28 @@ func cluster3(t *testing.T, ctx context.Context, bin string) ([]string, []*procs
 // may be nil), waiting only for the nodes whose healthy entry is true.
 func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) []string, healthy []bool) ([]string, []*procs.Process) {
 	t.Helper()
-	addrs, err := procs.FreeAddrs("127.0.0.1", 6, procs.TCPAndUDP)
+	return clusterOf(t, ctx, bin, clusterSpec{nodes: 3, env: env, healthy: healthy,
+		args: func(int) []string { return []string{"-backups", "1"} }})
+}
+
+// clusterSpec describes the login servers clusterOf starts.
+type clusterSpec struct {
+	nodes   int
+	args    func(i int) []string // node i's extra flags; nil: none
+	env     func(i int) []string // node i's extra environment; nil: none
+	healthy []bool               // wait for node i to be healthy; nil: all
+}
+
+// clusterOf starts the login servers of spec with a shared random cluster
+// secret, each seeded with every gossip address, and waits until the
+// chosen ones are healthy. The processes end with the test; their logs
+// are printed if it fails.
+func clusterOf(t *testing.T, ctx context.Context, bin string, spec clusterSpec) ([]string, []*procs.Process) {
+	t.Helper()
+	n := spec.nodes
+	addrs, err := procs.FreeAddrs("127.0.0.1", 2*n, procs.TCPAndUDP)
 	require.NoError(t, err)
-	httpAddrs, gossip := addrs[:3], addrs[3:]
+	httpAddrs, gossip := addrs[:n], addrs[n:]
 	var key [32]byte
 	_, _ = rand.Read(key[:])
 	logs := t.TempDir()
@@ -88,7 +108,7 @@ func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) 
 	t.Cleanup(func() {
 		_ = g.Close()
 		if t.Failed() {
-			for i := range 3 {
+			for i := range n {
 				b, _ := os.ReadFile(filepath.Join(logs, nodeName(i)+".log"))
 				t.Logf("log of %s:\n%s", nodeName(i), b)
 			}
@@ -96,14 +116,17 @@ func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) 
 	})
 	var urls []string
 	var ps []*procs.Process
-	for i := range 3 {
+	for i := range n {
 		url := "http://" + httpAddrs[i]
+		args := []string{"-name", nodeName(i), "-http", httpAddrs[i], "-gossip", gossip[i], "-seeds", strings.Join(gossip, ",")}
+		if spec.args != nil {
+			args = append(args, spec.args(i)...)
+		}
 		p, err := g.Start(procs.Spec{
-			Name: nodeName(i),
-			Path: bin,
-			Args: []string{"-name", nodeName(i), "-http", httpAddrs[i], "-gossip", gossip[i],
-				"-seeds", strings.Join(gossip, ","), "-backups", "1"},
-			Env:       append([]string{secretEnv + "=" + hex.EncodeToString(key[:])}, envOf(env, i)...),
+			Name:      nodeName(i),
+			Path:      bin,
+			Args:      args,
+			Env:       append([]string{secretEnv + "=" + hex.EncodeToString(key[:])}, envOf(spec.env, i)...),
 			HealthURL: url + "/healthz",
 		})
 		require.NoError(t, err)
@@ -112,7 +135,7 @@ func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) 
 	hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for i, p := range ps {
-		if healthy[i] {
+		if spec.healthy == nil || spec.healthy[i] {
 			require.NoError(t, p.WaitHealthy(hctx), p.Name())
 		}
 	}
@@ -126,7 +149,7 @@ func envOf(env func(int) []string, i int) []string {
 	return env(i)
 }
 
-func nodeName(i int) string { return "n" + string(rune('1'+i)) }
+func nodeName(i int) string { return fmt.Sprintf("n%d", i+1) }
 
 // pageState is what the status page shows, read from its DOM.
 type pageState struct {

@@ -5,8 +5,10 @@
 // line:
 //
 //	sessionManager := scs.New()
-//	sessionManager.Store, err = scsstore.New(store) // store: a *replication.Store
-//	sessionManager.ErrorFunc = scsstore.ErrorFunc(nil) // see "Renewal is not logout"
+//	st, err := scsstore.New(store) // store: a *replication.Store
+//	st.KeepCookie = true // with the ErrorFunc below: see "Renewal is not logout"
+//	sessionManager.Store = st
+//	sessionManager.ErrorFunc = scsstore.ErrorFunc(nil)
 //	http.ListenAndServe(":8080", sessionManager.LoadAndSave(mux))
 //
 // Every node of the cluster then serves every session: a user who logs in
@@ -80,9 +82,16 @@
 // that comes to the same, since the logout's response clears the cookie.
 // The old token never reads or writes the renewed session.
 //
-// One window remains, because scs sets the cookie on every commit: a
-// commit that reaches the store just before the renewal, and whose response
-// reaches the browser after the renewal's, hands the browser the old token.
+// scs sets the cookie on every commit, so a commit that reaches the store
+// just before the renewal, and whose response reaches the browser after the
+// renewal's, would hand the browser the old token. Set Store.KeepCookie:
+// a commit under a token the store held already, whose expiry moved by
+// less than a step since the last cookie, then fails with
+// ErrCookieUnchanged once the session is stored, scs sets no cookie, and
+// ErrorFunc lets the response go out. The browser keeps the token it has,
+// which the renewal's response replaces whenever it arrives. With an
+// IdleTimeout, a commit that moves the cookie's expiry a step (once in
+// IdleTimeout/8) still sets it, and the window remains for that commit.
 //
 // # Write concern
 //

@@ -33,12 +33,14 @@ func Example() {
 
 	// scs, as usual, with the replicated store.
 	sessionManager := scs.New()
-	sessionManager.Store, err = scsstore.New(store)
+	st, err := scsstore.New(store)
 	if err != nil {
 		log.Fatal(err)
 	}
 	// A request in flight while the user logs in elsewhere must not set
 	// the cookie back to the old token.
+	st.KeepCookie = true
+	sessionManager.Store = st
 	sessionManager.ErrorFunc = scsstore.ErrorFunc(nil)
 
 	mux := http.NewServeMux()
@@ -104,6 +106,7 @@ func ExampleKeyCodec() {
 	}
 	codec := &scsstore.KeyCodec{Logger: slog.Default()} // warns of values that no longer decode
 	store.Codec = codec
+	store.KeepCookie = true
 	sessionManager := scs.New()
 	sessionManager.Store = store
 	sessionManager.Codec = codec

@@ -76,6 +76,7 @@ func raceWeb(t *testing.T, mode replication.Mode, gate *renewrace.Gate, configur
 		sm := scs.New()
 		sm.Store = st
 		sm.ErrorFunc = scsstore.ErrorFunc(nil)
+		st.KeepCookie = true
 		if configure != nil {
 			configure(sm, st)
 		}
@@ -88,9 +89,11 @@ func raceWeb(t *testing.T, mode replication.Mode, gate *renewrace.Gate, configur
 }
 
 // A request in flight while the user logs in again, or renews the token,
-// on another node, does not log the user out: scs commits nothing and sets
-// no cookie for it. The old token never answers as the session, and what
-// the request wrote never reaches it.
+// on another node, does not log the user out: its commit, before or after
+// the renewal, sets no cookie (KeepCookie), so whichever response the
+// browser gets last it keeps the new token. The old token never answers
+// as the session, and what the request wrote after the renewal never
+// reaches it.
 func TestSCS_RenewalIsNotLogout(t *testing.T) {
 	configs := map[string]func(*scs.SessionManager, *scsstore.Store){
 		"gob": nil,
@@ -107,7 +110,7 @@ func TestSCS_RenewalIsNotLogout(t *testing.T) {
 			t.Run(mname+", "+cname, func(t *testing.T) {
 				gate := renewrace.NewGate()
 				urls := raceWeb(t, mode, gate, configure)
-				res := renewrace.Run(t, urls, gate, renewrace.Options{Cookie: "session", Rounds: 100, Stale: true})
+				res := renewrace.Run(t, urls, gate, renewrace.Options{Cookie: "session", Rounds: 100, Concurrent: true, Stale: true})
 				t.Logf("%+v", res)
 				require.Equal(t, 100, res.Rounds)
 				assert.Zero(t, res.LoggedOut, "users logged out")
@@ -120,11 +123,13 @@ func TestSCS_RenewalIsNotLogout(t *testing.T) {
 	}
 }
 
-// Without scsstore.ErrorFunc the in-flight request's response is scs's
+// Without scsstore.ErrorFunc (and so without KeepCookie) the response to
+// a request in flight during the renewal, that commits after it, is scs's
 // error page, but the user still stays logged in.
 func TestSCS_RenewalWithTheDefaultErrorFuncIsNotLogout(t *testing.T) {
 	gate := renewrace.NewGate()
-	urls := raceWeb(t, replication.AllToAll, gate, func(sm *scs.SessionManager, _ *scsstore.Store) {
+	urls := raceWeb(t, replication.AllToAll, gate, func(sm *scs.SessionManager, st *scsstore.Store) {
+		st.KeepCookie = false
 		sm.ErrorFunc = func(w http.ResponseWriter, _ *http.Request, _ error) {
 			http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 		}

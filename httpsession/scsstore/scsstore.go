@@ -33,12 +33,20 @@ var (
 	// ErrKeyTooLong is returned by Commit, with KeyCodec, for a key longer
 	// than 1000 bytes.
 	ErrKeyTooLong = errors.New("scsstore: session key too long")
+
+	// ErrCookieUnchanged is returned by Commit, with KeepCookie, once the
+	// session is stored, when the cookie scs would set next is the one the
+	// browser holds already (same token, an expiry that moved by less than
+	// a step): scs then hands it to its ErrorFunc instead of setting the
+	// cookie, and ErrorFunc lets the response go out. It is not a failure.
+	ErrCookieUnchanged = errors.New("scsstore: session stored; the browser's cookie needs no update")
 )
 
 // The attributes of a session written by this package.
 const (
 	dataAttr   = "scs.data"   // scs's blob, as scs encoded it (Codec other than KeyCodec)
 	expiryAttr = "scs.expiry" // the expiry of the last commit, Unix nanoseconds, big-endian
+	cookieAttr = "scs.cookie" // with KeepCookie: the expiry of the last cookie set, Unix nanoseconds, big-endian
 	// With KeyCodec, each value in an attribute of its own, and scs's
 	// deadline in another, instead of dataAttr.
 	keyPrefix    = "scs.k."       // + the key: the value, gob-encoded on its own
@@ -104,6 +112,29 @@ type Store struct {
 
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+
+	// KeepCookie makes Commit fail with ErrCookieUnchanged, after storing
+	// the session, when the browser already holds the cookie scs would set:
+	// the session existed under the token before this commit, and the
+	// expiry moved by less than an eighth of the time it lies ahead since
+	// the last cookie set. scs then sets no cookie. Install ErrorFunc as
+	// the SessionManager's ErrorFunc with it, or every such request
+	// answers 500.
+	//
+	// Without it, scs sets the cookie on every commit, and a request in
+	// flight with a token that a login in another request renews can hand
+	// the old token back to the browser after the login's response brought
+	// the new one, logging the user out: when its commit reaches the store
+	// just before the renewal and its response arrives just after the
+	// login's. With it, only a commit that moves the cookie's expiry a step
+	// (with an IdleTimeout, once in IdleTimeout/8) still sets the cookie,
+	// so a persistent cookie expires at most that much before the session.
+	// A change of scs's RememberMe alone, under the same token, reaches the
+	// cookie with its next step (RememberMe is usually called at login,
+	// with RenewToken, whose new token always gets its cookie). Code that
+	// calls the SessionManager's Commit itself must treat
+	// ErrCookieUnchanged as success. Default false.
+	KeepCookie bool
 }
 
 var (
@@ -125,8 +156,10 @@ func New(b Backend) (*Store, error) {
 
 // ErrorFunc returns an error handler for scs.SessionManager.ErrorFunc that
 // lets the response of a request whose session ended while it was in
-// flight go out as the handler writes it, without a session cookie, and
-// hands every other error to next (nil: scs's default, a logged 500).
+// flight go out as the handler writes it, without a session cookie, does
+// the same for a commit that needs no cookie (ErrCookieUnchanged, see
+// Store.KeepCookie), and hands every other error to next (nil: scs's
+// default, a logged 500).
 //
 // Commit fails for such a session (see CommitCtx), and scs then calls
 // ErrorFunc instead of setting the cookie. When the session's token was
@@ -142,6 +175,8 @@ func ErrorFunc(next func(http.ResponseWriter, *http.Request, error)) func(http.R
 		switch {
 		case errors.Is(err, replication.ErrSessionEnded):
 			return // the changes are lost; the handler's response goes out
+		case errors.Is(err, ErrCookieUnchanged):
+			return // stored; the browser's cookie is right as it is
 		case next != nil:
 			next(w, r, err)
 		default:
@@ -271,7 +306,9 @@ func (s *Store) Commit(token string, b []byte, expiry time.Time) error {
 // dropped with an error that matches replication.ErrSessionEnded, so that
 // scs does not set the cookie to the dead token: after a renewal that would
 // log the user out. Install ErrorFunc to let such a response go out
-// without the cookie instead of as an error.
+// without the cookie instead of as an error. With KeepCookie, a commit
+// under a token the store held already returns ErrCookieUnchanged once the
+// session is stored, unless the cookie's expiry must move (see KeepCookie).
 func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry time.Time) error {
 	if !validToken(token) {
 		return fmt.Errorf("scsstore: commit session: %w", ErrInvalidToken)
@@ -318,13 +355,23 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 		c.Set[expiryAttr] = encodeTime(expiry)
 		changed = true
 	}
-	if !changed {
-		return nil // only the expiry moved, by less than a step
+	keep := false
+	if s.KeepCookie {
+		cookieExp, _ := timeAttr(cur, cookieAttr)
+		if keep = found && !moved(cookieExp, expiry, now); !keep {
+			c.Set[cookieAttr] = encodeTime(expiry)
+			changed = true
+		}
 	}
-	if _, err := s.Backend.Save(ctx, token, c); err != nil {
-		return fmt.Errorf("scsstore: commit session: %w", err)
+	if changed {
+		if _, err := s.Backend.Save(ctx, token, c); err != nil {
+			return fmt.Errorf("scsstore: commit session: %w", err)
+		}
 	}
-	return nil
+	if keep {
+		return ErrCookieUnchanged
+	}
+	return nil // when unchanged, only the expiry moved, by less than a step
 }
 
 // moved reports whether a commit at now that moves the expiry from old to

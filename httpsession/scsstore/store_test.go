@@ -139,3 +139,41 @@ func TestStore_CommitsThatOnlyTouchAreReplicatedInSteps(t *testing.T) {
 	_, found, _ = s.Find(tok)
 	assert.False(t, found, "ends at the last replicated expiry, within the bound")
 }
+
+// With KeepCookie, a commit under a token the store held already says the
+// browser's cookie is right (scs then sets none), until the expiry has
+// moved a step from the one the last cookie carried; a new token always
+// gets its cookie.
+func TestStore_KeepCookieSetsTheCookieOnlyWhenItChanges(t *testing.T) {
+	s, b, now := newTimedStore(t)
+	s.KeepCookie = true
+	t0 := *now
+	codec := scs.GobCodec{}
+	blob := func(v int) []byte {
+		b, err := codec.Encode(t0.Add(24*time.Hour), map[string]any{"v": v})
+		require.NoError(t, err)
+		return b
+	}
+	require.NoError(t, s.Commit(tok, blob(1), t0.Add(time.Hour)), "a new token: set the cookie")
+
+	*now = t0.Add(time.Minute)
+	err := s.Commit(tok, blob(2), t0.Add(time.Hour+time.Minute))
+	require.ErrorIs(t, err, scsstore.ErrCookieUnchanged, "a changed value under the same token")
+	got, _, err := s.Find(tok)
+	require.NoError(t, err)
+	_, values, err := codec.Decode(got)
+	require.NoError(t, err)
+	assert.Equal(t, 2, values["v"], "stored all the same")
+	saves := b.saves.Load()
+	require.ErrorIs(t, s.Commit(tok, blob(2), t0.Add(time.Hour+time.Minute)), scsstore.ErrCookieUnchanged)
+	assert.Equal(t, saves, b.saves.Load(), "nothing to store")
+
+	*now = t0.Add(8 * time.Minute)
+	require.NoError(t, s.Commit(tok, blob(2), t0.Add(time.Hour+8*time.Minute)), "the expiry moved a step since the last cookie")
+	*now = t0.Add(9 * time.Minute)
+	require.ErrorIs(t, s.Commit(tok, blob(3), t0.Add(time.Hour+9*time.Minute)), scsstore.ErrCookieUnchanged)
+	require.NoError(t, s.Commit(tok, blob(3), t0.Add(30*time.Minute)), "an expiry moved back")
+
+	s.KeepCookie = false
+	require.NoError(t, s.Commit(tok, blob(4), t0.Add(30*time.Minute)), "without KeepCookie, never")
+}

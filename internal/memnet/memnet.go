@@ -70,6 +70,7 @@ type LinkStats struct {
 type fault struct {
 	dropReq, dropResp float64
 	delay             time.Duration
+	refuse            string // why the destination refuses the source's handshake; empty: it does not
 }
 
 // Network is a set of Nodes that reach each other by address. Its methods
@@ -155,6 +156,15 @@ func (n *Network) Delay(from, to string, d time.Duration) {
 	n.setFault(from, to, func(f *fault) { f.delay = d })
 }
 
+// Refuse makes the node at to refuse every connection from the node at
+// from, as a live peer of another protocol version, cluster label or
+// secret does: calls fail at once with transport.ErrHandshake (and
+// ErrUnreachable, ErrNotSent), and the error says why. An empty why
+// accepts again.
+func (n *Network) Refuse(from, to, why string) {
+	n.setFault(from, to, func(f *fault) { f.refuse = why })
+}
+
 func (n *Network) setFault(from, to string, set func(*fault)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -208,6 +218,9 @@ func (n *Network) route(from, to string) plan {
 		p.refused = refused(from, to, "node closed")
 	case n.group[from] != n.group[to]:
 		p.refused = unreachable(from, to, "partitioned", true)
+	case n.faults[l].refuse != "":
+		p.refused = fmt.Errorf("memnet: %s -> %s: %w (%w): %w: %s", from, to,
+			transport.ErrUnreachable, transport.ErrNotSent, transport.ErrHandshake, n.faults[l].refuse)
 	}
 	if p.refused != nil {
 		st.Refused++

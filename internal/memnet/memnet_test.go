@@ -343,3 +343,26 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	require.Eventually(t, cond, 5*time.Second, time.Millisecond)
 }
+
+func TestNetwork_Refuse(t *testing.T) {
+	n := newNet(1)
+	ctx := context.Background()
+	var runs atomic.Int64
+	a, b := served(n, "a", nil), served(n, "b", &runs)
+	defer a.Close()
+	defer b.Close()
+
+	n.Refuse("a", "b", "another cluster label")
+	_, err := a.Call(ctx, "b", []byte("x"))
+	require.ErrorIs(t, err, transport.ErrHandshake)
+	require.ErrorIs(t, err, transport.ErrNotSent)
+	require.NotErrorIs(t, err, transport.ErrRefused, "the refusing node is alive")
+	assert.ErrorContains(t, err, "another cluster label")
+	assert.Zero(t, runs.Load(), "a refused call never reaches the handler")
+	_, err = b.Call(ctx, "a", []byte("x"))
+	require.NoError(t, err, "a refusal has a direction")
+
+	n.Refuse("a", "b", "")
+	_, err = a.Call(ctx, "b", []byte("x"))
+	require.NoError(t, err)
+}

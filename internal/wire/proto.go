@@ -20,7 +20,10 @@ const (
 	KindResponse byte = 2
 	// KindError answers a request that the remote transport could not hand
 	// to its handler; the payload is UTF-8 error text (for example
-	// "no handler").
+	// "no handler"). With ID 0, sent in clear text by an acceptor instead
+	// of the rest of the handshake, it refuses the connection (see
+	// AppendRefusal): the payload says why, for example another protocol
+	// version or cluster label.
 	KindError byte = 3
 	// KindGoAway is sent by the acceptor to ask the dialer to stop sending
 	// requests on the connection: the dialer finishes the calls in flight,

@@ -3,7 +3,8 @@
 // A connection starts with a preface sent by the dialer (see Preface): the
 // four bytes "SMSH", a protocol version byte, the security mode and the
 // cluster label. The acceptor checks it (under a deadline of its choosing)
-// and closes the connection on a mismatch. With a security mode other than
+// and on a mismatch sends a refusal (AppendRefusal) and closes the
+// connection. With a security mode other than
 // SecurityNone a TLS handshake follows, the dialer being the TLS client.
 // Then both directions carry length-prefixed frames:
 //
@@ -22,6 +23,7 @@ package wire
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -181,6 +183,36 @@ type Preface struct {
 	Security byte
 	// Label is the cluster label, at most MaxLabelLen bytes.
 	Label string
+}
+
+// MaxRefusalLen bounds the reason text of a refusal.
+const MaxRefusalLen = 200
+
+// AppendRefusal appends the frame an acceptor sends, in clear text, to
+// refuse a connection whose preface it does not accept: a KindError frame
+// with ID 0 whose payload is reason, cut to MaxRefusalLen bytes. A dialer
+// reads it where it expects the acceptor's first bytes (a response frame,
+// or the TLS server hello), so it can say why it was refused instead of
+// "connection reset". The reason must hold nothing secret: the dialer is
+// not authenticated.
+func AppendRefusal(dst []byte, reason string) []byte {
+	return AppendFrame(dst, 0, KindError, []byte(reason[:min(len(reason), MaxRefusalLen)]))
+}
+
+// ReadRefusal reads a refusal frame from r, whose first bytes the caller
+// may already have consumed into head (at most HeaderSize bytes). It
+// returns the reason, or an error wrapping ErrMalformed when the bytes are
+// not a refusal.
+func ReadRefusal(head []byte, r io.Reader) (string, error) {
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(head), r), 64)
+	f, _, err := ReadFrame(br, MaxRefusalLen, nil)
+	if err != nil {
+		return "", err
+	}
+	if f.ID != 0 || f.Kind != KindError {
+		return "", fmt.Errorf("%w: frame %d of kind %d is not a refusal", ErrMalformed, f.ID, f.Kind)
+	}
+	return string(f.Payload), nil
 }
 
 // AppendPreface appends the preface p (with Magic and Version) to dst. It

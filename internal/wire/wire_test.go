@@ -176,3 +176,20 @@ func TestPreface(t *testing.T) {
 	_, err = wire.ReadPreface(bytes.NewReader(nil))
 	assert.ErrorIs(t, err, io.EOF)
 }
+
+func TestRefusal(t *testing.T) {
+	b := wire.AppendRefusal(nil, "unsupported protocol version 9 (want 2)")
+	reason, err := wire.ReadRefusal(b[:5], bytes.NewReader(b[5:]))
+	require.NoError(t, err)
+	assert.Equal(t, "unsupported protocol version 9 (want 2)", reason)
+
+	long := wire.AppendRefusal(nil, strings.Repeat("x", 10*wire.MaxRefusalLen))
+	reason, err = wire.ReadRefusal(nil, bytes.NewReader(long))
+	require.NoError(t, err)
+	assert.Len(t, reason, wire.MaxRefusalLen, "a refusal is bounded")
+
+	_, err = wire.ReadRefusal(nil, bytes.NewReader(wire.AppendFrame(nil, 7, wire.KindError, []byte("no"))))
+	require.ErrorIs(t, err, wire.ErrMalformed, "only ID 0 refuses")
+	_, err = wire.ReadRefusal([]byte{0x16, 0x03, 0x03, 0x00, 0x7a}, bytes.NewReader(make([]byte, 200)))
+	require.Error(t, err, "a TLS server hello is no refusal")
+}

@@ -18,7 +18,8 @@ type descs struct {
 	repairs, repairedRecords                      *prometheus.Desc
 	rejected, expired, droppedEvents              *prometheus.Desc
 	writeDuration                                 *prometheus.Desc
-	peerClockOffset, healthy                      *prometheus.Desc
+	peerClockOffset, healthy, peerRefuses         *prometheus.Desc
+	zones, singleZone                             *prometheus.Desc
 	snapshots, snapshotFailures                   *prometheus.Desc
 	snapshotBytes, snapshotSeconds                *prometheus.Desc
 	// cluster
@@ -61,7 +62,10 @@ func newDescs() descs {
 		droppedEvents:   d("session_events_dropped_total", "Session events dropped because the OnSessionEvent callback fell behind."),
 		writeDuration:   d("write_duration_seconds", "Time writes took on this node, replication to the other owners included."),
 		peerClockOffset: d("peer_clock_offset_seconds", "How far each peer's wall clock is ahead of this node's (negative: behind), measured from lease exchanges; off by at most half a round trip.", "peer"),
-		healthy:         d("healthy", "1 while the store takes writes; 0 while it refuses them (its clock is too far ahead of the cluster's)."),
+		healthy:         d("healthy", "1 while the store takes writes; 0 while it cannot (its clock is too far ahead of the cluster's, or a member that was there before it refuses it): see Store.Health."),
+		zones:           d("zones", "Zones the owning members span (members without a zone count as one)."),
+		singleZone:      d("single_zone_partitions", "Partitions with several copies all in one zone while the members span several: a zone's loss would lose them."),
+		peerRefuses:     d("peer_refuses", "1 for each peer that refuses this node (another protocol version, cluster label, secret or certificate), 0 for the others.", "peer"),
 
 		snapshots:        d("snapshots_total", "Snapshots written to the store's SnapshotDir."),
 		snapshotFailures: d("snapshot_failures_total", "Snapshot writes that failed (the log says why); the next interval tries again."),
@@ -100,7 +104,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.writes, d.writeErrors, d.degradedWrites, d.skippedSends, d.remoteReads,
 		d.behindReads, d.staleReads, d.transferred, d.handedOff,
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
-		d.writeDuration, d.peerClockOffset, d.healthy,
+		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses, d.zones, d.singleZone,
 		d.snapshots, d.snapshotFailures, d.snapshotBytes, d.snapshotSeconds,
 		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,

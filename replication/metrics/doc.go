@@ -51,7 +51,11 @@
 //	sessionmesh_write_duration_seconds            histogram time writes took, replication to the other owners included
 //	                                                       (buckets 50µs to 3.3s, doubling)
 //	sessionmesh_peer_clock_offset_seconds{peer}   gauge    how far each peer's wall clock is ahead of this node's (negative: behind)
-//	sessionmesh_healthy                           gauge    1 while the store takes writes, 0 while its clock is too far ahead of the cluster's
+//	sessionmesh_healthy                           gauge    1 while the store takes writes, 0 while it cannot (Store.Health: clock too far ahead,
+//	                                                       or refused by a member that was there before it)
+//	sessionmesh_zones                             gauge    zones the owning members span (members without a zone count as one)
+//	sessionmesh_single_zone_partitions            gauge    partitions whose copies all sit in one zone while there are several
+//	sessionmesh_peer_refuses{peer}                gauge    1 while the peer refuses this node (another protocol version, label, secret or certificate)
 //	sessionmesh_remote_reads_total                counter  reads answered by a peer (Backups mode, or a partition being copied)
 //	sessionmesh_reads_behind_total                counter  reads that found the session older than the version asked for and waited
 //	sessionmesh_reads_stale_total                 counter  of those, reads that gave up at MaxReadWait with an older session

@@ -189,8 +189,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 	for _, p := range peers {
 		gauge(d.peerClockOffset, p.ClockOffset.Seconds(), p.Name)
+		gauge(d.peerRefuses, b2f(p.Refusal != ""), p.Name)
 	}
 	gauge(d.healthy, b2f(s.Health() == nil))
+	gauge(d.zones, float64(st.Zones))
+	gauge(d.singleZone, float64(st.SingleZone))
 
 	ok, degraded, unresponsive := c.peerStates(peers)
 	gauge(d.peers, float64(ok), "ok")

@@ -46,6 +46,7 @@ var (
 <th scope="col" title="partitions it owns">owned</th><th scope="col" title="owned partitions it holds completely">complete</th>
 <th scope="col" title="session records held, tombstones included">sessions</th><th scope="col" title="last answer to this node's status poll">last answer</th>
 <th scope="col" title="how far its wall clock is ahead of this node's">clock offset</th>
+<th scope="col" title="the highest replication protocol version its build speaks, and whether it refuses this node">protocol</th>
 </tr></thead><tbody></tbody></table>
 <div id="departed-box" hidden><h3>Gone</h3><ul id="departed"></ul></div>
 </section>

@@ -62,6 +62,10 @@
     fact(h, "degraded peers", r.degraded_peers, r.degraded_peers === 0 ? "good" : "warn");
     fact(h, "ready", r.ready ? "yes" : "no", r.ready ? "good" : "warn");
     fact(h, "members", r.members.length, "");
+    if (r.zones > 1) {
+      fact(h, "partitions with copies in one zone only", r.single_zone_partitions + " (of " + r.zones + " zones)",
+        r.single_zone_partitions === 0 ? "good" : "bad");
+    }
     fact(h, "sessions here", r.sessions, "");
 
     var tb = $("members").tBodies[0];
@@ -88,6 +92,8 @@
       tr.appendChild(el("td", "", m.self ? "-" : age(m.last_status, r.time)));
       var off = m.clock_offset_seconds || 0;
       tr.appendChild(el("td", Math.abs(off) < 5 ? "num" : "num warn", m.self ? "-" : (off >= 0 ? "+" : "") + off.toFixed(3) + " s"));
+      var proto = m.self ? "-" : (m.protocol ? "v" + m.protocol : "?") + (m.refusal ? ", refuses this node: " + m.refusal : "");
+      tr.appendChild(el("td", m.refusal ? "warn" : "", proto));
       tb.appendChild(tr);
     });
 

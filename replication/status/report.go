@@ -61,6 +61,11 @@ type Report struct {
 	// Sessions is the number of records this node holds, tombstones
 	// included.
 	Sessions int `json:"sessions"`
+	// Zones is the number of zones the owning members span, and
+	// SingleZone the partitions whose copies all sit in one zone although
+	// there are several: a zone's loss would lose them.
+	Zones      int `json:"zones"`
+	SingleZone int `json:"single_zone_partitions"`
 	// Members are the live members, this node included, sorted by name.
 	Members []MemberReport `json:"members"`
 	// Departed are members this handler saw in an earlier report that are
@@ -99,6 +104,11 @@ type MemberReport struct {
 	// node's, in seconds (negative: behind), as measured from lease
 	// exchanges; 0 for this node and before the first exchange.
 	ClockOffset float64 `json:"clock_offset_seconds"`
+	// Protocol is the highest protocol version the peer speaks (1 for the
+	// first release, 0 before its hello), and Refusal why it refuses this
+	// node (empty while it accepts it).
+	Protocol uint64 `json:"protocol,omitempty"`
+	Refusal  string `json:"refusal,omitempty"`
 	// Primary and Owned count the partitions the member is the primary of
 	// and an owner of, in this node's view of ownership.
 	Primary int `json:"primary"`
@@ -175,6 +185,8 @@ func (r *reporter) report() Report {
 		UnderReplicated: st.UnderReplicated,
 		DegradedPeers:   st.DegradedPeers,
 		Sessions:        st.Sessions,
+		Zones:           st.Zones,
+		SingleZone:      st.SingleZone,
 	}
 
 	primary, owned := map[string]int{}, map[string]int{}
@@ -203,6 +215,7 @@ func (r *reporter) report() Report {
 		} else if p, ok := peers[m.Name]; ok {
 			mr.ReplAddr, mr.Degraded, mr.LastStatus = p.Addr, p.Degraded, p.LastStatus
 			mr.ClockOffset = p.ClockOffset.Seconds()
+			mr.Protocol, mr.Refusal = p.Protocol, p.Refusal
 			mr.Complete, mr.Sessions = p.CompletePartitions, p.Sessions
 		}
 		if m.Incarnation > 0 {

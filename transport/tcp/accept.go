@@ -25,13 +25,20 @@ func (t *Transport) serverConn(raw net.Conn) (nc net.Conn, hs *handshake, err er
 	p, err := wire.ReadPreface(raw)
 	switch {
 	case err != nil:
-		return nil, nil, err
 	case p.Security != t.security:
-		return nil, nil, fmt.Errorf("%w: peer's security is %s, this transport's %s",
+		err = fmt.Errorf("%w: peer's security is %s, this transport's %s",
 			wire.ErrBadPreface, securityName(p.Security), securityName(t.security))
 	case p.Label != t.cfg.Label:
-		return nil, nil, fmt.Errorf("%w: peer belongs to the cluster labelled %q, this transport to %q",
+		err = fmt.Errorf("%w: peer belongs to the cluster labelled %q, this transport to %q",
 			wire.ErrBadPreface, p.Label, t.cfg.Label)
+	}
+	if err != nil {
+		if errors.Is(err, wire.ErrBadPreface) {
+			// Say why, so that the dialer can too; best effort, under
+			// the handshake's deadline.
+			_, _ = raw.Write(wire.AppendRefusal(nil, "refused by "+t.Addr()+": "+err.Error()))
+		}
+		return nil, nil, err
 	}
 	nc = raw
 	ctx, cancel := context.WithDeadline(t.ctx, deadline)
@@ -129,12 +136,13 @@ func (t *Transport) serveConn(raw net.Conn, host string) {
 		closed := t.dropInbound(raw, host)
 		t.mu.Unlock()
 		if !closed {
-			t.st.handshakeFailures.Add(1)
-			t.log.Warn("tcp: inbound handshake failed", "remote", remote, "err", err)
+			t.logHandshakeFailure(host, remote, err)
+			t.st.handshakeFailures.Add(1) // after the log: a test that sees the count sees the line
 		}
 		_ = raw.Close()
 		return
 	}
+	t.handshakeOK(host)
 	c := t.newConn(nc, raw, hs, remote, false)
 	c.onClose = func() {
 		t.mu.Lock()
@@ -183,4 +191,38 @@ func (t *Transport) handle(req []byte) (kind byte, resp []byte) {
 		return wire.KindError, tcpRespTooLarge
 	}
 	return wire.KindResponse, resp
+}
+
+// maxRefusedHosts bounds the hosts whose failed handshakes are remembered
+// for logging.
+const maxRefusedHosts = 1024
+
+// logHandshakeFailure logs a failed inbound handshake at WARN the first
+// time a host fails with a given reason, and at DEBUG while it keeps
+// failing the same way: a peer of another version or cluster retries
+// every RedialBackoff, and its refusals must not flood the log.
+func (t *Transport) logHandshakeFailure(host, remote string, err error) {
+	reason := err.Error()
+	t.refusedMu.Lock()
+	repeated := t.refused[host] == reason
+	if !repeated {
+		if len(t.refused) >= maxRefusedHosts {
+			clear(t.refused)
+		}
+		t.refused[host] = reason
+	}
+	t.refusedMu.Unlock()
+	if repeated {
+		t.log.Debug("tcp: inbound handshake failed again", "remote", remote, "err", err)
+		return
+	}
+	t.log.Warn("tcp: inbound handshake failed; further failures from this host for the same reason are logged at debug level",
+		"remote", remote, "err", err)
+}
+
+// handshakeOK forgets host's failed handshakes: the next failure is news.
+func (t *Transport) handshakeOK(host string) {
+	t.refusedMu.Lock()
+	delete(t.refused, host)
+	t.refusedMu.Unlock()
 }

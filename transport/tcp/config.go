@@ -64,7 +64,10 @@ type Config struct {
 	// MaxInboundConnsPerHost caps the accepted connections from one IP
 	// address, those still in their handshake included, so that one host
 	// cannot take every slot of MaxInboundConns. A peer normally holds one
-	// connection (two briefly while one is retired). Default 64.
+	// connection (two briefly while one is retired), so it must exceed
+	// twice the number of members that share one address (one host, or
+	// nodes behind one NAT). Default 512: clusters of up to 256 nodes on
+	// one address.
 	MaxInboundConnsPerHost int
 
 	// SecretKey is the cluster secret, the same on every node: 32 random
@@ -125,7 +128,7 @@ func DefaultConfig(bindAddr string) Config {
 		FrameTimeout:     10 * time.Second,
 		MaxInboundConns:  1024,
 
-		MaxInboundConnsPerHost: 64,
+		MaxInboundConnsPerHost: 512,
 		DrainTimeout:           5 * time.Second,
 	}
 }

@@ -443,6 +443,12 @@ func (c *conn) readLoop() {
 				return
 			case wire.KindGoAway:
 				c.retire("the peer asked: " + string(f.Payload[:min(len(f.Payload), 64)]))
+			case wire.KindError:
+				if f.ID == 0 { // a clear-text transport's refusal of the preface
+					c.fail(&refusedError{reason: string(f.Payload[:min(len(f.Payload), wire.MaxRefusalLen)])})
+					return
+				}
+				c.deliver(f)
 			default:
 				c.deliver(f)
 			}

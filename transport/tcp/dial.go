@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 	"time"
@@ -78,6 +79,56 @@ func dialError(addr string, err error) error {
 	return fmt.Errorf("tcp: dial %s: %w (%w): %w", addr, transport.ErrUnreachable, transport.ErrNotSent, err)
 }
 
+// handshakeError classifies the error of a dialed connection's handshake.
+// The peer is listening; unless it fell silent (a deadline), closed or
+// reset the connection without a word (a process dying, or a release
+// that refused without explaining), it refused this node: another
+// protocol version, cluster label, secret or certificate (ErrHandshake).
+// A refusal the acceptor explained (wire.AppendRefusal) is a refusedError
+// already.
+func handshakeError(err error) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, transport.ErrHandshake),
+		errors.As(err, &ne) && ne.Timeout(),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return err
+	}
+	return fmt.Errorf("%w (another cluster secret or certificate?): %w", transport.ErrHandshake, err)
+}
+
+// refusalReadTimeout bounds the read of a refusal's rest after its first
+// bytes arrived.
+const refusalReadTimeout = time.Second
+
+// firstBytes is a connection that keeps the first bytes read through it,
+// up to a refusal's size.
+type firstBytes struct {
+	net.Conn
+	b []byte
+}
+
+func (c *firstBytes) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if room := wire.HeaderSize + wire.MaxRefusalLen - len(c.b); room > 0 {
+		c.b = append(c.b, p[:min(n, room)]...)
+	}
+	return n, err
+}
+
+// refusedError is a refusal that the peer explained.
+type refusedError struct{ reason string }
+
+func (e *refusedError) Error() string { return "peer refused the connection: " + e.reason }
+
+// Is makes a refusal match transport.ErrHandshake and ErrNotSent: the
+// peer handled nothing on the refused connection.
+func (e *refusedError) Is(target error) bool {
+	return target == transport.ErrHandshake || target == transport.ErrNotSent
+}
+
 // dial opens a connection to p, makes it ready and starts its goroutines.
 func (t *Transport) dial(ctx context.Context, p *peer) (*conn, error) {
 	t.st.dials.Add(1)
@@ -94,10 +145,12 @@ func (t *Transport) dial(ctx context.Context, p *peer) (*conn, error) {
 	}
 	nc, hs, err := t.clientConn(dctx, raw, p.addr)
 	if err != nil {
-		_ = raw.Close()
 		if t.ctx.Err() != nil {
+			_ = raw.Close()
 			return nil, transport.ErrClosed
 		}
+		err = handshakeError(err)
+		_ = raw.Close()
 		return nil, err
 	}
 	c := t.newConn(nc, raw, hs, p.addr, true)
@@ -147,14 +200,24 @@ func (t *Transport) clientConn(ctx context.Context, raw net.Conn, addr string) (
 		return nil, nil, fmt.Errorf("send preface: %w", err)
 	}
 	nc = raw
+	// An acceptor that refuses the preface answers in clear text where the
+	// TLS server hello should be: keep the first bytes to read its reason.
+	first := &firstBytes{Conn: raw}
 	switch t.security {
 	case wire.SecuritySecret:
 		hs = &handshake{}
-		nc, err = tlsHandshake(ctx, tls.Client(raw, t.keyring.secretTLS(false, hs)))
+		nc, err = tlsHandshake(ctx, tls.Client(first, t.keyring.secretTLS(false, hs)))
 	case wire.SecurityTLS:
-		nc, err = tlsHandshake(ctx, tls.Client(raw, userClientTLS(t.userTLS, addr)))
+		nc, err = tlsHandshake(ctx, tls.Client(first, userClientTLS(t.userTLS, addr)))
 	}
 	if err != nil {
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) {
+			_ = raw.SetReadDeadline(time.Now().Add(refusalReadTimeout))
+			if reason, rerr := wire.ReadRefusal(first.b, raw); rerr == nil {
+				return nil, nil, &refusedError{reason: reason}
+			}
+		}
 		return nil, nil, err
 	}
 	if err := raw.SetDeadline(time.Time{}); err != nil {

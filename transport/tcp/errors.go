@@ -4,7 +4,8 @@ import "errors"
 
 // Errors of the transport's key management (InstallKey, UseKey and
 // RemoveKey). The errors of calls are transport's: ErrClosed,
-// ErrUnreachable, ErrNotSent, ErrRefused and ErrFrameTooLarge.
+// ErrUnreachable, ErrNotSent, ErrRefused, ErrHandshake and
+// ErrFrameTooLarge.
 var (
 	// ErrNoKeyring is returned by InstallKey, UseKey and RemoveKey of a
 	// transport created without a SecretKey: a transport that starts in

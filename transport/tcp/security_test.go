@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"runtime"
@@ -146,6 +147,9 @@ func TestTransport_RefusesPeersWithoutTheSecret(t *testing.T) {
 
 			_, err := intruder.Call(context.Background(), srv.Addr(), []byte("get session"))
 			require.ErrorIs(t, err, transport.ErrUnreachable)
+			require.ErrorIs(t, err, transport.ErrHandshake, "a live peer refusing is not silence")
+			require.ErrorIs(t, err, transport.ErrNotSent)
+			require.NotErrorIs(t, err, transport.ErrRefused, "the peer is not gone")
 			waitFor(t, func() bool { return srv.Stats().HandshakeFailures == 1 }, "the server counts the refused handshake")
 			assert.Zero(t, handled.Load(), "a request of an unauthenticated peer reached the handler")
 			assert.Zero(t, srv.Stats().Accepted)
@@ -153,8 +157,60 @@ func TestTransport_RefusesPeersWithoutTheSecret(t *testing.T) {
 			// Nor can the server be tricked into talking to it.
 			_, err = srv.Call(context.Background(), intruder.Addr(), []byte("apply session"))
 			require.ErrorIs(t, err, transport.ErrUnreachable)
+			require.ErrorIs(t, err, transport.ErrHandshake)
 		})
 	}
+}
+
+// TestTransport_ExplainsRefusals checks that a dialer refused for its
+// preface learns why, in every security mode, and that the acceptor logs a
+// peer that keeps trying the same way once, not once per attempt.
+func TestTransport_ExplainsRefusals(t *testing.T) {
+	secret := newSecret()
+	tests := []struct {
+		name           string
+		server, client func(*tcp.Config)
+		reason         string
+	}{
+		{"clear text, other label",
+			func(c *tcp.Config) { c.Label = "prod" }, func(c *tcp.Config) { c.Label = "staging" }, `labelled "staging"`},
+		{"secret, other label", withSecret(secret, "prod"), withSecret(secret, "staging"), `labelled "staging"`},
+		{"secret against clear text", func(c *tcp.Config) {}, withSecret(secret, ""), "security is cluster secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuffer
+			srv := listenTCP(t, func(c *tcp.Config) {
+				tt.server(c)
+				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			})
+			srv.Serve(echo)
+			for i := range 3 { // a new dialer each time: every attempt reaches the server
+				cl := listenTCP(t, tt.client)
+				_, err := cl.Call(context.Background(), srv.Addr(), []byte("hello"))
+				require.ErrorIs(t, err, transport.ErrHandshake, "attempt %d", i)
+				assert.ErrorContains(t, err, tt.reason, "the refusal says why")
+				assert.ErrorContains(t, err, "refused by "+srv.Addr())
+				require.NoError(t, cl.Close())
+			}
+			waitFor(t, func() bool { return srv.Stats().HandshakeFailures == 3 }, "the server counts every refusal")
+			assert.Equal(t, 1, strings.Count(logs.String(), "inbound handshake failed"), "one WARN line for three refusals:\n%s", logs.String())
+		})
+	}
+
+	t.Run("another protocol version", func(t *testing.T) {
+		srv := listenTCP(t, func(c *tcp.Config) {})
+		srv.Serve(echo)
+		nc, err := net.Dial("tcp", srv.Addr())
+		require.NoError(t, err)
+		defer nc.Close()
+		_, err = nc.Write([]byte("SMSH\x09\x00\x00"))
+		require.NoError(t, err)
+		require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+		reason, err := wire.ReadRefusal(nil, nc)
+		require.NoError(t, err)
+		assert.Contains(t, reason, "unsupported protocol version 9")
+	})
 }
 
 // TestTransport_RotateKeysUnderLoad rotates the secret of three
@@ -479,4 +535,22 @@ func BenchmarkTransport_CallWithSecret(b *testing.B) {
 			_ = a.Close()
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer that a logger and the test may use at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -105,6 +105,9 @@ type Transport struct {
 	outbound map[*conn]struct{} // open outbound connections, retired ones included
 	inbound  map[net.Conn]*conn // accepted connections; nil while in the handshake
 	perHost  map[string]int     // accepted connections by remote IP
+
+	refusedMu sync.Mutex
+	refused   map[string]string // remote IP -> why its last handshake failed, for logHandshakeFailure
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -138,6 +141,7 @@ func Listen(cfg Config) (*Transport, error) {
 		outbound: map[*conn]struct{}{},
 		inbound:  map[net.Conn]*conn{},
 		perHost:  map[string]int{},
+		refused:  map[string]string{},
 	}
 	switch {
 	case cfg.SecretKey != nil:

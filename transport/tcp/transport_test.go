@@ -632,6 +632,29 @@ func TestTransport_ManyPeers(t *testing.T) {
 	assert.Zero(t, failed.Load())
 }
 
+// A cluster of more than 64 nodes on one address (one host, or nodes behind
+// one NAT) forms with the default configuration: every peer of a node
+// connects to it from the same IP.
+func TestTransport_ManyPeersOnOneAddress(t *testing.T) {
+	const peers = 100
+	srv := listenTCP(t, nil)
+	srv.Serve(echo)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range peers {
+		cl := listenTCP(t, nil)
+		wg.Go(func() {
+			msg := fmt.Sprintf("peer %d", i)
+			if resp, err := cl.Call(context.Background(), srv.Addr(), []byte(msg)); err != nil || string(resp) != msg {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Zero(t, failed.Load(), "every peer on 127.0.0.1 is served")
+	assert.Zero(t, srv.Stats().RejectedConns)
+}
+
 // Benchmarks: the transport next to a bare TCP request/ack of the same size.
 
 const benchPayload = 1024

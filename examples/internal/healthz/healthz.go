@@ -28,6 +28,9 @@ type Health struct {
 	ReadyPartitions int      `json:"ready_partitions"`
 	Peers           int      `json:"peers"`
 	DegradedPeers   int      `json:"degraded_peers"`
+	Problem         string   `json:"problem"`     // why the node is not healthy (Store.Health), or empty
+	Zones           int      `json:"zones"`       // zones the owning members span
+	SingleZone      int      `json:"single_zone"` // partitions whose copies all sit in one zone while there are several
 
 	Status int   `json:"-"` // the HTTP status
 	Err    error `json:"-"` // the request or its decoding failed

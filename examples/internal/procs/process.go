@@ -170,7 +170,9 @@ func (p *Process) Name() string { return p.spec.Name }
 
 // Spec returns a copy of the Spec the process was started from.
 func (p *Process) Spec() Spec {
+	p.mu.Lock()
 	s := p.spec
+	p.mu.Unlock()
 	s.Args = append([]string(nil), s.Args...)
 	s.Env = append([]string(nil), s.Env...)
 	return s
@@ -268,12 +270,31 @@ func (p *Process) Stop(ctx context.Context) error {
 // first with SIGKILL; use Stop before Restart for a graceful restart. It
 // returns ErrClosed if the process's Group has been closed.
 func (p *Process) Restart() error {
+	return p.restart("")
+}
+
+// RestartWith is Restart from another executable: the Spec's Path becomes
+// path for this run and every later one, as when a deploy replaces a
+// server's binary. Arguments, environment and log file stay.
+func (p *Process) RestartWith(path string) error {
+	if path == "" {
+		return fmt.Errorf("procs: restart %s: empty path", p.spec.Name)
+	}
+	return p.restart(path)
+}
+
+// restart kills the current run and starts a new one, from path if it is
+// not empty.
+func (p *Process) restart(path string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	kill(p.run)
 	<-p.run.done
 	if p.group != nil && p.group.isClosed() {
 		return ErrClosed
+	}
+	if path != "" {
+		p.spec.Path = path
 	}
 	return p.startLocked()
 }

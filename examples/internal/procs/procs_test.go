@@ -468,3 +468,32 @@ func TestBuild(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "nonexistent", "the error carries go build's output")
 }
+
+func TestBuildRevision(t *testing.T) {
+	ctx := ctxTimeout(t, 5*time.Minute)
+	out := filepath.Join(t.TempDir(), "hello")
+	// The package sits in the examples module, nested in the repository's:
+	// it builds from inside its own module, at the committed revision.
+	require.NoError(t, BuildRevision(ctx, "HEAD", "./examples/internal/procs/testdata/hello", out))
+	b, err := exec.Command(out).Output()
+	require.NoError(t, err)
+	assert.Equal(t, "hello from a built binary\n", string(b))
+
+	err = BuildRevision(ctx, "0000000000000000000000000000000000000000", "./examples/internal/procs/testdata/hello", out)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no such commit")
+}
+
+func TestProcess_RestartWith(t *testing.T) {
+	ctx := ctxTimeout(t, 5*time.Minute)
+	other := filepath.Join(t.TempDir(), "hello")
+	require.NoError(t, Build(ctx, "./testdata/hello", other))
+	p := startT(t, childSpec(t, "c", "exit"))
+	require.Error(t, p.Wait(ctx), "the child mode exits with status 3")
+	require.NoError(t, p.RestartWith(other))
+	require.NoError(t, p.Wait(ctx))
+	assert.Contains(t, p.LogTail(3), "hello from a built binary", "the new run is the other executable")
+	assert.Equal(t, other, p.Spec().Path)
+	assert.Equal(t, 2, p.Starts())
+	require.Error(t, p.RestartWith(""))
+}

@@ -187,7 +187,11 @@ func (u *user) do(p *process, op opKind, s *sessionModel) *event {
 			break
 		}
 		var v []byte
-		v, e.version, e.err = st.Update(ctx, s.id, "visits", increment)
+		var want replication.Version // as httpsession: the cookie's version, with asynchronous writes only
+		if u.async {
+			want = s.version
+		}
+		v, e.version, e.err = st.UpdateAtLeast(ctx, s.id, "visits", want, increment)
 		e.value, _ = strconv.Atoi(string(v))
 	case opWrite:
 		e.wrote = u.nextW

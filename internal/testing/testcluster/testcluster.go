@@ -46,6 +46,8 @@ type Options struct {
 	// Default: discarded, or stderr at debug level when the environment
 	// variable SESSIONMESH_TEST_LOG is set.
 	Logger *slog.Logger
+	// Zone returns a node's zone (replication.Member.Zone). Default: none.
+	Zone func(name string) string
 	// TCP makes every node use a tcp.Transport on a free
 	// 127.0.0.1 port instead of the in-memory network (for benchmarks over
 	// real loopback). Net's fault injection then does not apply; Partition
@@ -126,6 +128,9 @@ func (c *Cluster) Start(name string) *Node {
 		Name:   name,
 		member: replication.Member{Name: name, Addr: addr, Incarnation: c.incarnation},
 	}
+	if c.opts.Zone != nil {
+		n.member.Zone = c.opts.Zone(name)
+	}
 	n.view = newMembership(n.member)
 	c.nodes[name] = n
 	c.refreshLocked()
@@ -149,14 +154,21 @@ func (c *Cluster) Start(name string) *Node {
 // Kill stops node name as a crash would: the process is gone first (its
 // connections fail at once), and the others drop it from their membership
 // after, as a failure detector does.
-func (c *Cluster) Kill(name string) {
-	n := c.Node(name)
-	if n == nil {
-		c.t.Fatalf("testcluster: no node %q", name)
+//
+// Several names crash together, as a zone or a rack does: all are gone
+// before the others see one membership change without any of them.
+func (c *Cluster) Kill(names ...string) {
+	for _, name := range names {
+		n := c.Node(name)
+		if n == nil {
+			c.t.Fatalf("testcluster: no node %q", name)
+		}
+		require.NoError(c.t, n.Store.Close())
 	}
-	require.NoError(c.t, n.Store.Close())
 	c.mu.Lock()
-	delete(c.nodes, name)
+	for _, name := range names {
+		delete(c.nodes, name)
+	}
 	c.refreshLocked()
 	c.mu.Unlock()
 }

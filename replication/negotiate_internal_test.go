@@ -1,0 +1,43 @@
+package replication
+
+import (
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A request type this build does not know comes from a newer peer: it is
+// answered with respUnsupported and this build's version, never with a
+// malformed-message error, so the newer peer can fall back.
+func TestNegotiate_UnknownRequestTypeIsUnsupported(t *testing.T) {
+	s := &Store{log: slog.New(slog.DiscardHandler)}
+	resp := s.handle([]byte{200, 0x90})
+	require.NotEmpty(t, resp)
+	assert.Equal(t, respUnsupported, resp[0])
+	_, err := openResponse(resp)
+	var u *unsupportedError
+	require.ErrorAs(t, err, &u)
+	assert.Equal(t, protocolVersion, u.protocol)
+	assert.Zero(t, s.stats.rejected.Load(), "a newer peer is not hostile")
+}
+
+func TestNegotiate_Hello(t *testing.T) {
+	b, err := encodeHello(helloRequest{name: "n1", incarnation: 7, partitions: numPartitions, protocol: protocolVersion})
+	require.NoError(t, err)
+	req, err := decodeRequest(b)
+	require.NoError(t, err)
+	assert.Equal(t, helloRequest{name: "n1", incarnation: 7, partitions: numPartitions, protocol: protocolVersion}, req)
+	require.NoError(t, checkHello(req.(helloRequest)))
+
+	tooOld := helloRequest{name: "n1", partitions: numPartitions, protocol: minProtocolVersion - 1}
+	assert.ErrorContains(t, checkHello(tooOld), "upgrade it through the releases in between")
+	assert.ErrorContains(t, checkHello(helloRequest{partitions: 7, protocol: protocolVersion}), "7 partitions")
+
+	r, err := encodeHelloReply(helloReply{name: "n2", incarnation: 9, seesYou: true, ready: true, protocol: protocolVersion})
+	require.NoError(t, err)
+	h, err := decodeHelloReply(r)
+	require.NoError(t, err)
+	assert.Equal(t, helloReply{name: "n2", incarnation: 9, seesYou: true, ready: true, protocol: protocolVersion}, h)
+}
