@@ -213,7 +213,7 @@
 // a hand-over that cannot happen: with SnapshotDir it writes a snapshot and
 // returns at once; without, it logs at WARN how many sessions are lost. A
 // stop of every node with SIGTERM thus loses nothing and takes each node
-// about a second; a SIGKILL of every node loses the writes of at most the
+// well under 3 s; a SIGKILL of every node loses the writes of at most the
 // last SnapshotInterval (plus the time one write takes). docs/operations.md
 // has the costs measured for 100,000 sessions.
 //

@@ -25,8 +25,8 @@
 // its sessions on its local disk (encrypted with the cluster secret), so
 // that stopping or killing every node at once logs nobody out: a node
 // loads its snapshot when it starts again and reconciles it with the
-// others. When every node is stopped at once, each exits within about two
-// seconds rather than waiting for peers to hand its sessions to.
+// others. When every node is stopped at once, each exits within 3 seconds
+// rather than waiting for peers to hand its sessions to.
 //
 // Instead of (or besides) -seeds, -seeds-dns finds the other nodes in DNS
 // and looks them up again while running: host:port for A/AAAA records, or
