@@ -47,8 +47,12 @@ import (
 // checked against corruption but neither secret nor authenticated, and
 // anyone who can read the directory can read the sessions.
 
-// snapshotFile is the name of the snapshot in Config.SnapshotDir.
-const snapshotFile = "sessions.snap"
+// snapshotFile is the name of the snapshot in Config.SnapshotDir, and
+// tempPattern that of a snapshot being written.
+const (
+	snapshotFile = "sessions.snap"
+	tempPattern  = "." + snapshotFile + ".*.tmp"
+)
 
 // Format constants: values are part of the file format.
 const (
@@ -349,6 +353,14 @@ type snapshotState struct {
 func (s *Store) loadSnapshot() {
 	path := s.snapshotPath()
 	start := s.clock.Monotonic()
+	// Temporary files of writes a crash interrupted: never complete, never
+	// read, only taking space.
+	if stale, _ := filepath.Glob(filepath.Join(s.cfg.SnapshotDir, tempPattern)); len(stale) > 0 {
+		for _, f := range stale {
+			_ = os.Remove(f)
+		}
+		s.log.Info("removed temporary files of interrupted snapshot writes", "files", len(stale))
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		s.log.Info("no snapshot to load; starting empty", "path", path)
@@ -461,7 +473,7 @@ func (s *Store) writeSnapshot() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("snapshot dir: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+snapshotFile+".*.tmp")
+	f, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}

@@ -260,6 +260,21 @@ func TestSnapshot_CorruptOrForeignSnapshotStartsEmpty(t *testing.T) {
 	require.Contains(t, logs.String(), "another cluster")
 }
 
+func TestSnapshot_InterruptedWritesLeaveNoFilesBehind(t *testing.T) {
+	dir := t.TempDir()
+	stray := filepath.Join(dir, ".sessions.snap.12345.tmp") // a write a crash interrupted
+	require.NoError(t, os.WriteFile(stray, []byte("half a snapshot"), 0o600))
+	c := testcluster.New(t, testcluster.Options{Config: func(string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.SnapshotDir = dir
+		return cfg
+	}})
+	c.Start("a")
+	c.WaitReady(t)
+	_, err := os.Stat(stray)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
 func TestSnapshot_GarbageFileStartsEmptyAndIsMovedAside(t *testing.T) {
 	dir := t.TempDir()
 	for name, content := range map[string][]byte{
