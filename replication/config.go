@@ -98,8 +98,8 @@ type Config struct {
 
 	// SnapshotInterval is how often the store writes a snapshot when
 	// SnapshotDir is set (it skips a write when nothing changed): a crash
-	// of every node loses at most the writes of the last interval.
-	// Default 5s.
+	// of every node loses at most the writes of the last interval and of
+	// the time one snapshot takes to write. Default 5s.
 	SnapshotInterval time.Duration
 
 	// SnapshotKey is the cluster secret the snapshot is encrypted and
