@@ -127,3 +127,40 @@ func TestStartNode_SnapshotIsSealedWithTheClusterSecret(t *testing.T) {
 		stop(n)
 	}
 }
+
+// TestNode_UseKeyReSealsTheSnapshot rotates the cluster secret of a node
+// that keeps snapshots: restarted with only the new secret, it still gets
+// its sessions back.
+func TestNode_UseKeyReSealsTheSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	oldKey, newKey := make([]byte, 32), make([]byte, 32)
+	_, _ = rand.Read(oldKey)
+	_, _ = rand.Read(newKey)
+	start := func(secret []byte) *sessionmesh.Node {
+		cfg := sessionmesh.DefaultLocalNodeConfig()
+		cfg.Cluster.NodeName = "a"
+		cfg.SecretKey = secret
+		cfg.Store.SnapshotDir = dir
+		cfg.Store.Logger = slog.New(slog.DiscardHandler)
+		n, err := sessionmesh.StartNode(cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = n.Close() })
+		require.Eventually(t, n.Store.IsReady, 10*time.Second, 5*time.Millisecond)
+		return n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n := start(oldKey)
+	_, err := n.Store.Save(ctx, "s1", replication.Changes{Set: map[string][]byte{"user": []byte("ann")}, Lifetime: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, n.InstallKey(newKey))
+	require.NoError(t, n.UseKey(newKey))
+	require.NoError(t, n.RemoveKey(oldKey))
+	require.NoError(t, n.Leave(ctx))
+	require.NoError(t, n.Close())
+
+	n = start(newKey)
+	_, ok, err := n.Store.Get(ctx, "s1")
+	require.NoError(t, err)
+	require.True(t, ok, "the snapshot was not re-sealed with the new secret")
+}

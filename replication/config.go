@@ -109,6 +109,12 @@ type Config struct {
 	// sessionmesh.StartNode sets it to NodeConfig.SecretKey.
 	SnapshotKey []byte
 
+	// SnapshotOldKeys are further secrets a snapshot found at start may be
+	// sealed with: those of a rotation in progress. Snapshots are written
+	// with SnapshotKey (or the one Store.UseSnapshotKey gave later).
+	// sessionmesh.StartNode sets them to NodeConfig.SecondaryKeys.
+	SnapshotOldKeys [][]byte
+
 	// SnapshotLabel is the cluster's label, which the snapshot's header
 	// records: a snapshot written under another label or secret is
 	// refused. sessionmesh.StartNode sets it to NodeConfig.Label.

@@ -205,9 +205,10 @@
 // another format version, of another cluster (label or secret), or older
 // than TombstoneTTL (a logout it missed may have been forgotten since) is
 // renamed to sessions.snap.refused, one WARN line says why, and the node
-// starts empty. Rotating the cluster secret (Node.UseKey) does not re-seal
-// a running node's snapshots: restart nodes with the secret they started
-// with until they have written one under the new one.
+// starts empty. Store.UseSnapshotKey (which sessionmesh's Node.UseKey
+// calls) re-seals the next snapshot with a rotated secret, and
+// Config.SnapshotOldKeys lets a node started during a rotation read one
+// sealed with an older secret.
 //
 // When every peer is leaving too, or none is left, Leave does not wait for
 // a hand-over that cannot happen: with SnapshotDir it writes a snapshot and

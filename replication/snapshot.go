@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
@@ -93,6 +94,25 @@ func newSnapshotKey(secret []byte, label string) (snapshotKey, error) {
 	}
 	copy(k.identity[:], id)
 	return k, nil
+}
+
+// snapshotKeyOf returns the key of keys that wrote the snapshot whose
+// header is h: the one whose identity the header names.
+func snapshotKeyOf(h []byte, keys []snapshotKey) (snapshotKey, error) {
+	keyed, unkeyed := false, false
+	for _, k := range keys {
+		keyed, unkeyed = keyed || k.keyed, unkeyed || !k.keyed
+		if k.keyed == (h[7]&snapshotKeyed != 0) && subtle.ConstantTimeCompare(h[8:24], k.identity[:]) == 1 {
+			return k, nil
+		}
+	}
+	switch {
+	case h[7]&snapshotKeyed != 0 && !keyed:
+		return snapshotKey{}, fmt.Errorf("%w: it is sealed with a cluster secret and this node has none", errSnapshotForeign)
+	case h[7]&snapshotKeyed == 0 && !unkeyed:
+		return snapshotKey{}, fmt.Errorf("%w: it was written without a cluster secret and this node has one", errSnapshotForeign)
+	}
+	return snapshotKey{}, errSnapshotForeign
 }
 
 // aead returns the cipher of the file with the given salt.
@@ -236,7 +256,7 @@ func maxSnapshotChunk(lim Limits) int {
 // decodes records with the bounds peers' records get. fn sees every chunk
 // before the snapshot is known to be complete (an error may still follow):
 // callers keep what fn collects only when readSnapshot returns nil.
-func readSnapshot(r io.Reader, k snapshotKey, lim Limits, notBefore int64, fn func([]*record) error) (written int64, err error) {
+func readSnapshot(r io.Reader, keys []snapshotKey, lim Limits, notBefore int64, fn func([]*record) error) (written int64, err error) {
 	h := make([]byte, snapshotHeaderLen)
 	if _, err := io.ReadFull(r, h); err != nil {
 		return 0, fmt.Errorf("%w: header: %w", errSnapshotCorrupt, err)
@@ -246,12 +266,10 @@ func readSnapshot(r io.Reader, k snapshotKey, lim Limits, notBefore int64, fn fu
 		return 0, fmt.Errorf("%w: not a snapshot file", errSnapshotCorrupt)
 	case h[6] != snapshotVersion:
 		return 0, fmt.Errorf("%w: format version %d (this release reads %d)", errSnapshotCorrupt, h[6], snapshotVersion)
-	case h[7]&snapshotKeyed != 0 && !k.keyed:
-		return 0, fmt.Errorf("%w: it is sealed with a cluster secret and this node has none", errSnapshotForeign)
-	case h[7]&snapshotKeyed == 0 && k.keyed:
-		return 0, fmt.Errorf("%w: it was written without a cluster secret and this node has one", errSnapshotForeign)
-	case subtle.ConstantTimeCompare(h[8:24], k.identity[:]) != 1:
-		return 0, errSnapshotForeign
+	}
+	k, err := snapshotKeyOf(h, keys)
+	if err != nil {
+		return 0, err
 	}
 	written = int64(binary.BigEndian.Uint64(h[56:64]))
 	if notBefore != 0 && written < notBefore {
@@ -333,13 +351,14 @@ type SnapshotStats struct {
 
 // snapshotState is what the store remembers of its snapshots.
 type snapshotState struct {
-	key     snapshotKey
-	written bool          // a snapshot of this store's state was written or loaded
-	count   int           // of the records then
-	digest  uint64        // and their digest, to skip writing an unchanged state
-	last    SnapshotStats // the last one written
-	loaded  SnapshotStats // the one loaded at start
-	errors  int           // writes that failed in a row, to log once per run of failures
+	key      snapshotKey   // seals the snapshots written
+	readKeys []snapshotKey // the one a snapshot at start may be sealed with: key, then Config.SnapshotOldKeys
+	written  bool          // a snapshot of this store's state was written or loaded
+	count    int           // of the records then
+	digest   uint64        // and their digest, to skip writing an unchanged state
+	last     SnapshotStats // the last one written
+	loaded   SnapshotStats // the one loaded at start
+	errors   int           // writes that failed in a row, to log once per run of failures
 }
 
 // loadSnapshot fills the store's partitions from its snapshot, if any,
@@ -375,7 +394,7 @@ func (s *Store) loadSnapshot() {
 	notBefore := now - s.cfg.TombstoneTTL.Milliseconds()
 	var loaded, expired, refused int
 	var refusal error
-	written, err := readSnapshot(bufio.NewReaderSize(f, 256<<10), s.snap.key, s.cfg.Limits, notBefore, func(rs []*record) error {
+	written, err := readSnapshot(bufio.NewReaderSize(f, 256<<10), s.snap.readKeys, s.cfg.Limits, notBefore, func(rs []*record) error {
 		for _, r := range rs {
 			// A record over the limits or the clock bound costs only
 			// itself: the file is authentic, the limits may have changed.
@@ -406,7 +425,9 @@ func (s *Store) loadSnapshot() {
 		size = fi.Size()
 	}
 	s.snap.loaded = SnapshotStats{Records: loaded, Bytes: size, Took: s.clock.Monotonic() - start}
-	s.snap.written, s.snap.count, s.snap.digest = true, loaded, s.digest()
+	// With old keys, the snapshot may be sealed with one of them: write
+	// the next one, under the current key, even if nothing changes.
+	s.snap.written, s.snap.count, s.snap.digest = len(s.snap.readKeys) == 1, loaded, s.digest()
 	s.log.Info("snapshot loaded", "path", path, "records", loaded, "expired", expired,
 		"age", time.Duration(now-written)*time.Millisecond, "took", s.snap.loaded.Took.Round(time.Millisecond))
 	if refused > 0 {
@@ -487,7 +508,10 @@ func (s *Store) writeSnapshot() error {
 	}()
 	bw := bufio.NewWriterSize(f, 256<<10)
 	now := s.now()
-	sw, err := newSnapshotWriter(bw, s.snap.key, s.cfg.Limits, now)
+	s.snapMu.Lock()
+	key := s.snap.key
+	s.snapMu.Unlock()
+	sw, err := newSnapshotWriter(bw, key, s.cfg.Limits, now)
 	if err != nil {
 		return err
 	}
@@ -529,6 +553,25 @@ func (s *Store) writeSnapshot() error {
 		s.log.Warn("sessions over the size limits left out of the snapshot", "sessions", sw.skipped)
 	}
 	s.log.Debug("snapshot written", "records", sw.records, "bytes", sw.bytes, "took", s.snap.last.Took)
+	return nil
+}
+
+// UseSnapshotKey makes the store seal its snapshots with the cluster
+// secret secret from now on (the label stays Config.SnapshotLabel), and
+// write one at the next interval even if nothing changed, so that the
+// snapshot on disk follows a rotation of the secret. sessionmesh's
+// Node.UseKey calls it. It does nothing without Config.SnapshotDir.
+func (s *Store) UseSnapshotKey(secret []byte) error {
+	if s.cfg.SnapshotDir == "" {
+		return nil
+	}
+	k, err := newSnapshotKey(bytes.Clone(secret), s.cfg.SnapshotLabel)
+	if err != nil {
+		return fmt.Errorf("replication: %w", err)
+	}
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.snap.key, s.snap.written = k, false
 	return nil
 }
 

@@ -40,7 +40,7 @@ func writeTestSnapshot(t testing.TB, k snapshotKey, rs []*record) []byte {
 
 func readAll(b []byte, k snapshotKey, notBefore int64) ([]*record, error) {
 	var out []*record
-	_, err := readSnapshot(bytes.NewReader(b), k, DefaultLimits(), notBefore, func(rs []*record) error {
+	_, err := readSnapshot(bytes.NewReader(b), []snapshotKey{k}, DefaultLimits(), notBefore, func(rs []*record) error {
 		out = append(out, rs...)
 		return nil
 	})
@@ -69,6 +69,18 @@ func TestSnapshot_RoundTripAcrossChunks(t *testing.T) {
 			require.NotContains(t, string(b), "user", "a sealed snapshot shows attribute names")
 		}
 	}
+}
+
+func TestSnapshot_ReadsWithTheKeysOfARotation(t *testing.T) {
+	old := mustKey(t, bytes.Repeat([]byte{1}, 32), "shop")
+	cur := mustKey(t, bytes.Repeat([]byte{2}, 32), "shop")
+	b := writeTestSnapshot(t, old, testSnapshotRecords(10))
+	var n int
+	_, err := readSnapshot(bytes.NewReader(b), []snapshotKey{cur, old}, DefaultLimits(), 0, func(rs []*record) error { n += len(rs); return nil })
+	require.NoError(t, err)
+	require.Equal(t, 11, n)
+	_, err = readSnapshot(bytes.NewReader(b), []snapshotKey{cur}, DefaultLimits(), 0, func([]*record) error { return nil })
+	require.ErrorIs(t, err, errSnapshotForeign)
 }
 
 func TestSnapshot_EmptyStore(t *testing.T) {
@@ -140,7 +152,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	lim := DefaultLimits()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, k := range []snapshotKey{keyed, plain} {
-			_, err := readSnapshot(bytes.NewReader(data), k, lim, 0, func(rs []*record) error {
+			_, err := readSnapshot(bytes.NewReader(data), []snapshotKey{k}, lim, 0, func(rs []*record) error {
 				for _, r := range rs {
 					if err := lim.checkRecord(r); err != nil {
 						return err
@@ -185,7 +197,7 @@ func TestSnapshot_SmallLimitsStillReadFullChunks(t *testing.T) {
 	require.NoError(t, sw.close())
 	require.Greater(t, sw.index, uint64(2))
 	n := 0
-	_, err = readSnapshot(bytes.NewReader(buf.Bytes()), k, lim, 0, func(rs []*record) error { n += len(rs); return nil })
+	_, err = readSnapshot(bytes.NewReader(buf.Bytes()), []snapshotKey{k}, lim, 0, func(rs []*record) error { n += len(rs); return nil })
 	require.NoError(t, err)
 	require.Equal(t, len(rs), n)
 }
@@ -226,7 +238,7 @@ func TestSnapshot_LoadLeavesOutOnlyTheRecordsOverTheLimits(t *testing.T) {
 	require.Error(t, cfg.validate()) // no membership or transport: only the defaults matter here
 	s := &Store{cfg: cfg, log: slog.New(slog.NewTextHandler(&logs, nil)), clock: cfg.Clock, parts: newPartitions()}
 	s.hlc = hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset)
-	s.snap.key = k
+	s.snap.key, s.snap.readKeys = k, []snapshotKey{k}
 	s.loadSnapshot()
 	require.NotNil(t, s.parts[partitionOf("under")].get("under"))
 	require.Nil(t, s.parts[partitionOf("over")].get("over"))

@@ -121,11 +121,16 @@ func New(cfg Config) (*Store, error) {
 	}
 	s.replicated.Store(-1)
 	if cfg.SnapshotDir != "" {
-		k, err := newSnapshotKey(cfg.SnapshotKey, cfg.SnapshotLabel)
-		if err != nil {
-			return nil, fmt.Errorf("replication: %w", err)
+		for i, secret := range append([][]byte{cfg.SnapshotKey}, cfg.SnapshotOldKeys...) {
+			k, err := newSnapshotKey(secret, cfg.SnapshotLabel)
+			if err != nil {
+				return nil, fmt.Errorf("replication: %w", err)
+			}
+			if i == 0 {
+				s.snap.key = k
+			}
+			s.snap.readKeys = append(s.snap.readKeys, k)
 		}
-		s.snap.key = k
 		s.loadSnapshot()
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
