@@ -103,6 +103,14 @@ func TestLayout_ImportFloors(t *testing.T) {
 		}
 	}
 
+	// throttle sits beside httpsession: on the store alone.
+	for _, d := range ours(pkgs[module+"/throttle"].Imports) {
+		require.True(t, isLeaf(d) || d == "replication", "throttle imports %q: it may import only replication and internal leaves", d)
+	}
+	for _, forbidden := range []string{module + "/cluster", module + "/transport/tcp", module + "/httpsession", "github.com/hashicorp/memberlist"} {
+		require.False(t, has(dep("throttle"), forbidden), "throttle depends on %s", forbidden)
+	}
+
 	for path, p := range pkgs {
 		if strings.HasPrefix(path, module+"/internal/testing/") {
 			continue // harnesses may use each other
@@ -121,7 +129,7 @@ func TestLayout_LeanModule(t *testing.T) {
 	cmd.Env = append(cmd.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
 	require.NoError(t, err)
-	for _, m := range []string{"github.com/chromedp/", "github.com/gomodule/redigo", "github.com/alexedwards/scs/redisstore"} {
+	for _, m := range []string{"github.com/chromedp/", "github.com/gomodule/redigo", "github.com/alexedwards/scs/redisstore", "github.com/redis/go-redis"} {
 		require.NotContains(t, string(out), m, "the library module requires %s", m)
 	}
 }

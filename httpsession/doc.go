@@ -34,6 +34,12 @@
 // missing, malformed, unknown or expired cookie never causes an error: the
 // request gets a new, empty session.
 //
+// A node over its memory budget (replication.Config.MaxSessions,
+// MaxBytes) refuses to start new sessions: the default ErrorFunc answers
+// such a request 503 Service Unavailable with Retry-After
+// (Manager.OverloadRetryAfter) and sets no cookie, while requests of the
+// sessions that exist are served as usual.
+//
 // Values are encoded with msgpack (github.com/vmihailenco/msgpack/v5) when
 // they are Put, so a value that cannot be encoded fails there. Read them back
 // with the typed getters (GetString, GetInt, ...) or the generic Get[T];

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,8 +72,19 @@ type Manager struct {
 	// or expired sessions, which simply get a new one). Default: a plain
 	// 503 Service Unavailable with Retry-After when the store refuses
 	// writes because its node's clock is off (replication.ErrClockOffset:
-	// another node can serve the request), else 500 Internal Server Error.
+	// another node can serve the request; Retry-After: 5) or refuses a new
+	// session because its node is full (replication.ErrOverloaded:
+	// Retry-After from OverloadRetryAfter), else 500 Internal Server
+	// Error.
 	ErrorFunc func(http.ResponseWriter, *http.Request, error)
+
+	// OverloadRetryAfter is the Retry-After of the default ErrorFunc's
+	// answer to a request that would start a session on a node over its
+	// budget (replication.ErrOverloaded): how long the client should wait
+	// before it tries again. Requests of sessions that exist are never
+	// refused for the budget. Default 10s; it is rounded up to whole
+	// seconds.
+	OverloadRetryAfter time.Duration
 
 	// Logger receives the manager's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -144,7 +156,7 @@ type Cookie struct {
 // New returns a Manager with the default settings that keeps its sessions
 // in store.
 func New(store Store) *Manager {
-	return &Manager{
+	m := &Manager{
 		Store:    store,
 		Lifetime: 24 * time.Hour,
 		Cookie: Cookie{
@@ -155,20 +167,33 @@ func New(store Store) *Manager {
 			SameSite: http.SameSiteLaxMode,
 			Persist:  true,
 		},
-		ErrorFunc: defaultErrorFunc,
+		OverloadRetryAfter: defaultOverloadRetryAfter,
 	}
+	m.ErrorFunc = m.defaultErrorFunc
+	return m
 }
+
+// defaultOverloadRetryAfter is the default of Manager.OverloadRetryAfter.
+const defaultOverloadRetryAfter = 10 * time.Second
 
 // defaultErrorFunc answers 503 with Retry-After when the store refuses
 // writes for a while (its clock is off: another node can serve the
-// request), 500 otherwise.
-func defaultErrorFunc(w http.ResponseWriter, _ *http.Request, err error) {
-	if errors.Is(err, replication.ErrClockOffset) {
+// request; or it is full and refuses new sessions), 500 otherwise.
+func (m *Manager) defaultErrorFunc(w http.ResponseWriter, _ *http.Request, err error) {
+	switch {
+	case errors.Is(err, replication.ErrClockOffset):
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+	case errors.Is(err, replication.ErrOverloaded):
+		d := m.OverloadRetryAfter
+		if d <= 0 {
+			d = defaultOverloadRetryAfter
+		}
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+	default:
+		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 		return
 	}
-	http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 }
 
 func (m *Manager) logger() *slog.Logger {

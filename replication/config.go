@@ -76,6 +76,33 @@ type Config struct {
 	// (which are refused). Default: DefaultLimits().
 	Limits Limits
 
+	// MaxSessions bounds the sessions this node holds, tombstones of
+	// ended sessions and reserved IDs included: a write that would create a
+	// new session on a node that holds this many fails with ErrOverloaded
+	// (see MaxBytes for what is never refused). Records with reserved IDs
+	// (sessionmesh's own, such as a principal's index, which
+	// httpsession writes after the session it indexes) are refused only
+	// beyond a sixteenth more, so that a session admitted under the budget
+	// is never left half written. Default 0: no bound by count (MaxBytes
+	// bounds them); negative: no bound.
+	MaxSessions int
+
+	// MaxBytes bounds the estimated memory of the sessions this node
+	// holds (IDs, attributes and a fixed overhead per session and per
+	// attribute; Stats.Bytes): a write that would create a new session
+	// beyond it fails with ErrOverloaded. Writes to sessions that exist,
+	// and whatever peers send (writes, repairs, state transfer), are never
+	// refused for the budget: the budget is checked only where a session is
+	// created. Every node should have the same budget; in AllToAll mode
+	// every node then holds what the node that creates a session counts,
+	// and the whole cluster stays within it. Default: half of the Go
+	// memory limit (GOMEMLIMIT, see runtime/debug.SetMemoryLimit) when one
+	// is set, else half of the cgroup's memory limit (memory.max, a
+	// container's limit), else 1 GiB (about a million small sessions);
+	// the other half is for everything else the process holds. Negative:
+	// no bound.
+	MaxBytes int64
+
 	// OnSessionEvent, when set, is called for every session created,
 	// destroyed or expired, once per event in the cluster: by the
 	// session's primary owner, not by every replica. It runs on one
@@ -184,6 +211,9 @@ func (c *Config) validate() error {
 		c.SnapshotInterval = d.SnapshotInterval
 	}
 	c.Limits = c.Limits.withDefaults()
+	if c.MaxBytes == 0 {
+		c.MaxBytes = defaultMaxBytes()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -158,9 +158,14 @@
 //   - Hand-off: it pushes the records of partitions it no longer owns to
 //     their owners, and drops them once every owner is complete.
 //   - It counts the partitions below their copy count: FullyReplicated.
-//     Membership changes reach it through the failure detector, so right
-//     after a crash FullyReplicated can still say true until the crash is
-//     detected (about a second with the local timers, 6 s on a LAN).
+//     It does not wait for the failure detector (about a second with the
+//     local timers, 6 s on a LAN) to notice a crash: the moment a call to
+//     an owner fails as a gone peer's does (a refused or broken
+//     connection: the kernel closes a killed process's connections at
+//     once; or a missed deadline), FullyReplicated turns false, and only a
+//     round that starts after it and finds every partition's copies ready,
+//     after the membership has dropped the dead node and re-replication
+//     is done, turns it true again.
 //
 // Leave announces the departure to every peer, which stop giving the node
 // partitions, then hands everything over: a rolling restart that leaves
@@ -217,6 +222,38 @@
 // well under 3 s; a SIGKILL of every node loses the writes of at most the
 // last SnapshotInterval (plus the time one write takes). docs/operations.md
 // has the costs measured for 100,000 sessions.
+//
+// # Memory budget
+//
+// A node holds at most Config.MaxSessions sessions and Config.MaxBytes of
+// them (an estimate: IDs, attributes, and a fixed overhead per session and
+// per attribute, within 15% of the heap they take; Stats.Bytes), counting
+// tombstones and reserved IDs. The budget is checked in one place: where a
+// session is created, the local Save of an unknown ID or Rename to a new
+// one, against what this node holds. Beyond it the write fails with
+// ErrOverloaded and nothing is written:
+//
+//	if _, err := store.Save(ctx, id, changes); errors.Is(err, replication.ErrOverloaded) {
+//		// 503 with Retry-After (httpsession does this): the node is full
+//	}
+//
+// Everything else goes on: writes, touches and updates of sessions that
+// exist, Destroy, and every record from a peer (writes, repairs, state
+// transfer) are never refused for the budget, since an owner that refused
+// what the others hold would disagree with them forever. Give every node
+// the same budget. In AllToAll mode every node holds every session, so the
+// count the creating node checks is every node's count, and the budget
+// bounds the whole cluster: a flood is refused on every node before any
+// runs out of memory. It may be passed by the new sessions being created
+// on other nodes at the same moment, one per concurrent request. In
+// Backups(n) mode a node counts what it holds, its share of the
+// partitions; the creating node's count stands for the owners' (hashing
+// spreads sessions evenly), so a node may pass its budget by that skew.
+// Records with reserved IDs (sessionmesh's own, such as httpsession's
+// index of a principal's sessions, written after the session itself) may
+// pass the budget by a sixteenth, so that a session admitted under it is
+// never left half written. Sessions that exist are never evicted: the
+// budget frees up as sessions end and their tombstones expire.
 //
 // # Security
 //

@@ -66,6 +66,15 @@ var (
 	// many bytes in all. Nothing is written. Records from peers over the
 	// limits are refused the same way (and counted in Stats.Rejected).
 	ErrSessionTooLarge = errors.New("replication: session over its size limits")
+
+	// ErrOverloaded is returned by a write that would create a new
+	// session (Save of an unknown ID, Rename to a new one) on a node that
+	// holds Config.MaxSessions sessions or Config.MaxBytes bytes of them
+	// already. Nothing is written. Sessions that exist keep working: writes
+	// to them, and records from peers, are never refused for the budget.
+	// An HTTP server should answer 503 with Retry-After: the node has
+	// room again once sessions end.
+	ErrOverloaded = errors.New("replication: node over its session budget")
 )
 
 // renewedError is the type of ErrSessionRenewed: an ended session whose

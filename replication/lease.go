@@ -249,6 +249,12 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 		a.failed = true
 		s.log.Debug("lease request failed", "peer", q.name, "err", err)
 	}
+	switch {
+	case err == nil:
+		q.answered()
+	case errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded):
+		s.ownerLost(q, err)
+	}
 	q.silent.Store(err != nil)
 	l.mu.Lock()
 	resync := l.table.answered(keyOf(q), asked, a)

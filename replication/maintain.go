@@ -51,6 +51,7 @@ func (s *Store) maintain() {
 		s.joined.Store(true)
 	})
 	s.greetPeers(s.ctx)
+	close(s.greeted)
 	s.repeat(s.cfg.AntiEntropyInterval, s.kick, func() { s.round(s.ctx) })
 }
 
@@ -59,6 +60,7 @@ func (s *Store) maintain() {
 // step by step, each step deciding on what the previous one left.
 func (s *Store) round(ctx context.Context) {
 	v := s.view.Load()
+	losses := s.losses.Load()
 	since := s.clock.Monotonic()
 	s.poll(ctx, v)
 	s.greetRefusers(ctx, v)
@@ -74,10 +76,11 @@ func (s *Store) round(ctx context.Context) {
 	s.repair(ctx, planRepairs(v, s.partStates(), st))
 	s.handOff(ctx, planHandOffs(v, s.partStates(), st))
 	s.replicated.Store(int32(underReplicated(v, s.partStates(), st)))
-	if s.view.Load() != v {
-		// The membership changed during the round: this count is of the
-		// old one. rebuildView stores -1 again after the new view, so
-		// either it or this line has the last word.
+	if s.view.Load() != v || s.losses.Load() != losses {
+		// The membership changed during the round, or an owner looked
+		// gone: this count is of the old state. rebuildView and ownerLost
+		// store -1 again after their change, so either they or this line
+		// have the last word.
 		s.replicated.Store(-1)
 	}
 }
@@ -192,6 +195,8 @@ func (s *Store) poll(ctx context.Context, v *view) {
 			defer wg.Done()
 			resp, err := s.callTimeout(ctx, q, req)
 			if err != nil {
+				// Not a loss for ownerLost: this round counts q's
+				// partitions as under-replicated without its status.
 				s.log.Debug("status poll failed", "peer", q.name, "err", err)
 				return
 			}
@@ -202,6 +207,7 @@ func (s *Store) poll(ctx context.Context, v *view) {
 			}
 			st.at = s.clock.Monotonic()
 			q.status.Store(st)
+			q.answered()
 		}()
 	}
 	wg.Wait()

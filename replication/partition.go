@@ -49,12 +49,17 @@ type partition struct {
 	// (state transfer done, or nothing to transfer). Until then reads go
 	// to a peer that is ready.
 	ready atomic.Bool
+
+	// usage is shared by the node's partitions: what they hold in all.
+	usage *usage
 }
 
-func newPartitions() []*partition {
+// newPartitions returns a node's partitions, which account what they hold
+// in u.
+func newPartitions(u *usage) []*partition {
 	ps := make([]*partition, numPartitions)
 	for i := range ps {
-		ps[i] = &partition{records: make(map[string]*record), expiry: make(map[int64][]string)}
+		ps[i] = &partition{records: make(map[string]*record), expiry: make(map[int64][]string), usage: u}
 	}
 	return ps
 }
@@ -84,6 +89,7 @@ func (p *partition) apply(in *record, now int64) (out, old *record, changed bool
 		return old, old, false
 	}
 	p.records[in.id] = out
+	p.usage.replace(old, out)
 	if old != nil {
 		p.digest ^= old.digest()
 	} else {
@@ -109,6 +115,7 @@ func (p *partition) update(id string, fn func(cur *record) *record) {
 		return
 	}
 	p.records[id] = out
+	p.usage.replace(old, out)
 	if old != nil {
 		p.digest ^= old.digest()
 	} else {
@@ -180,6 +187,7 @@ func (p *partition) sweepBucket(b, now int64, expired func(*record)) int {
 			continue
 		}
 		delete(p.records, id)
+		p.usage.remove(r)
 		p.digest ^= r.digest()
 		removed++
 		if !r.destroyed && expired != nil {
@@ -224,6 +232,7 @@ func (p *partition) dropUnchanged(rs []*record) int {
 	for _, r := range rs {
 		if p.records[r.id] == r {
 			delete(p.records, r.id)
+			p.usage.remove(r)
 			p.digest ^= r.digest()
 			n++
 		}

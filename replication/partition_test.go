@@ -23,7 +23,7 @@ func TestPartitionOf_SpreadsIDs(t *testing.T) {
 }
 
 func TestPartition_DigestIsMaintainedIncrementally(t *testing.T) {
-	p := newPartitions()[0]
+	p := newPartitions(&usage{})[0]
 	for i := 0; i < 50; i++ {
 		id := fmt.Sprintf("s%d", i%20)
 		p.apply(&record{id: id, attrs: []attr{{name: "a", value: []byte{byte(i)}, version: version{uint64ToTS(i), 1}}}}, 0)
@@ -38,7 +38,7 @@ func TestPartition_DigestIsMaintainedIncrementally(t *testing.T) {
 }
 
 func TestPartition_ApplyIgnoresExpiredNewRecord(t *testing.T) {
-	p := newPartitions()[0]
+	p := newPartitions(&usage{})[0]
 	r, _, changed := p.apply(&record{id: "old", expires: 100}, 200)
 	assert.Nil(t, r)
 	assert.False(t, changed)
@@ -46,7 +46,7 @@ func TestPartition_ApplyIgnoresExpiredNewRecord(t *testing.T) {
 }
 
 func TestPartition_SweepRemovesOnlyWhatExpired(t *testing.T) {
-	p := newPartitions()[0]
+	p := newPartitions(&usage{})[0]
 	now := int64(1_000_000)
 	p.apply(&record{id: "short", expires: now + 1500}, now)
 	p.apply(&record{id: "idle", expires: now + 100_000, idleMs: 2000, idleUntil: now + 2000}, now)
@@ -74,7 +74,7 @@ func TestPartition_SweepRemovesOnlyWhatExpired(t *testing.T) {
 func uint64ToTS(i int) hlc.Timestamp { return hlc.Timestamp(i + 1) }
 
 func TestPartition_SweepLooksOnlyAtWhatExpires(t *testing.T) {
-	p := newPartitions()[0]
+	p := newPartitions(&usage{})[0]
 	now := int64(1_000_000)
 	for i := 0; i < 10_000; i++ {
 		p.apply(&record{id: fmt.Sprint("long", i), expires: now + 86_400_000}, now)
@@ -94,7 +94,7 @@ func TestPartition_SweepLooksOnlyAtWhatExpires(t *testing.T) {
 // expired in the gap and keeps what did not, in time proportional to the
 // buckets that hold entries, not to the seconds of the gap.
 func TestPartition_SweepAfterALongGap(t *testing.T) {
-	p := newPartitions()[0]
+	p := newPartitions(&usage{})[0]
 	now := int64(1_000_000)
 	for i := 0; i < 100; i++ {
 		p.apply(&record{id: fmt.Sprint("hour", i), expires: now + 3_600_000}, now)

@@ -32,6 +32,11 @@ type peer struct {
 	queue       chan *record
 	startSender sync.Once
 	gone        chan struct{}
+	// lost is set by ownerLost when a call to the peer failed as a gone
+	// peer's does, and cleared when it answers again: only a new loss
+	// turns FullyReplicated false at once (after that, the rounds count
+	// the peer's partitions as under-replicated from its failing polls).
+	lost atomic.Bool
 	// status is what the peer last reported about its partitions.
 	status atomic.Pointer[peerStatus]
 	// clockFar is set while the peer's wall clock is logged as far from

@@ -412,7 +412,11 @@ func (s *Store) loadSnapshot() {
 		return nil
 	})
 	if err != nil {
-		s.parts = newPartitions()
+		held := &usage{} // what the refused snapshot put in counted for nothing
+		if s.budget != nil {
+			s.budget.held = held
+		}
+		s.parts = newPartitions(held)
 		aside := path + ".refused"
 		if rerr := os.Rename(path, aside); rerr != nil {
 			aside = ""

@@ -236,7 +236,7 @@ func TestSnapshot_LoadLeavesOutOnlyTheRecordsOverTheLimits(t *testing.T) {
 	var logs bytes.Buffer
 	cfg := Config{SnapshotDir: dir, Limits: Limits{MaxValueSize: 50}}
 	require.Error(t, cfg.validate()) // no membership or transport: only the defaults matter here
-	s := &Store{cfg: cfg, log: slog.New(slog.NewTextHandler(&logs, nil)), clock: cfg.Clock, parts: newPartitions()}
+	s := &Store{cfg: cfg, log: slog.New(slog.NewTextHandler(&logs, nil)), clock: cfg.Clock, parts: newPartitions(&usage{})}
 	s.hlc = hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset)
 	s.snap.key, s.snap.readKeys = k, []snapshotKey{k}
 	s.loadSnapshot()

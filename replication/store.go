@@ -47,6 +47,7 @@ type Store struct {
 	joinedOnce sync.Once
 
 	readyCh   chan struct{} // closed once every owned partition was ready
+	greeted   chan struct{} // closed once the peers list this node, or helloTimeout passed (greetPeers)
 	readyOnce sync.Once
 	done      chan struct{} // closed by Close
 	isClosed  atomic.Bool   // set by Close; cheaper than a select on done for every call
@@ -66,7 +67,10 @@ type Store struct {
 	snapMu    sync.Mutex    // guards: snap
 	snap      snapshotState // see snapshot.go
 
-	replicated atomic.Int32 // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
+	budget *budget // Config.MaxSessions and MaxBytes against what the partitions hold
+
+	replicated atomic.Int32  // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
+	losses     atomic.Uint64 // calls to owners that failed as a gone peer's do (see ownerLost)
 	stats      storeCounters
 }
 
@@ -97,6 +101,7 @@ func New(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	local := cfg.Membership.LocalMember()
+	held := &usage{}
 	h := newHash64()
 	h.writeString(local.Name)
 	h.writeUint64(local.Incarnation)
@@ -108,12 +113,14 @@ func New(cfg Config) (*Store, error) {
 		hlc:         hlc.NewClock(cfg.Clock.Now, cfg.MaxClockOffset),
 		self:        &peer{name: local.Name, incarnation: local.Incarnation, addr: cfg.Transport.Addr(), zone: local.Zone, self: true},
 		node:        h.sum(),
-		parts:       newPartitions(),
+		parts:       newPartitions(held),
+		budget:      &budget{maxSessions: max(int64(cfg.MaxSessions), 0), maxBytes: max(cfg.MaxBytes, 0), held: held},
 		events:      make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 		eventsOut:   make(chan SessionEvent, eventQueue),
 		leaving:     map[string]uint64{},
 		readyCh:     make(chan struct{}),
+		greeted:     make(chan struct{}),
 		done:        make(chan struct{}),
 		leases:      newLeases(local.Incarnation, cfg.ReadLease, cfg.Clock),
 		peerClocks:  newPeerClocks(),
@@ -136,6 +143,9 @@ func New(cfg Config) (*Store, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rebuildView()
 	s.tr.Serve(s.handle)
+	if lr, ok := s.tr.(lossReporter); ok {
+		lr.OnConnLost(s.connLost)
+	}
 	cfg.Membership.Notify(s.events)
 	if systemTime {
 		s.readClock.Store(s.now())
@@ -179,9 +189,13 @@ func (s *Store) IsReady() bool {
 // FullyReplicated reports whether, as of the last maintenance round, every
 // partition had its full number of ready copies (Backups(n): n+1, or every
 // live member if there are fewer; AllToAll: every live member). It turns
-// false as soon as the membership changes (a node failed, left or joined),
-// and true again once the nodes have re-replicated: from then on the next
-// failure loses nothing.
+// false the moment an owner looks gone to this node (its connection broke
+// or was refused, or a call to it missed its deadline), before the
+// membership notices, and as soon as the membership changes (a node
+// failed, left or joined); it turns true again once the nodes have
+// re-replicated: from then on the next failure loses nothing. It is the
+// signal that the next node may be stopped in a rolling restart
+// (docs/operations.md).
 func (s *Store) FullyReplicated() bool { return s.replicated.Load() == 0 }
 
 // now returns the wall-clock time in Unix milliseconds.
@@ -327,6 +341,10 @@ func (s *Store) Close() error {
 type Stats struct {
 	Addr             string           // this node's transport address
 	Sessions         int              // sessions held, tombstones included
+	Bytes            int64            // estimated memory of the sessions held (see Config.MaxBytes)
+	MaxSessions      int              // Config.MaxSessions; 0: no bound
+	MaxBytes         int64            // Config.MaxBytes; 0: no bound
+	Overloaded       uint64           // new sessions refused with ErrOverloaded
 	Peers            int              // other members with a replication address
 	DegradedPeers    int              // peers not waited for until repaired
 	OwnedPartitions  int              // partitions this node owns
@@ -363,6 +381,10 @@ type Stats struct {
 func (s *Store) Stats() Stats {
 	st := Stats{
 		Addr:             s.self.addr,
+		Bytes:            s.budget.held.bytes.Load(),
+		MaxSessions:      int(s.budget.maxSessions),
+		MaxBytes:         s.budget.maxBytes,
+		Overloaded:       s.budget.refused.Load(),
 		UnderReplicated:  int(s.replicated.Load()),
 		Ready:            s.IsReady(),
 		Authoritative:    s.leases.mono() < s.leases.authority.Load(),

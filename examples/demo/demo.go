@@ -262,8 +262,14 @@ func (d *demo) startNodes(ctx context.Context, bin string) error {
 	seeds := strings.Join(gossipAddrs, ",")
 	for i := range c.nodes {
 		n := &node{name: nodeName(i), url: "http://" + httpAddrs[i], gossip: gossipAddrs[i]}
-		args := append([]string{"-name", n.name, "-http", httpAddrs[i], "-gossip", gossipAddrs[i], "-seeds", seeds},
-			c.nodeArgs...)
+		args := []string{"-name", n.name, "-http", httpAddrs[i], "-gossip", gossipAddrs[i], "-seeds", seeds}
+		if c.scenario != scenarioUpgrade {
+			// Every simulated user logs in from this one machine. (The
+			// previous release has no such flag, nor any limit: in the
+			// upgrade scenario the users log in before the roll.)
+			args = append(args, "-throttle-addr", "0")
+		}
+		args = append(args, c.nodeArgs...)
 		args = append(args, d.snapshotArgs(n.name)...)
 		spec := procs.Spec{Name: n.name, Path: bin, Args: args, HealthURL: n.url + "/healthz"}
 		if c.race && os.Getenv("GORACE") == "" {

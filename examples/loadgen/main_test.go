@@ -257,7 +257,7 @@ func TestSmoke(t *testing.T) {
 	addrs, err := procs.FreeAddrs("127.0.0.1", 3, procs.TCPAndUDP)
 	require.NoError(t, err)
 	specs := []procs.Spec{
-		{Name: "n1", Path: login, Args: []string{"-name", "n1", "-http", addrs[0], "-gossip", addrs[1], "-seeds", addrs[1]}},
+		{Name: "n1", Path: login, Args: []string{"-name", "n1", "-http", addrs[0], "-gossip", addrs[1], "-seeds", addrs[1], "-throttle-addr", "0"}},
 		{Name: "s1", Path: scs, Args: []string{"-name", "s1", "-http", addrs[2], "-store", "memory"}},
 	}
 	for i, spec := range specs {

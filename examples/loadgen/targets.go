@@ -198,7 +198,8 @@ func (c *comparison) startTarget(ctx context.Context, t *target, logDir string, 
 		case appMesh:
 			n.name = "n" + strconv.Itoa(i+1)
 			args := []string{"-name", n.name, "-http", httpAddrs[i], "-gossip", gossipAddrs[i],
-				"-seeds", strings.Join(gossipAddrs, ","), "-idle-timeout", idle}
+				"-seeds", strings.Join(gossipAddrs, ","), "-idle-timeout", idle,
+				"-throttle-addr", "0"} // every simulated user logs in from this one machine
 
 			if profiled {
 				args = append(args, "-pprof", pprofAddrs[i])

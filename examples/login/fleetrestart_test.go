@@ -89,7 +89,7 @@ func startSnapshotNodes(t *testing.T, ctx context.Context, bin string) ([]string
 			Name: nodeName(i),
 			Path: bin,
 			Args: []string{"-name", nodeName(i), "-http", httpAddrs[i], "-gossip", gossip[i],
-				"-seeds", strings.Join(gossip, ","), "-backups", "1",
+				"-seeds", strings.Join(gossip, ","), "-backups", "1", "-throttle-addr", "0", // every user logs in from 127.0.0.1
 				"-snapshot-dir", filepath.Join(snaps, nodeName(i)), "-snapshot-interval", snapshotInterval.String()},
 			Env:       []string{secretEnv + "=" + hex.EncodeToString(key[:])},
 			HealthURL: "http://" + httpAddrs[i] + "/healthz",

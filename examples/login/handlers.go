@@ -5,12 +5,17 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"math"
+	"net"
 	"net/http"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/sessionmesh/sessionmesh/cluster"
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/throttle"
 )
 
 //go:embed index.html
@@ -42,11 +47,27 @@ func (n *node) index(w http.ResponseWriter, _ *http.Request) {
 
 func (n *node) login(w http.ResponseWriter, r *http.Request) {
 	user, password := r.PostFormValue("user"), r.PostFormValue("password")
-	if user == "" || len(user) > 256 || subtle.ConstantTimeCompare([]byte(password), []byte("demo")) != 1 {
+	if user == "" || len(user) > 256 {
 		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "wrong user or password"})
 		return
 	}
 	ctx := r.Context()
+	// Every attempt counts, before the password is checked: counting only
+	// the failures would let concurrent guesses all pass the check first.
+	// The address first, so that one client spraying user names spends
+	// its own limit, not the user limiter's key budget.
+	if !n.allow(w, r, n.addrs, "ip:"+n.clientAddr(r)) || !n.allow(w, r, n.users, "user:"+user) {
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(password), []byte("demo")) != 1 {
+		n.reply(w, http.StatusUnauthorized, map[string]any{"error": "wrong user or password"})
+		return
+	}
+	if n.users != nil {
+		if err := n.users.Reset(ctx, "user:"+user); err != nil {
+			n.log.Warn("login throttle: count not reset", "err", err) // it expires with its window
+		}
+	}
 	// A new session ID at login: an ID planted before login is worthless.
 	if err := n.sessions.RenewID(ctx); err != nil {
 		n.fail(w, err)
@@ -61,6 +82,52 @@ func (n *node) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.reply(w, http.StatusOK, map[string]any{"user": user})
+}
+
+// allow counts a login attempt for key with l (nil: no limit). When the
+// attempt is over the limit it answers 429 with Retry-After and returns
+// false. The limiters fail closed: when the store cannot count, the
+// attempt is refused with 503 and Retry-After, so that a load balancer
+// tries another node.
+func (n *node) allow(w http.ResponseWriter, r *http.Request, l *throttle.Limiter, key string) bool {
+	if l == nil {
+		return true
+	}
+	ok, retryAfter, err := l.Allow(r.Context(), key)
+	if ok {
+		if err != nil {
+			n.log.Warn("login throttle", "err", err)
+		}
+		return true
+	}
+	secs := max(1, int(math.Ceil(retryAfter.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	if err != nil && !errors.Is(err, throttle.ErrFull) {
+		n.log.Warn("login throttle: cannot count, refusing", "err", err)
+		n.reply(w, http.StatusServiceUnavailable, map[string]any{"error": "login attempts cannot be counted right now", "retry_after": secs})
+		return false
+	}
+	n.reply(w, http.StatusTooManyRequests, map[string]any{"error": "too many login attempts", "retry_after": secs})
+	return false
+}
+
+// clientAddr returns the address a login attempt comes from: the
+// connection's, or with -trust-proxy the last X-Forwarded-For entry, which
+// the proxy in front appended (the earlier ones are the client's word).
+func (n *node) clientAddr(r *http.Request) string {
+	if n.trustProxy {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			list := strings.Split(xff[len(xff)-1], ",")
+			if a := strings.TrimSpace(list[len(list)-1]); a != "" {
+				return a
+			}
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func (n *node) me(w http.ResponseWriter, r *http.Request) {
@@ -138,6 +205,10 @@ func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 		"mode":             n.store.Mode().String(),
 		"members":          members,
 		"sessions":         st.Sessions,
+		"session_bytes":    st.Bytes,
+		"max_sessions":     st.MaxSessions,
+		"max_bytes":        st.MaxBytes,
+		"refused_sessions": st.Overloaded,
 		"owned_partitions": st.OwnedPartitions,
 		"ready_partitions": st.ReadyPartitions,
 		"peers":            st.Peers,

@@ -11,14 +11,22 @@
 //	GET  /         a page to log in, see who you are and which node answered, visit, log out
 //	GET  /healthz  200 once the node has joined (or is alone) and holds every session it owns, else 503;
 //	               the JSON body says whether every session has its full number of copies
-//	               ("fully_replicated": the next failure is safe)
+//	               ("fully_replicated": the next failure is safe) and how full the memory budget is
+//	               ("sessions" of "max_sessions", "session_bytes" of "max_bytes"; 0: no bound)
 //	GET  /metrics  Prometheus metrics (sessionmesh_*, go_*, process_*)
 //	GET  /cluster  a live status page of the cluster: members, partitions, sessions per node,
 //	               replication health (?format=json for the same as JSON)
-//	POST /login    form fields user and password (any user, password "demo"): 200, or 401
+//	POST /login    form fields user and password (any user, password "demo"): 200, or 401;
+//	               429 with Retry-After beyond 5 attempts per user or 20 per client address
+//	               in 15 minutes, counted across the cluster (a correct login resets the user's);
+//	               503 with Retry-After when the attempt cannot be counted (the limits fail closed)
 //	GET  /me       200 {"user":...,"node":...,"visits":...} when logged in, else 401
 //	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
 //	POST /logout   destroys the session
+//
+// A node over its memory budget (-max-sessions, -max-bytes) answers 503
+// with Retry-After (-overload-retry-after) to a login that would start a
+// new session; users already logged in keep working.
 //
 // SIGTERM and SIGINT leave the cluster gracefully; after SIGKILL the other
 // nodes still hold every session. With -snapshot-dir each node also keeps
@@ -27,6 +35,14 @@
 // loads its snapshot when it starts again and reconciles it with the
 // others. When every node is stopped at once, each exits within 3 seconds
 // rather than waiting for peers to hand its sessions to.
+//
+// Login attempts are throttled with package throttle: -throttle-user
+// attempts per user name and -throttle-addr per client address in each
+// -throttle-window, counted in the replicated store, so that no node and no
+// restart of one gives an attacker more guesses. The client address is the
+// connection's; with -trust-proxy, the last address of X-Forwarded-For
+// (the one the load balancer in front appended) instead: set it only
+// behind a proxy that sets the header, or clients choose their address.
 //
 // Instead of (or besides) -seeds, -seeds-dns finds the other nodes in DNS
 // and looks them up again while running: host:port for A/AAAA records, or
@@ -65,6 +81,7 @@ import (
 	"github.com/sessionmesh/sessionmesh/examples/internal/pprofserve"
 	"github.com/sessionmesh/sessionmesh/httpsession"
 	"github.com/sessionmesh/sessionmesh/replication"
+	"github.com/sessionmesh/sessionmesh/throttle"
 	"github.com/sessionmesh/sessionmesh/transport/tcp"
 )
 
@@ -78,6 +95,12 @@ type options struct {
 	secret, secretFile, label, zone             string
 	idleTimeout, lifetime                       time.Duration
 	pprofAddr                                   string
+	throttleUser, throttleAddr                  int
+	throttleWindow                              time.Duration
+	trustProxy                                  bool
+	maxSessions                                 int
+	maxBytes                                    int64
+	overloadRetryAfter                          time.Duration
 	snapshotDir                                 string
 	snapshotInterval                            time.Duration
 }
@@ -101,7 +124,14 @@ func main() {
 	flag.StringVar(&o.zone, "zone", "", "zone (availability zone, rack) of this node: with -backups, each session's copies are spread over the zones")
 	flag.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "end sessions unused for this long (0: never)")
 	flag.DurationVar(&o.lifetime, "lifetime", 24*time.Hour, "end sessions this long after login")
+	flag.IntVar(&o.maxSessions, "max-sessions", 0, "refuse new sessions (503) while this node holds this many, tombstones included (0: no bound by count; -max-bytes bounds them)")
+	flag.Int64Var(&o.maxBytes, "max-bytes", 0, "refuse new sessions (503) while this node's sessions take this many bytes (estimated; 0: half of GOMEMLIMIT or of the container's memory limit, else 1 GiB; -1: no bound)")
+	flag.DurationVar(&o.overloadRetryAfter, "overload-retry-after", 10*time.Second, "Retry-After of the 503 that refuses a new session on a full node")
 	flag.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this address (default: off)")
+	flag.IntVar(&o.throttleUser, "throttle-user", 5, "login attempts allowed per user name in each -throttle-window (0: no limit)")
+	flag.IntVar(&o.throttleAddr, "throttle-addr", 20, "login attempts allowed per client address in each -throttle-window (0: no limit; load tests from one machine need it)")
+	flag.DurationVar(&o.throttleWindow, "throttle-window", 15*time.Minute, "the window of the login limits")
+	flag.BoolVar(&o.trustProxy, "trust-proxy", false, "take the client address from the last X-Forwarded-For entry (only behind a proxy that sets it)")
 	flag.StringVar(&o.snapshotDir, "snapshot-dir", "", "keep the sessions in a snapshot in this local directory (one per node), so that a restart of every node keeps them (default: off)")
 	flag.DurationVar(&o.snapshotInterval, "snapshot-interval", 5*time.Second, "how often to write the snapshot of -snapshot-dir")
 	flag.Parse()
@@ -129,6 +159,12 @@ type node struct {
 	transport *tcp.Transport
 	store     *replication.Store
 	sessions  *httpsession.Manager
+	// users and addrs throttle login attempts per user name and per
+	// client address.
+	users, addrs *throttle.Limiter
+	// trustProxy takes the client address from X-Forwarded-For.
+	trustProxy bool
+	log        *slog.Logger
 	// antiEntropy is the store's AntiEntropyInterval, which paces its
 	// status polls of peers.
 	antiEntropy time.Duration
@@ -241,6 +277,7 @@ func start(o options, log *slog.Logger) (*node, error) {
 	if o.async {
 		cfg.Store.WriteConcern = replication.Async
 	}
+	cfg.Store.MaxSessions, cfg.Store.MaxBytes = o.maxSessions, o.maxBytes
 	cfg.Store.Logger = log
 	cfg.Store.SnapshotDir, cfg.Store.SnapshotInterval = o.snapshotDir, o.snapshotInterval
 	if c := testClock(); c != nil { // tests only: see testClockEnv
@@ -256,9 +293,30 @@ func start(o options, log *slog.Logger) (*node, error) {
 	sessions.Cookie.Secure = o.cookieSecure
 	sessions.IdleTimeout = o.idleTimeout
 	sessions.Lifetime = o.lifetime
+	sessions.OverloadRetryAfter = o.overloadRetryAfter
 	sessions.Logger = log
+	users, err := newLimiter(st, "login-user", o.throttleUser, o.throttleWindow)
+	if err != nil {
+		_ = mesh.Close()
+		return nil, fmt.Errorf("-throttle-user: %w", err)
+	}
+	addrs, err := newLimiter(st, "login-addr", o.throttleAddr, o.throttleWindow)
+	if err != nil {
+		_ = mesh.Close()
+		return nil, fmt.Errorf("-throttle-addr: %w", err)
+	}
 	return &node{name: mesh.Cluster.LocalMember().Name, mesh: mesh, cluster: mesh.Cluster, transport: mesh.Transport,
-		store: st, sessions: sessions, antiEntropy: cfg.Store.AntiEntropyInterval}, nil
+		store: st, sessions: sessions, users: users, addrs: addrs, trustProxy: o.trustProxy, log: log,
+		antiEntropy: cfg.Store.AntiEntropyInterval}, nil
+}
+
+// newLimiter returns the limiter called name, failing closed, or nil when
+// limit is 0 (no limit).
+func newLimiter(st *replication.Store, name string, limit int, window time.Duration) (*throttle.Limiter, error) {
+	if limit == 0 {
+		return nil, nil
+	}
+	return throttle.New(st, limit, window, throttle.Options{Name: name})
 }
 
 func (n *node) close() { _ = n.mesh.Close() }

@@ -58,8 +58,8 @@ func TestSkew_ServersWithSkewedClocksServeEveryRequest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	files := clockFiles(t, -5*time.Second, 0, 5*time.Second)
-	urls, _ := cluster3Env(t, ctx, buildLogin(t), func(i int) []string { return []string{testClockEnv + "=" + files[i]} },
-		[]bool{true, true, true})
+	urls, _ := cluster3Args(t, ctx, buildLogin(t), func(i int) []string { return []string{testClockEnv + "=" + files[i]} },
+		[]bool{true, true, true}, []string{"-throttle-addr", "0"}) // every user logs in from 127.0.0.1
 
 	const users, visits = 32, 20
 	vs := make([]visitor, users)

@@ -83,6 +83,22 @@ func cluster3Env(t *testing.T, ctx context.Context, bin string, env func(i int) 
 		args: func(int) []string { return []string{"-backups", "1"} }})
 }
 
+// cluster3Args is cluster3Env with args appended to every node's command
+// line.
+func cluster3Args(t *testing.T, ctx context.Context, bin string, env func(i int) []string, healthy []bool, args []string) ([]string, []*procs.Process) {
+	t.Helper()
+	return clusterOf(t, ctx, bin, clusterSpec{nodes: 3, env: env, healthy: healthy,
+		args: func(int) []string { return append([]string{"-backups", "1"}, args...) }})
+}
+
+// clusterN starts n servers with args (no -backups: all-to-all unless args
+// say otherwise) and env, waiting for those whose healthy entry is true.
+func clusterN(t *testing.T, ctx context.Context, bin string, n int, args []string, env func(i int) []string, healthy []bool) ([]string, []*procs.Process) {
+	t.Helper()
+	return clusterOf(t, ctx, bin, clusterSpec{nodes: n, env: env, healthy: healthy,
+		args: func(int) []string { return args }})
+}
+
 // clusterSpec describes the login servers clusterOf starts.
 type clusterSpec struct {
 	nodes   int

@@ -254,7 +254,10 @@ func (s *Store) RenewID(r *http.Request, session *sessions.Session) {
 // Options.MaxAge <= 0 it destroys the session everywhere and clears the
 // cookie instead. A new session with no values is not stored. A Save of a
 // session whose ID another request renewed meanwhile writes nothing and
-// sets no cookie (see RenewID).
+// sets no cookie (see RenewID). A new session on a node over its memory
+// budget fails with an error wrapping replication.ErrOverloaded: answer
+// 503 with Retry-After, the node takes new sessions again once others
+// end.
 func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
 	ctx := r.Context()
 	st := stateOf(r)

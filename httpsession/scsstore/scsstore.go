@@ -158,8 +158,10 @@ func New(b Backend) (*Store, error) {
 // lets the response of a request whose session ended while it was in
 // flight go out as the handler writes it, without a session cookie, does
 // the same for a commit that needs no cookie (ErrCookieUnchanged, see
-// Store.KeepCookie), and hands every other error to next (nil: scs's
-// default, a logged 500).
+// Store.KeepCookie), answers a session refused by a full node
+// (replication.ErrOverloaded) 503 Service Unavailable with Retry-After:
+// 10, and hands every other error to next (nil: scs's default, a logged
+// 500).
 //
 // Commit fails for such a session (see CommitCtx), and scs then calls
 // ErrorFunc instead of setting the cookie. When the session's token was
@@ -177,6 +179,9 @@ func ErrorFunc(next func(http.ResponseWriter, *http.Request, error)) func(http.R
 			return // the changes are lost; the handler's response goes out
 		case errors.Is(err, ErrCookieUnchanged):
 			return // stored; the browser's cookie is right as it is
+		case errors.Is(err, replication.ErrOverloaded):
+			w.Header().Set("Retry-After", "10")
+			http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 		case next != nil:
 			next(w, r, err)
 		default:

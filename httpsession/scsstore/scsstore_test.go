@@ -388,3 +388,12 @@ func TestSCS_ConcurrentCommitsConverge(t *testing.T) {
 		assert.Equal(t, first, b, "every node holds the same blob")
 	}
 }
+
+// TestErrorFunc_Overloaded checks that a session refused by a full node
+// is answered 503 with Retry-After, not scs's 500.
+func TestErrorFunc_Overloaded(t *testing.T) {
+	w := httptest.NewRecorder()
+	scsstore.ErrorFunc(nil)(w, httptest.NewRequest("GET", "/", nil), fmt.Errorf("commit: %w", replication.ErrOverloaded))
+	assert.Equal(t, http.StatusServiceUnavailable, w.Code)
+	assert.Equal(t, "10", w.Header().Get("Retry-After"))
+}

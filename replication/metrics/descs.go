@@ -20,6 +20,8 @@ type descs struct {
 	writeDuration                                 *prometheus.Desc
 	peerClockOffset, healthy, peerRefuses         *prometheus.Desc
 	zones, singleZone                             *prometheus.Desc
+	sessionBytes, budgetSessions, budgetBytes     *prometheus.Desc
+	budgetUsed, refusedSessions                   *prometheus.Desc
 	snapshots, snapshotFailures                   *prometheus.Desc
 	snapshotBytes, snapshotSeconds                *prometheus.Desc
 	// cluster
@@ -40,7 +42,7 @@ func newDescs() descs {
 	return descs{
 		info:            d("info", "Constant 1, labelled with the store's replication mode and write concern.", "mode", "write_concern"),
 		ready:           d("ready", "1 once the store has held a complete copy of every session it owns, else 0."),
-		fullyReplicated: d("fully_replicated", "1 when every partition had its full number of ready copies at the last maintenance round: the next failure loses nothing."),
+		fullyReplicated: d("fully_replicated", "1 when every partition had its full number of ready copies at the last maintenance round: the next failure loses nothing. 0 from the moment an owner looks gone."),
 		underReplicated: d("partitions_under_replicated", "Partitions below their copy count at the last maintenance round; -1 before the first round."),
 		partitions:      d("partitions", "Partitions this node holds, by role: primary and backup (owned, complete), copying (owned, state transfer in progress), handoff (held without being owned).", "role"),
 		sessions:        d("sessions", "Session records this node holds, tombstones included, by the role of their partition (see sessionmesh_partitions).", "role"),
@@ -66,6 +68,11 @@ func newDescs() descs {
 		zones:           d("zones", "Zones the owning members span (members without a zone count as one)."),
 		singleZone:      d("single_zone_partitions", "Partitions with several copies all in one zone while the members span several: a zone's loss would lose them."),
 		peerRefuses:     d("peer_refuses", "1 for each peer that refuses this node (another protocol version, cluster label, secret or certificate), 0 for the others.", "peer"),
+		sessionBytes:    d("session_bytes", "Estimated memory of the session records this node holds, tombstones included (what the byte budget counts)."),
+		budgetSessions:  d("budget_sessions", "The most session records this node holds before it refuses new sessions; 0: no bound."),
+		budgetBytes:     d("budget_bytes", "The most estimated bytes of session records this node holds before it refuses new sessions; 0: no bound."),
+		budgetUsed:      d("budget_used_ratio", "The fill level of the budget: records held over the session budget or bytes held over the byte budget, whichever is higher (1: new sessions are refused); 0 without a budget."),
+		refusedSessions: d("sessions_refused_total", "New sessions refused because this node was over its budget (answered 503 by httpsession)."),
 
 		snapshots:        d("snapshots_total", "Snapshots written to the store's SnapshotDir."),
 		snapshotFailures: d("snapshot_failures_total", "Snapshot writes that failed (the log says why); the next interval tries again."),
@@ -105,6 +112,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.behindReads, d.staleReads, d.transferred, d.handedOff,
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
 		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses, d.zones, d.singleZone,
+		d.sessionBytes, d.budgetSessions, d.budgetBytes, d.budgetUsed, d.refusedSessions,
 		d.snapshots, d.snapshotFailures, d.snapshotBytes, d.snapshotSeconds,
 		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,

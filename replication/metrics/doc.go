@@ -37,10 +37,17 @@
 //	sessionmesh_info{mode,write_concern}          gauge    constant 1; mode "all-to-all" or "backups(n)", write_concern "sync" or "async"
 //	sessionmesh_ready                             gauge    1 once the node has held a complete copy of every session it owns
 //	sessionmesh_fully_replicated                  gauge    1 when every partition had its full number of ready copies at the last
-//	                                                       maintenance round (the next failure loses nothing), else 0
+//	                                                       maintenance round (the next failure loses nothing), else 0; 0 at once
+//	                                                       when an owner looks gone (broken connection, missed deadline)
 //	sessionmesh_partitions_under_replicated       gauge    partitions below their copy count at the last round; -1 before the first
 //	sessionmesh_partitions{role}                  gauge    partitions held, by role (below)
 //	sessionmesh_sessions{role}                    gauge    session records held, tombstones included, by the role of their partition
+//	sessionmesh_session_bytes                     gauge    their estimated memory, what Config.MaxBytes bounds
+//	sessionmesh_budget_sessions                   gauge    Config.MaxSessions (0: no bound)
+//	sessionmesh_budget_bytes                      gauge    Config.MaxBytes (0: no bound)
+//	sessionmesh_budget_used_ratio                 gauge    the fill level: the higher of sessions/budget and bytes/budget; at 1 new
+//	                                                       sessions are refused (existing ones keep working)
+//	sessionmesh_sessions_refused_total            counter  new sessions refused with ErrOverloaded (httpsession answers 503)
 //	sessionmesh_peers{state}                      gauge    other members replicated with: ok, degraded (a write timed out; writes no
 //	                                                       longer wait for it until anti-entropy repaired it), unresponsive (no
 //	                                                       answer to the store's status polls for Config.PeerTimeout)
@@ -115,6 +122,8 @@
 //	sessionmesh_fully_replicated == 0 for 5m       re-replication is stuck: the next failure may lose sessions
 //	sessionmesh_peers{state!="ok"} > 0 for 2m      a peer is frozen or cut off while membership still lists it
 //	rate(sessionmesh_rejected_total[5m]) > 0       a peer or an attacker sends bad data
+//	sessionmesh_budget_used_ratio > 0.8            the node nears its budget: new sessions will be refused (a flood, or
+//	                                               a budget too small for the cluster's sessions)
 //	rate(sessionmesh_transport_handshake_failures_total[5m]) > 0   a host without the secret (or with another label) knocks
 //	histogram_quantile(0.99, rate(sessionmesh_write_duration_seconds_bucket[5m]))   write latency, replication included
 package metrics

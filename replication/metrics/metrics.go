@@ -194,6 +194,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(d.healthy, b2f(s.Health() == nil))
 	gauge(d.zones, float64(st.Zones))
 	gauge(d.singleZone, float64(st.SingleZone))
+	gauge(d.sessionBytes, float64(st.Bytes))
+	gauge(d.budgetSessions, float64(st.MaxSessions))
+	gauge(d.budgetBytes, float64(st.MaxBytes))
+	gauge(d.budgetUsed, budgetUsed(st))
+	counter(d.refusedSessions, st.Overloaded)
 
 	ok, degraded, unresponsive := c.peerStates(peers)
 	gauge(d.peers, float64(ok), "ok")
@@ -346,4 +351,17 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// budgetUsed returns the fill level of the store's budget: the higher of
+// sessions over MaxSessions and bytes over MaxBytes, 0 without a budget.
+func budgetUsed(st replication.Stats) float64 {
+	used := 0.0
+	if st.MaxSessions > 0 {
+		used = float64(st.Sessions) / float64(st.MaxSessions)
+	}
+	if st.MaxBytes > 0 {
+		used = max(used, float64(st.Bytes)/float64(st.MaxBytes))
+	}
+	return used
 }

@@ -306,6 +306,36 @@ func TestCollector_OptionalParts(t *testing.T) {
 	assert.Equal(t, -1.0, got.v(t, "sessionmesh_partitions_under_replicated"), "before the first round")
 }
 
+// TestCollector_Budget checks the fill level of the budget: the higher
+// of the two ratios.
+func TestCollector_Budget(t *testing.T) {
+	for _, tc := range []struct {
+		st   replication.Stats
+		used float64
+	}{
+		{replication.Stats{Sessions: 50, MaxSessions: 100, Bytes: 3 << 20, MaxBytes: 4 << 20, Overloaded: 7}, 0.75},
+		{replication.Stats{Sessions: 100, MaxSessions: 100, Bytes: 1 << 20}, 1},
+		{replication.Stats{Sessions: 100, Bytes: 1 << 20}, 0},
+	} {
+		tc.st.Addr = "x"
+		c, err := metrics.New(metrics.Config{Store: &fakeStore{stats: tc.st}})
+		require.NoError(t, err)
+		reg := prometheus.NewPedanticRegistry()
+		require.NoError(t, reg.Register(c))
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		got := scrape{}
+		for _, mf := range mfs {
+			got[mf.GetName()] = mf
+		}
+		assert.InDelta(t, tc.used, got.v(t, "sessionmesh_budget_used_ratio"), 1e-9)
+		assert.Equal(t, float64(tc.st.Bytes), got.v(t, "sessionmesh_session_bytes"))
+		assert.Equal(t, float64(tc.st.MaxSessions), got.v(t, "sessionmesh_budget_sessions"))
+		assert.Equal(t, float64(tc.st.MaxBytes), got.v(t, "sessionmesh_budget_bytes"))
+		assert.Equal(t, float64(tc.st.Overloaded), got.v(t, "sessionmesh_sessions_refused_total"))
+	}
+}
+
 // TestCollector_PeerStates drives peer health with a manual clock.
 func TestCollector_PeerStates(t *testing.T) {
 	now := time.Unix(1000, 0)
@@ -371,10 +401,14 @@ func TestDoc_ListsEveryMetric(t *testing.T) {
 type fakeStore struct {
 	parts []replication.PartitionInfo
 	peers []replication.PeerInfo
+	stats replication.Stats
 }
 
 func (f *fakeStore) Stats() replication.Stats {
-	return replication.Stats{UnderReplicated: -1}
+	if f.stats.Addr == "" {
+		return replication.Stats{UnderReplicated: -1}
+	}
+	return f.stats
 }
 func (f *fakeStore) Partitions() []replication.PartitionInfo { return f.parts }
 func (f *fakeStore) Peers() []replication.PeerInfo           { return f.peers }

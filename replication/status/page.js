@@ -24,6 +24,10 @@
     }
     return colors[name];
   }
+  // The fill level of a budget: n of max, as a percentage, and its class.
+  function percent(n, max) { return Math.round(100 * n / max) + "%"; }
+  function fill(n, max) { return max > 0 ? (n >= max ? "bad" : n >= 0.8 * max ? "warn" : "good") : ""; }
+  function mib(b) { return (b / (1 << 20)).toFixed(1) + " MiB"; }
   function clock(t) {
     var d = new Date(t);
     return isNaN(d.getTime()) || d.getTime() <= 0 ? "" : d.toLocaleTimeString();
@@ -67,6 +71,11 @@
         r.single_zone_partitions === 0 ? "good" : "bad");
     }
     fact(h, "sessions here", r.sessions, "");
+    fact(h, "sessions here", r.sessions + (r.max_sessions > 0 ? " of " + r.max_sessions + " (" + percent(r.sessions, r.max_sessions) + ")" : ""),
+      fill(r.sessions, r.max_sessions));
+    fact(h, "memory of sessions", mib(r.bytes) + (r.max_bytes > 0 ? " of " + mib(r.max_bytes) + " (" + percent(r.bytes, r.max_bytes) + ")" : ""),
+      fill(r.bytes, r.max_bytes));
+    if (r.overloaded > 0) { fact(h, "new sessions refused (over budget)", r.overloaded, "bad"); }
 
     var tb = $("members").tBodies[0];
     clear(tb);

@@ -66,6 +66,16 @@ type Report struct {
 	// there are several: a zone's loss would lose them.
 	Zones      int `json:"zones"`
 	SingleZone int `json:"single_zone_partitions"`
+	// Bytes is the estimated memory of those records (what MaxBytes
+	// bounds).
+	Bytes int64 `json:"bytes"`
+	// MaxSessions and MaxBytes are the node's budget
+	// (replication.Config.MaxSessions, MaxBytes); 0: no bound.
+	MaxSessions int   `json:"max_sessions"`
+	MaxBytes    int64 `json:"max_bytes"`
+	// Overloaded counts the new sessions the node refused because it was
+	// over its budget.
+	Overloaded uint64 `json:"overloaded"`
 	// Members are the live members, this node included, sorted by name.
 	Members []MemberReport `json:"members"`
 	// Departed are members this handler saw in an earlier report that are
@@ -187,6 +197,10 @@ func (r *reporter) report() Report {
 		Sessions:        st.Sessions,
 		Zones:           st.Zones,
 		SingleZone:      st.SingleZone,
+		Bytes:           st.Bytes,
+		MaxSessions:     st.MaxSessions,
+		MaxBytes:        st.MaxBytes,
+		Overloaded:      st.Overloaded,
 	}
 
 	primary, owned := map[string]int{}, map[string]int{}

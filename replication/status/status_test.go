@@ -64,6 +64,7 @@ func names(ms []status.MemberReport) []string {
 func TestHandler_ThreeNodes(t *testing.T) {
 	nodes := meshtest.Start(t, 3, meshtest.Options{Store: func(_ string, cfg *replication.Config) {
 		cfg.Mode = replication.Backups(1)
+		cfg.MaxSessions = 1000
 	}})
 	srv := httptest.NewServer(status.Handler(nodes[0].Store, nodes[0].Cluster))
 	defer srv.Close()
@@ -94,6 +95,9 @@ func TestHandler_ThreeNodes(t *testing.T) {
 	assert.Equal(t, "backups(1)", r.Mode)
 	assert.Equal(t, "sync", r.WriteConcern)
 	assert.True(t, r.Ready)
+	assert.Equal(t, 1000, r.MaxSessions, "the budget")
+	assert.Positive(t, r.MaxBytes, "the default byte budget")
+	assert.Positive(t, r.Bytes, "the fill level")
 	require.Equal(t, []string{"n1", "n2", "n3"}, names(r.Members))
 	require.Len(t, r.Partitions, replication.Partitions)
 	var primaries, owned int

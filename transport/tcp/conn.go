@@ -310,6 +310,9 @@ func (c *conn) fail(cause error) {
 		if errors.Is(cause, transport.ErrClosed) {
 			return
 		}
+		if fn := c.t.onLost.Load(); fn != nil && c.outbound && c.peer != nil && !quiet {
+			(*fn)(c.peer.addr)
+		}
 		level := slog.LevelInfo
 		switch {
 		case errors.Is(cause, io.EOF), errors.Is(cause, errTCPDrained):

@@ -80,6 +80,7 @@ type Transport struct {
 	st     counters
 
 	handler atomic.Pointer[func([]byte) []byte]
+	onLost  atomic.Pointer[func(addr string)] // see OnConnLost
 
 	// security is the mode announced in prefaces; keyring holds the cluster
 	// secrets (secret mode) and userTLS the caller's configuration (TLS
@@ -186,6 +187,17 @@ func advertiseAddr(advertise string, bound net.Addr) (string, error) {
 
 // Addr returns the address peers dial to reach this transport.
 func (t *Transport) Addr() string { return t.addr }
+
+// OnConnLost sets fn to be called with a peer's address when an
+// established outbound connection to it breaks: the peer closed it
+// without retiring it (a process that exits or is killed has its
+// connections closed by the kernel at once), it was reset, or a call on it
+// waited out its deadline with nothing received. It is not called for a
+// connection retired by a key rotation or a go-away, nor for those Close
+// closes. The store uses it to stop reporting itself fully replicated the
+// moment an owner is gone, before the membership notices. fn runs on the
+// connection's goroutine and must not block. A later call replaces fn.
+func (t *Transport) OnConnLost(fn func(addr string)) { t.onLost.Store(&fn) }
 
 // Serve installs the handler for inbound requests. The handler is called
 // from the reader goroutine of the connection the request came on: it runs

@@ -1,0 +1,393 @@
+// Command scale measures what a cluster costs as it grows: for each size it
+// starts that many examples/login servers on this machine, waits until
+// they have converged, logs users in, measures the idle background cost
+// (CPU, memory and replication messages per node) and the false failure
+// verdicts while nothing happens, then SIGKILLs one server and measures the
+// re-replication and checks that nobody was logged out.
+//
+//	go run ./examples/scale                           # 3, 8 and 16 nodes, Backups(1)
+//	go run ./examples/scale -nodes 3,8,16,32,64 -idle 20s
+//
+// Every figure comes from the servers themselves: process_cpu_seconds_total,
+// process_resident_memory_bytes and sessionmesh_transport_frames_sent_total
+// from GET /metrics before and after the idle window, "peer gone" lines in
+// the logs for verdicts, and GET /healthz for convergence. All servers share
+// this machine's cores, so the per-node cost of a big cluster includes the
+// contention of its neighbours. docs/benchmarks.md has a run.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sessionmesh/sessionmesh/examples/internal/healthz"
+	"github.com/sessionmesh/sessionmesh/examples/internal/procs"
+)
+
+func main() { os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// config is the command line.
+type config struct {
+	sizes    []int
+	backups  int
+	users    int
+	idle     time.Duration
+	settle   time.Duration
+	nodeArgs []string
+	bin      string
+}
+
+func mainExit(args []string, stdout, stderr io.Writer) int {
+	c, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "scale:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "sessionmesh-scale-")
+	if err != nil {
+		fmt.Fprintln(stderr, "scale:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin := c.bin
+	if bin == "" {
+		bin = filepath.Join(dir, "login")
+		if err := procs.Build(ctx, procs.LoginPackage, bin); err != nil {
+			fmt.Fprintln(stderr, "scale:", err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | re-replicated after SIGKILL | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	failed := false
+	for _, n := range c.sizes {
+		r, err := measure(ctx, c, bin, filepath.Join(dir, strconv.Itoa(n)), n)
+		if err != nil {
+			fmt.Fprintf(stderr, "scale: %d nodes: %v\n", n, err)
+			failed = true
+			if ctx.Err() != nil {
+				return 130
+			}
+			continue
+		}
+		fmt.Fprintln(stdout, r.row())
+		failed = failed || r.logouts > 0 || r.wrong > 0
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	var sizes, nodeArgs string
+	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&sizes, "nodes", "3,8,16", "comma-separated cluster sizes to measure, one after another")
+	fs.IntVar(&c.backups, "backups", 1, "backup copies of each session (-1: every node holds every session)")
+	fs.IntVar(&c.users, "users", 100, "users logged in before the idle window")
+	fs.DurationVar(&c.idle, "idle", 10*time.Second, "length of the idle window")
+	fs.DurationVar(&c.settle, "settle", 2*time.Minute, "longest wait for a cluster to converge")
+	fs.StringVar(&nodeArgs, "node-args", "", "extra flags for every login server, space-separated")
+	fs.StringVar(&c.bin, "bin", "", "login binary to run instead of building examples/login")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	for s := range strings.SplitSeq(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 2 {
+			return c, fmt.Errorf("-nodes: %q is not a cluster size of at least 2", s)
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	c.nodeArgs = strings.Fields(nodeArgs)
+	if c.users < 1 || c.idle <= 0 || c.settle <= 0 {
+		return c, errors.New("-users, -idle and -settle must be positive")
+	}
+	return c, nil
+}
+
+// result is one cluster size's figures.
+type result struct {
+	nodes                   int
+	converged, rereplicated time.Duration
+	cpuCluster              float64 // cores used by the whole cluster while idle
+	rssMiB                  float64 // mean per node
+	msgsPerNode             float64 // frames sent per second per node while idle
+	verdicts                int     // "peer gone" log lines while idle
+	p50, p99                time.Duration
+	logouts, wrong          int
+}
+
+func (r result) row() string {
+	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s / %s | %s | %d, %d |",
+		r.nodes, r.converged.Round(10*time.Millisecond), 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
+		r.msgsPerNode, r.verdicts, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
+		r.rereplicated.Round(10*time.Millisecond), r.logouts, r.wrong)
+}
+
+// measure runs one cluster of n servers through the steps of the package
+// comment.
+func measure(ctx context.Context, c config, bin, logDir string, n int) (result, error) {
+	r := result{nodes: n}
+	addrs, err := procs.FreeAddrs("127.0.0.1", 2*n, procs.TCPAndUDP)
+	if err != nil {
+		return r, err
+	}
+	httpAddrs, gossip := addrs[:n], addrs[n:]
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return r, err
+	}
+	g := procs.NewGroup(ctx, logDir)
+	defer g.Close()
+	var urls, names []string
+	start := time.Now()
+	for i := range n {
+		name := fmt.Sprintf("n%02d", i+1)
+		args := append([]string{"-name", name, "-http", httpAddrs[i], "-gossip", gossip[i],
+			"-seeds", strings.Join(gossip[:min(n, 3)], ","), "-backups", strconv.Itoa(c.backups), "-log-level", "info"}, c.nodeArgs...)
+		if _, err := g.Start(procs.Spec{Name: name, Path: bin, Args: args, HealthURL: "http://" + httpAddrs[i] + "/healthz"}); err != nil {
+			return r, err
+		}
+		urls, names = append(urls, "http://"+httpAddrs[i]), append(names, name)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	if err := waitSettled(ctx, client, urls, names, c.settle); err != nil {
+		return r, fmt.Errorf("not converged: %w", err)
+	}
+	r.converged = time.Since(start)
+
+	users, lat, err := loginAndVisit(ctx, urls, c.users)
+	if err != nil {
+		return r, err
+	}
+	r.p50, r.p99 = percentile(lat, 50), percentile(lat, 99)
+	if err := waitSettled(ctx, client, urls, names, c.settle); err != nil {
+		return r, fmt.Errorf("not settled after the logins: %w", err)
+	}
+
+	// The idle window.
+	before, err := scrapeAll(ctx, client, urls)
+	if err != nil {
+		return r, err
+	}
+	gone0 := countLogLines(logDir, "peer gone")
+	windowStart := time.Now()
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(c.idle):
+	}
+	after, err := scrapeAll(ctx, client, urls)
+	if err != nil {
+		return r, err
+	}
+	window := time.Since(windowStart).Seconds()
+	r.verdicts = countLogLines(logDir, "peer gone") - gone0
+	var frames, rss float64
+	for i := range urls {
+		r.cpuCluster += (after[i]["process_cpu_seconds_total"] - before[i]["process_cpu_seconds_total"]) / window
+		frames += after[i]["sessionmesh_transport_frames_sent_total"] - before[i]["sessionmesh_transport_frames_sent_total"]
+		rss += after[i]["process_resident_memory_bytes"]
+	}
+	r.msgsPerNode = frames / window / float64(n)
+	r.rssMiB = rss / float64(n) / (1 << 20)
+
+	// One SIGKILL: time until the survivors are fully replicated again,
+	// then every user on a survivor.
+	victim := g.Process(names[1])
+	killed := time.Now()
+	if err := victim.Kill(); err != nil {
+		return r, err
+	}
+	survivors := slices.Concat(urls[:1], urls[2:])
+	live := slices.Concat(names[:1], names[2:])
+	if err := waitSettled(ctx, client, survivors, live, c.settle); err != nil {
+		return r, fmt.Errorf("not re-replicated after the SIGKILL: %w", err)
+	}
+	r.rereplicated = time.Since(killed)
+	for i, u := range users {
+		visits, status, err := u.me(ctx, survivors[i%len(survivors)])
+		switch {
+		case err != nil:
+			return r, err
+		case status == http.StatusUnauthorized:
+			r.logouts++
+		case visits != 1:
+			r.wrong++
+		}
+	}
+	return r, nil
+}
+
+// user is one logged-in browser.
+type user struct{ c *http.Client }
+
+func (u user) me(ctx context.Context, base string) (visits, status int, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/me", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := u.c.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	var body struct{ Visits int }
+	_ = decodeJSON(resp.Body, &body)
+	return body.Visits, resp.StatusCode, nil
+}
+
+// loginAndVisit logs n users in, each on another server, and has each
+// visit once on the next server; it returns the users and the visits'
+// latencies.
+func loginAndVisit(ctx context.Context, urls []string, n int) ([]user, []time.Duration, error) {
+	var users []user
+	var lat []time.Duration
+	for i := range n {
+		jar, _ := cookiejar.New(nil)
+		u := user{&http.Client{Jar: jar, Timeout: 10 * time.Second}}
+		if err := post(ctx, u.c, urls[i%len(urls)]+"/login", url.Values{"user": {fmt.Sprint("user", i)}, "password": {"demo"}}); err != nil {
+			return nil, nil, fmt.Errorf("login: %w", err)
+		}
+		t := time.Now()
+		if err := post(ctx, u.c, urls[(i+1)%len(urls)]+"/visit", nil); err != nil {
+			return nil, nil, fmt.Errorf("visit: %w", err)
+		}
+		lat = append(lat, time.Since(t))
+		users = append(users, u)
+	}
+	return users, lat, nil
+}
+
+func post(ctx context.Context, c *http.Client, u string, form url.Values) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST %s: status %d", u, resp.StatusCode)
+	}
+	return nil
+}
+
+// waitSettled polls every server's /healthz until each is settled for the
+// live names (healthz.Settled), or timeout passes.
+func waitSettled(ctx context.Context, client *http.Client, urls, live []string, timeout time.Duration) error {
+	live = slices.Sorted(slices.Values(live))
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		why := ""
+		for i, h := range healthz.GetAll(ctx, client, urls) {
+			if ok, reason := h.Settled(live); !ok {
+				why = urls[i] + ": " + reason
+				break
+			}
+		}
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New(why)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// scrapeAll reads the unlabelled samples of every server's /metrics.
+func scrapeAll(ctx context.Context, client *http.Client, urls []string) ([]map[string]float64, error) {
+	out := make([]map[string]float64, len(urls))
+	for i, u := range urls {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = parseMetrics(resp.Body)
+		resp.Body.Close()
+	}
+	return out, nil
+}
+
+// parseMetrics reads the samples without labels of a Prometheus text
+// exposition.
+func parseMetrics(r io.Reader) map[string]float64 {
+	m := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			m[name] = v
+		}
+	}
+	return m
+}
+
+// countLogLines counts the lines containing s in the logs of dir.
+func countLogLines(dir, s string) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err == nil {
+			n += strings.Count(string(b), s)
+		}
+	}
+	return n
+}
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(ds))
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func decodeJSON(r io.Reader, v any) error { return json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(v) }

@@ -1,0 +1,63 @@
+package replication
+
+import "errors"
+
+// lossReporter is implemented by transports that notice at once when an
+// established connection to a peer breaks; *tcp.Transport does (a killed
+// process's connections close with it). The store then stops reporting
+// itself fully replicated before the membership has noticed the failure.
+type lossReporter interface {
+	OnConnLost(fn func(addr string))
+}
+
+// errConnLost is why a peer whose connection broke is taken for lost.
+var errConnLost = errors.New("connection to the peer broke")
+
+// connLost is the store's OnConnLost: the connection to the peer at addr
+// broke.
+func (s *Store) connLost(addr string) {
+	v := s.view.Load()
+	for _, q := range v.peers {
+		if q.addr == addr {
+			s.ownerLost(q, errConnLost)
+		}
+	}
+}
+
+// ownerLost records that a call to q failed in a way that says it may be
+// gone: a refused or broken connection, or a missed deadline. When q is an
+// owner in the current view and was not known lost already,
+// FullyReplicated turns false at once and stays false until a maintenance
+// round that started after this finds every partition's copies ready:
+// while q is down, its polls fail and the rounds count its partitions as
+// under-replicated; once the membership has dropped it, until
+// re-replication has restored its copies elsewhere.
+func (s *Store) ownerLost(q *peer, why error) {
+	if s.closed() {
+		return
+	}
+	v := s.view.Load()
+	if v.byName[q.name] != q || !v.ownsAny(q) || q.lost.Swap(true) {
+		return
+	}
+	s.losses.Add(1) // before the store: see round
+	if s.replicated.Swap(-1) == 0 {
+		s.log.Info("an owner is unreachable: not fully replicated until its copies are restored", "peer", q.name, "err", why)
+	}
+}
+
+// ownsAny reports whether q owns a partition in v.
+func (v *view) ownsAny(q *peer) bool {
+	for pi := range v.owners {
+		for _, o := range v.owners[pi] {
+			if o == q {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// answered records that q answered a call: a later failure is a new
+// loss.
+func (q *peer) answered() { q.lost.Store(false) }
