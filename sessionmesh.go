@@ -56,7 +56,9 @@ type NodeConfig struct {
 	// SecondaryKeys and Label below override its own.
 	Transport tcp.Config
 	// Store configures the store; its Membership and Transport are set by
-	// StartNode.
+	// StartNode, and its SnapshotKey (with SnapshotOldKeys) and
+	// SnapshotLabel, when unset, to SecretKey (with SecondaryKeys) and
+	// Label below.
 	Store replication.Config
 
 	// SecretKey, when set, authenticates and encrypts both gossip and
@@ -115,6 +117,12 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	if cfg.Label != "" {
 		cfg.Transport.Label, cfg.Cluster.Label = cfg.Label, cfg.Label
+	}
+	if cfg.Store.SnapshotKey == nil {
+		cfg.Store.SnapshotKey, cfg.Store.SnapshotOldKeys = cfg.SecretKey, cfg.SecondaryKeys
+	}
+	if cfg.Store.SnapshotLabel == "" {
+		cfg.Store.SnapshotLabel = cfg.Label
 	}
 	if cfg.Transport.Logger == nil {
 		cfg.Transport.Logger = cfg.Store.Logger
@@ -176,7 +184,10 @@ func (n *Node) InstallKey(key []byte) error {
 
 // UseKey makes an installed key the one this node presents.
 func (n *Node) UseKey(key []byte) error {
-	return errors.Join(n.Transport.UseKey(key), n.Cluster.UseKey(key))
+	if err := errors.Join(n.Transport.UseKey(key), n.Cluster.UseKey(key)); err != nil {
+		return err
+	}
+	return n.Store.UseSnapshotKey(key)
 }
 
 // RemoveKey stops accepting a key.

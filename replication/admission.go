@@ -12,6 +12,19 @@ import "fmt"
 // all. A refusal is counted in Stats.Rejected and logged, with what
 // carried the records (path).
 func (s *Store) admit(path string, rs ...*record) error {
+	if err := s.checkRecords(rs...); err != nil {
+		s.stats.rejected.Add(1)
+		s.log.Warn("refused records from a peer", "path", path, "records", len(rs), "err", err)
+		return fmt.Errorf("refuse %s: %w", path, err)
+	}
+	return nil
+}
+
+// checkRecords is admit without its count and log, for callers that
+// report a refusal their own way (a snapshot at start, see loadSnapshot):
+// it checks every record against the limits and the clock bound and
+// advances the hybrid logical clock past them.
+func (s *Store) checkRecords(rs ...*record) error {
 	for _, r := range rs {
 		if r == nil {
 			continue
@@ -21,9 +34,7 @@ func (s *Store) admit(path string, rs ...*record) error {
 			err = s.hlc.Update(r.maxVersion().time)
 		}
 		if err != nil {
-			s.stats.rejected.Add(1)
-			s.log.Warn("refused records from a peer", "path", path, "records", len(rs), "err", err)
-			return fmt.Errorf("refuse %s: %w", path, err)
+			return err
 		}
 	}
 	return nil

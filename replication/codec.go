@@ -33,12 +33,18 @@ var encoderPool = sync.Pool{New: func() any {
 // newEncoder returns an encoder whose message starts with the byte kind.
 func newEncoder(kind byte) *encoder {
 	e := encoderPool.Get().(*encoder)
+	e.reset(kind)
+	return e
+}
+
+// reset empties e for a new message that starts with the byte kind,
+// keeping its buffer.
+func (e *encoder) reset(kind byte) {
 	e.buf.Reset()
 	e.err = nil
 	e.enc.Reset(&e.buf)
 	e.enc.UseCompactInts(true)
 	e.buf.WriteByte(kind)
-	return e
 }
 
 // finish returns a copy of the message and puts the encoder back in the pool.

@@ -115,6 +115,38 @@ type Config struct {
 	// Logger receives the store's logs. Default slog.Default().
 	Logger *slog.Logger
 
+	// SnapshotDir, when set, makes the store keep its sessions and
+	// tombstones in a file in this local directory (created if missing),
+	// so that a restart of the whole fleet keeps them: written every
+	// SnapshotInterval in the background and once more by Leave and by
+	// Close after Leave, loaded by New before the store serves. Give each
+	// node a directory of its own. Default "": no snapshots.
+	SnapshotDir string
+
+	// SnapshotInterval is how often the store writes a snapshot when
+	// SnapshotDir is set (it skips a write when nothing changed): a crash
+	// of every node loses at most the writes of the last interval and of
+	// the time one snapshot takes to write. Default 5s.
+	SnapshotInterval time.Duration
+
+	// SnapshotKey is the cluster secret the snapshot is encrypted and
+	// authenticated with (a key derived from it with HKDF, never the
+	// secret itself). Without it the snapshot is only checked against
+	// corruption: anyone who can read SnapshotDir can read the sessions.
+	// sessionmesh.StartNode sets it to NodeConfig.SecretKey.
+	SnapshotKey []byte
+
+	// SnapshotOldKeys are further secrets a snapshot found at start may be
+	// sealed with: those of a rotation in progress. Snapshots are written
+	// with SnapshotKey (or the one Store.UseSnapshotKey gave later).
+	// sessionmesh.StartNode sets them to NodeConfig.SecondaryKeys.
+	SnapshotOldKeys [][]byte
+
+	// SnapshotLabel is the cluster's label, which the snapshot's header
+	// records: a snapshot written under another label or secret is
+	// refused. sessionmesh.StartNode sets it to NodeConfig.Label.
+	SnapshotLabel string
+
 	// Clock is where the store reads the time: the wall clock for
 	// versions and deadlines, the monotonic one for leases and timeouts.
 	// Default SystemClock(); tests give each node its own, to skew or step
@@ -131,6 +163,7 @@ func DefaultConfig() Config {
 		TombstoneTTL:        24 * time.Hour,
 		TransferChunkBytes:  256 << 10,
 		MaxReadWait:         time.Second,
+		SnapshotInterval:    5 * time.Second,
 	}
 }
 
@@ -173,6 +206,9 @@ func (c *Config) validate() error {
 	}
 	if c.TransferChunkBytes <= 0 {
 		c.TransferChunkBytes = d.TransferChunkBytes
+	}
+	if c.SnapshotInterval <= 0 {
+		c.SnapshotInterval = d.SnapshotInterval
 	}
 	c.Limits = c.Limits.withDefaults()
 	if c.MaxBytes == 0 {

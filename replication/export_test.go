@@ -6,3 +6,7 @@ func (s *Store) Digest() uint64 { return s.digest() }
 
 // PartitionOf returns the partition of a session ID.
 var PartitionOf = partitionOf
+
+// WriteSnapshot writes a snapshot now (Config.SnapshotDir), for tests that
+// time it.
+func (s *Store) WriteSnapshot() error { return s.writeSnapshot() }

@@ -165,6 +165,11 @@ func lostPartitions(prev, next *view) []*peer {
 	return out
 }
 
+// ownerless reports whether no member owns anything in v: this node is
+// leaving and every peer is leaving too, or there is none.
+// Every partition has an owner while any member owns anything.
+func (v *view) ownerless() bool { return len(v.owners[0]) == 0 }
+
 // targets returns the owners of partition p other than this node.
 func (v *view) targets(p int) []*peer {
 	out := make([]*peer, 0, len(v.owners[p]))

@@ -70,6 +70,8 @@ type demo struct {
 	// upgrade: the login executables of this build and of the previous
 	// release.
 	currentBin, previousBin string
+
+	fleet *fleetRestart // fleet-restart: what survived
 }
 
 // node is one login server.
@@ -124,6 +126,9 @@ func (d *demo) run(ctx context.Context) (err error) {
 	case scenarioBackups:
 		d.printf("sessionmesh demo, scenario backups: %d login servers with %q behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; will SIGKILL %s, wait until the cluster is fully replicated again, then SIGKILL %s",
 			c.nodes, strings.Join(c.nodeArgs, " "), c.users, c.visits, c.concurrency, c.kill, nextNode(c))
+	case scenarioFleetRestart:
+		d.printf("sessionmesh demo, scenario fleet-restart: %d login servers with %q and a snapshot directory each (interval %s) behind a round-robin proxy, %d users, %d visits each; will stop every node at once with SIGTERM, then with SIGKILL, restarting them all each time",
+			c.nodes, strings.Join(c.nodeArgs, " "), c.snapshotInterval, c.users, c.visits)
 	case scenarioRolling:
 		d.printf("sessionmesh demo, scenario rolling: %d login servers with %q behind a round-robin proxy (not sticky), %d users, %d visits each, concurrency %d; then a graceful rolling restart of every node while the users keep visiting",
 			c.nodes, strings.Join(c.nodeArgs, " "), c.users, c.visits, c.concurrency)
@@ -265,6 +270,7 @@ func (d *demo) startNodes(ctx context.Context, bin string) error {
 			args = append(args, "-throttle-addr", "0")
 		}
 		args = append(args, c.nodeArgs...)
+		args = append(args, d.snapshotArgs(n.name)...)
 		spec := procs.Spec{Name: n.name, Path: bin, Args: args, HealthURL: n.url + "/healthz"}
 		if c.race && os.Getenv("GORACE") == "" {
 			// A race-enabled binary sleeps 1s at exit unless told not to.
@@ -279,7 +285,7 @@ func (d *demo) startNodes(ctx context.Context, bin string) error {
 		}
 		d.nodes = append(d.nodes, n)
 		switch {
-		case c.scenario == scenarioRolling, c.scenario == scenarioUpgrade:
+		case c.scenario == scenarioRolling, c.scenario == scenarioUpgrade, c.scenario == scenarioFleetRestart:
 		case n.name == c.kill:
 			d.victim = n
 		case c.scenario == scenarioBackups && n.name == nextNode(c):

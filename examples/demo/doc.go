@@ -60,6 +60,21 @@
 // acknowledged visit lost, and no visit may fail: the compatibility promise
 // of docs/upgrading.md.
 //
+// -scenario fleet-restart stops the whole fleet at once:
+//
+//	go run ./examples/demo -scenario fleet-restart
+//
+// It starts 3 servers with -backups 1, each with a -snapshot-dir of its own
+// under the log directory, runs steps 2 and 3, logs every tenth user out
+// directly on a node, then sends SIGTERM to every server at once (each must
+// exit within 3s), restarts them all and checks directly on every server
+// that every user is still logged in with exactly its visits and that
+// every logged-out user, presenting its old cookie, is still logged out.
+// Then every user visits once more; after more than one snapshot interval
+// (-snapshot-interval, 1s) it SIGKILLs every server at once, restarts them
+// all and checks again. It prints how many sessions and logouts survived
+// each stop.
+//
 // It prints a summary with the answer distribution per node, the time the
 // restarted node took to become healthy and the timing of each phase, and
 // exits with status 1 if any check failed (listing the first failures).
@@ -69,7 +84,7 @@
 //
 // Flags:
 //
-//	-scenario kill       kill, backups or rolling
+//	-scenario kill       kill, backups, rolling or fleet-restart
 //	-nodes 3             login servers (at least 2; 5 for backups and rolling)
 //	-users 300           users to log in, each with its own cookie jar
 //	-visits 5            visits per user before the kill
@@ -87,6 +102,7 @@
 //	-request-timeout 10s timeout of one HTTP request
 //	-v                   print every failed check as it happens
 //	-no-secret           run the nodes without a cluster secret (clear-text cluster traffic)
+//	-snapshot-interval 1s fleet-restart: how often each server writes its snapshot
 //
 // Every run makes a random cluster secret and gives it to every node in the
 // environment variable SESSIONMESH_SECRET (not as a flag, which ps would

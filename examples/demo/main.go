@@ -34,6 +34,8 @@ type config struct {
 	verbose        bool
 	noSecret       bool
 	previous       string
+
+	snapshotInterval time.Duration // fleet-restart: the nodes' -snapshot-interval
 }
 
 func main() {
@@ -93,9 +95,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "           healthy and fully replicated) under a background load of visits; no acknowledged visit may be lost")
 		fmt.Fprintln(stderr, "  upgrade  3 nodes of the previous release (-previous) with -backups 0, rolled to this build and back")
 		fmt.Fprintln(stderr, "           under a background load of visits; no logout, no lost visit and no failed request")
+		fmt.Fprintln(stderr, "  fleet-restart  3 nodes with -snapshot-dir: some users log out, SIGTERM to every node at once (each exits")
+		fmt.Fprintln(stderr, "           within 3s), restart all, check every session and logout; visit, wait a snapshot interval,")
+		fmt.Fprintln(stderr, "           SIGKILL every node at once, restart all, check again")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.scenario, "scenario", scenarioKill, "kill, backups, rolling or upgrade (see above)")
+	fs.StringVar(&c.scenario, "scenario", scenarioKill, "kill, backups, rolling, upgrade or fleet-restart (see above)")
 	fs.IntVar(&c.nodes, "nodes", 3, "number of login servers (at least 2; default 5 for -scenario backups and rolling)")
 	fs.IntVar(&c.users, "users", 300, "number of users to log in")
 	fs.IntVar(&c.visits, "visits", 5, "visits per user before the kill (or the rolling restart)")
@@ -112,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "how long a node may take to answer /healthz with 200 (backups, rolling: also the cluster to be fully replicated again)")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 10*time.Second, "timeout of one HTTP request")
 	fs.BoolVar(&c.verbose, "v", false, "print every failed check as it happens")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", time.Second, "fleet-restart: how often each node writes its snapshot")
 	fs.StringVar(&c.previous, "previous", previousRelease, "upgrade: git revision of the previous release, built from this repository's history")
 	fs.BoolVar(&c.noSecret, "no-secret", false, "run the nodes without a cluster secret (clear-text cluster traffic); by default each run makes a random one")
 	if err := fs.Parse(args); err != nil {
@@ -137,8 +143,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if set["kill"] {
 			return c, fmt.Errorf("-kill: the %s scenario kills no node (it restarts every node gracefully)", c.scenario)
 		}
+	case scenarioFleetRestart:
+		c.nodeArgs = append([]string{"-backups", "1"}, c.nodeArgs...)
+		if c.snapshotInterval <= 0 {
+			return c, errors.New("-snapshot-interval must be positive")
+		}
 	default:
-		return c, fmt.Errorf("-scenario %q: want %s, %s, %s or %s", c.scenario, scenarioKill, scenarioBackups, scenarioRolling, scenarioUpgrade)
+		return c, fmt.Errorf("-scenario %q: want %s, %s, %s, %s or %s", c.scenario, scenarioKill, scenarioBackups, scenarioRolling, scenarioUpgrade, scenarioFleetRestart)
 	}
 	if (c.scenario == scenarioBackups || c.scenario == scenarioRolling) && !set["nodes"] {
 		c.nodes = 5
@@ -176,6 +187,8 @@ const (
 	scenarioBackups = "backups"
 	scenarioRolling = "rolling"
 	scenarioUpgrade = "upgrade"
+
+	scenarioFleetRestart = "fleet-restart"
 )
 
 // nodeName returns the name of the i-th node (from 0): n1, n2, ...

@@ -23,6 +23,8 @@ func (d *demo) scenario(ctx context.Context) error {
 		return d.runRolling(ctx)
 	case scenarioUpgrade:
 		return d.runUpgrade(ctx)
+	case scenarioFleetRestart:
+		return d.runFleetRestart(ctx)
 	default:
 		return d.runKill(ctx)
 	}

@@ -45,6 +45,8 @@ func (d *demo) summary() {
 		before = "the rolling restart"
 	case scenarioUpgrade:
 		before = "the upgrade"
+	case scenarioFleetRestart:
+		before = "the stops of every node"
 	}
 	d.printf("summary")
 	if d.mode != "" {
@@ -76,6 +78,9 @@ func (d *demo) summary() {
 		}
 		d.println("restarts      %s", strings.Join(parts, ", "))
 	}
+	for _, line := range d.describeFleetRestart() {
+		d.println("fleet         %s", line)
+	}
 	if l := d.load; l != nil {
 		d.println("load          %d visits acknowledged during the roll, %d failed and were not resent, %d answered 401 (not logged in)",
 			l.acked.Load(), l.errors.Load(), l.loggedOut.Load())
@@ -97,6 +102,9 @@ func (d *demo) summary() {
 		case scenarioBackups:
 			d.printf("PASS: %d users stayed logged in through the SIGKILL of %s, the re-replication and the SIGKILL of %s; every visit was counted exactly once",
 				loggedIn, d.victim.name, d.victim2.name)
+		case scenarioFleetRestart:
+			d.printf("PASS: %d users stayed logged in and %d stayed logged out through a SIGTERM and a SIGKILL of all %d nodes at once; every visit was counted exactly once",
+				loggedIn, len(d.fleet.loggedOut), len(d.nodes))
 		case scenarioRolling:
 			d.printf("PASS: %d users stayed logged in through a graceful rolling restart of all %d nodes; every acknowledged visit was counted exactly once",
 				loggedIn, len(d.nodes))

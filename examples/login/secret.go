@@ -151,6 +151,9 @@ func (n *node) reloadSecretsOnHUP(o options, log *slog.Logger, done <-chan struc
 		if err == nil {
 			err = setKeys(keys, n.cluster, n.transport)
 		}
+		if err == nil { // the next snapshot is sealed with the new primary
+			err = n.store.UseSnapshotKey(keys[0])
+		}
 		if err != nil {
 			log.Error("reload secrets", "err", err)
 			continue

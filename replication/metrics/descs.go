@@ -22,6 +22,8 @@ type descs struct {
 	zones, singleZone                             *prometheus.Desc
 	sessionBytes, budgetSessions, budgetBytes     *prometheus.Desc
 	budgetUsed, refusedSessions                   *prometheus.Desc
+	snapshots, snapshotFailures                   *prometheus.Desc
+	snapshotBytes, snapshotSeconds                *prometheus.Desc
 	// cluster
 	members, joinAttempts, joinFailures, clusterDroppedEvents *prometheus.Desc
 	// transport
@@ -72,6 +74,11 @@ func newDescs() descs {
 		budgetUsed:      d("budget_used_ratio", "The fill level of the budget: records held over the session budget or bytes held over the byte budget, whichever is higher (1: new sessions are refused); 0 without a budget."),
 		refusedSessions: d("sessions_refused_total", "New sessions refused because this node was over its budget (answered 503 by httpsession)."),
 
+		snapshots:        d("snapshots_total", "Snapshots written to the store's SnapshotDir."),
+		snapshotFailures: d("snapshot_failures_total", "Snapshot writes that failed (the log says why); the next interval tries again."),
+		snapshotBytes:    d("snapshot_bytes", "Size of the last snapshot written; 0 before the first."),
+		snapshotSeconds:  d("snapshot_write_seconds", "Time the last snapshot took to write, fsync included; 0 before the first."),
+
 		members:              d("cluster_members", "Live members of the cluster as this node sees them, itself included, by state (alive, suspect).", "state"),
 		joinAttempts:         d("cluster_join_attempts_total", "Join attempts, one per seed address tried."),
 		joinFailures:         d("cluster_join_failures_total", "Join attempts that failed."),
@@ -106,6 +113,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
 		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses, d.zones, d.singleZone,
 		d.sessionBytes, d.budgetSessions, d.budgetBytes, d.budgetUsed, d.refusedSessions,
+		d.snapshots, d.snapshotFailures, d.snapshotBytes, d.snapshotSeconds,
 		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,
 		d.handshakeFailures, d.retiredConns, d.connFailures,

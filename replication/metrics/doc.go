@@ -74,6 +74,10 @@
 //	                                                       clock too far ahead)
 //	sessionmesh_expired_total                     counter  sessions and tombstones removed by the expiry sweeper
 //	sessionmesh_session_events_dropped_total      counter  session events dropped because OnSessionEvent fell behind
+//	sessionmesh_snapshots_total                   counter  snapshots written to Config.SnapshotDir
+//	sessionmesh_snapshot_failures_total           counter  snapshot writes that failed (logged; retried the next interval)
+//	sessionmesh_snapshot_bytes                    gauge    size of the last snapshot written
+//	sessionmesh_snapshot_write_seconds            gauge    time the last snapshot took to write, fsync included
 //
 // The roles of sessionmesh_partitions and sessionmesh_sessions, from
 // Store.Partitions: primary (this node is the partition's first owner and

@@ -219,6 +219,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.rejected, st.Rejected)
 	counter(d.expired, st.Expired)
 	counter(d.droppedEvents, st.DroppedEvents)
+	counter(d.snapshots, st.Snapshots)
+	counter(d.snapshotFailures, st.SnapshotFailures)
+	gauge(d.snapshotBytes, float64(st.SnapshotBytes))
+	gauge(d.snapshotSeconds, st.SnapshotTook.Seconds())
 	if h := st.WriteLatency; len(h.Bounds) == len(h.Counts) {
 		buckets := make(map[float64]uint64, len(h.Bounds))
 		for i, b := range h.Bounds {
