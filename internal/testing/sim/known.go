@@ -38,25 +38,23 @@ const (
 	// refuses every update from it as "arrived after its caller gave up",
 	// although MaxClockOffset allows a minute.
 	KnownUpdateDeadline = "update-deadline-clock"
-	// KnownNonOwnerWrite: a node that does not own a session acknowledged
-	// a write of it that no owner has. A non-owner applies nothing
-	// locally; with synchronous writes it acknowledges once its calls to
-	// the owners have returned, failed or not (write.go write: failures
-	// only fence the owner), and with asynchronous ones its background
-	// sender drops a batch whose call failed (write.go send: "anti-entropy
-	// will repair"). Anti-entropy runs between owners only, so a write
-	// that reached none of them is on no node, with no crash anywhere.
+	// KnownNonOwnerWrite: a write acknowledged by a node that does not
+	// own the session is missing. A non-owner holds no copy, so its
+	// writes, synchronous or asynchronous, wait for an owner's
+	// acknowledgement (rule 22; an asynchronous write used to sit in a
+	// background queue that dropped it when the send failed). What
+	// remains: an owner acknowledged it, then a partition cut off every
+	// owner of the session at once, and the other side took the partition
+	// over without a copy: a double fault that the checker does not count
+	// as one (a partition is not a crash of the owners).
 	KnownNonOwnerWrite = "non-owner-write"
-	// KnownAsyncUpdate: with asynchronous writes, Update takes no version.
-	// A request that loaded the session with GetAtLeast at the version of
-	// the user's last write goes on to Update it, whose base read takes
-	// the first complete owner's answer and whose coordinator (the first
-	// owner authoritative in the caller's view) may not have that write
-	// yet: queued, delayed, or dropped by a failed background send to an
-	// owner that still holds a valid lease (an asynchronous write neither
-	// fences nor waits out leases before it returns). It answers that the
-	// session ended, or counts from an older value (replication/update.go
-	// Update, current, coordinate; write.go write).
+	// KnownAsyncUpdate: with asynchronous writes, an Update coordinated by
+	// an owner that did not have the user's last write yet answered that
+	// the session ended, or counted from an older value. Fixed by
+	// UpdateAtLeast (the caller's version travels with the update, and
+	// only an owner whose copy has reached it coordinates: updaterule.go
+	// coordinateRule); the tag stays so that a recurrence is named, and
+	// TestSim_FixedIssues replays the seeds that showed it.
 	KnownAsyncUpdate = "async-update-without-version"
 	// KnownVersionInversion: a write acknowledged after another write of
 	// the same attribute got a lower version, so last-writer-wins keeps
