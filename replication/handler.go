@@ -55,6 +55,9 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		if err := s.applyRecords(r.records, r.write, "apply"); err != nil {
 			return nil, err
 		}
+		if r.from.name != "" { // the writer wants to know whether this node counts it
+			return encodeWriteAck(s.view.Load().sees(r.from.name, r.from.incarnation))
+		}
 		return []byte{respOK}, nil
 
 	case getRequest:

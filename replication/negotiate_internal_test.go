@@ -41,3 +41,31 @@ func TestNegotiate_Hello(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, helloReply{name: "n2", incarnation: 9, seesYou: true, ready: true, protocol: protocolVersion}, h)
 }
+
+// A write to a peer of protocol version 2 names its writer, and the peer
+// answers whether it lists it; one to an older peer is the first release's
+// bytes, and so is its answer.
+func TestNegotiate_WriteNamesItsWriter(t *testing.T) {
+	rec := &record{id: "s", created: 1, expires: 1 << 40}
+	b, err := encodeWrite(memberKey{name: "n1", incarnation: 7}, rec)
+	require.NoError(t, err)
+	req, err := decodeRequest(b)
+	require.NoError(t, err)
+	assert.Equal(t, memberKey{name: "n1", incarnation: 7}, req.(applyRequest).from)
+	assert.True(t, req.(applyRequest).write)
+
+	old, err := encodeApply(rec)
+	require.NoError(t, err)
+	req, err = decodeRequest(old)
+	require.NoError(t, err)
+	assert.Zero(t, req.(applyRequest).from, "a write of the first release names nobody")
+
+	listed, err := encodeWriteAck(true)
+	require.NoError(t, err)
+	assert.Equal(t, []byte{respOK}, listed, "the common answer is the first release's acknowledgement")
+	require.NoError(t, decodeWriteAck(listed))
+	unlisted, err := encodeWriteAck(false)
+	require.NoError(t, err)
+	require.ErrorIs(t, decodeWriteAck(unlisted), errNotListed)
+	require.ErrorIs(t, decodeWriteAck(unlisted), ErrUnreachable, "callers treat it as a failed write")
+}

@@ -225,6 +225,39 @@ func decodeRangeReply(resp []byte) (rangeReply, error) {
 	return r, d.done()
 }
 
+// encodeWriteAck answers a write whose writer said who it is: a plain
+// acknowledgement, or one saying that this node does not list the writer
+// as a member.
+func encodeWriteAck(listed bool) ([]byte, error) {
+	if listed {
+		return []byte{respOK}, nil
+	}
+	e := okResponse()
+	e.boolean(true)
+	return e.finish()
+}
+
+// decodeWriteAck decodes an answer to encodeWrite: nil, errNotListed,
+// or the peer's error.
+func decodeWriteAck(resp []byte) error {
+	d, err := openResponse(resp)
+	if err != nil {
+		return err
+	}
+	defer d.release()
+	if d.r.Len() == 0 {
+		return nil
+	}
+	notListed := d.boolean()
+	if err := d.done(); err != nil {
+		return err
+	}
+	if notListed {
+		return errNotListed
+	}
+	return nil
+}
+
 func decodeAckReply(resp []byte) error {
 	d, err := openResponse(resp)
 	if err != nil {

@@ -30,6 +30,9 @@ type helloRequest struct {
 type applyRequest struct {
 	records []*record
 	write   bool
+	// from is the writer of a write (msgApply), from protocol version 2
+	// on; zero from older builds and for copies.
+	from memberKey
 }
 
 // getRequest asks for one session.
@@ -142,7 +145,13 @@ func decodeRequest(b []byte) (request, error) {
 		d.skip(n - read)
 		req = h
 	case msgApply, msgRepair:
-		req = applyRequest{records: d.records(), write: b[0] == msgApply}
+		r := applyRequest{records: d.records(), write: b[0] == msgApply}
+		if r.write && d.err == nil && d.r.Len() > 0 { // a writer of protocol version 2 or later
+			n := d.arrayLen(2, 64)
+			r.from = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
+			d.skip(n - 2)
+		}
+		req = r
 	case msgGet:
 		req = getRequest{id: d.str(maxIDLen)}
 	case msgStatus:
@@ -255,6 +264,17 @@ func encodeHello(h helloRequest) ([]byte, error) {
 func encodeApply(rs ...*record) ([]byte, error) {
 	e := newEncoder(msgApply)
 	e.records(rs)
+	return e.finish()
+}
+
+// encodeWrite is encodeApply for a peer of protocol version 2 or later:
+// the writer's name follows the records.
+func encodeWrite(from memberKey, rs ...*record) ([]byte, error) {
+	e := newEncoder(msgApply)
+	e.records(rs)
+	e.arrayLen(2)
+	e.str(from.name)
+	e.uint64(from.incarnation)
 	return e.finish()
 }
 

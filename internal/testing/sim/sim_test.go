@@ -213,7 +213,12 @@ func formatCounts[K comparable](m map[K]int) string {
 //   - async-update-without-version (seeds 171, 182): with asynchronous
 //     writes, an Update was coordinated by an owner that lacked the
 //     user's last write and answered that the session had ended (now
-//     UpdateAtLeast: only an owner that has it coordinates).
+//     UpdateAtLeast: only an owner that has it coordinates);
+//   - owners-disagree (seed 87): a node that the others had wrongly
+//     declared dead acknowledged a write that its co-owner took without
+//     listing it, and a read on the co-owner's other owner missed it (now
+//     the co-owner says it does not list the writer, and the write fails:
+//     replication/write.go errNotListed).
 func TestSim_FixedIssues(t *testing.T) {
 	fixed := map[uint64]string{
 		2:   sim.KnownUpdateDeadline,
@@ -222,6 +227,7 @@ func TestSim_FixedIssues(t *testing.T) {
 		78:  sim.KnownNonOwnerWrite, // an asynchronous write on a non-owner, queued and dropped
 		171: sim.KnownAsyncUpdate,   // Update coordinated by an owner without the user's last write
 		182: sim.KnownAsyncUpdate,
+		87:  sim.KnownOwnersDisagree, // a write of a node the others wrongly declared dead
 	}
 	for seed, known := range fixed {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
