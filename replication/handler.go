@@ -75,7 +75,12 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 			return nil, errUpdateTooLate
 		}
 		pi := partitionOf(r.id)
-		if !s.view.Load().owns(pi) {
+		v := s.view.Load()
+		if !v.owns(pi) || r.from.name != "" && !v.sees(r.from.name, r.from.incarnation) {
+			// Not an owner, or one whose view of the members is not the
+			// caller's: what it holds may be another view's (a node that
+			// declared everyone else dead answers for itself alone), so
+			// the caller asks the next owner.
 			return encodeUpdateReply(updateResult{outcome: updateNotReady})
 		}
 		return encodeUpdateReply(s.applyUpdate(pi, r))

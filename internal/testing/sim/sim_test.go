@@ -218,7 +218,12 @@ func formatCounts[K comparable](m map[K]int) string {
 //     declared dead acknowledged a write that its co-owner took without
 //     listing it, and a read on the co-owner's other owner missed it (now
 //     the co-owner says it does not list the writer, and the write fails:
-//     replication/write.go errNotListed).
+//     replication/write.go errNotListed);
+//   - owners-disagree (seed 211): a node that had declared every other
+//     dead, alone in its view and so authoritative, coordinated an update
+//     from a caller it did not list and answered that the session had
+//     ended (now a coordinator that does not list the caller answers "not
+//     ready": replication/handler.go).
 func TestSim_FixedIssues(t *testing.T) {
 	fixed := map[uint64]string{
 		2:   sim.KnownUpdateDeadline,
@@ -228,6 +233,7 @@ func TestSim_FixedIssues(t *testing.T) {
 		171: sim.KnownAsyncUpdate,   // Update coordinated by an owner without the user's last write
 		182: sim.KnownAsyncUpdate,
 		87:  sim.KnownOwnersDisagree, // a write of a node the others wrongly declared dead
+		211: sim.KnownOwnersDisagree, // an update coordinated by a node alone in its view
 	}
 	for seed, known := range fixed {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
