@@ -459,7 +459,7 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	}
 	call(sends[0])
 	var missed []ackResult
-	notListed := false // an owner does not count this node: see errNotListed
+	notListed := false       // an owner does not count this node: see errNotListed
 	var acked map[*peer]bool // only needed for records owned elsewhere
 	if len(elsewhere) > 0 {
 		acked = make(map[*peer]bool, len(sends))
