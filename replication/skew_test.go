@@ -173,12 +173,16 @@ func TestSkew_NodeFarAheadRefusesWritesAndSaysWhy(t *testing.T) {
 		require.True(t, ok, n)
 		assert.Equal(t, "bob", v)
 	}
-	var seen bool
-	for _, p := range c.Node("a").Store.Peers() {
-		if p.Name == "ahead" {
-			seen = true
-			assert.InDelta(t, (2 * time.Minute).Seconds(), p.ClockOffset.Seconds(), 0.5, "a measures the offset")
+	// a measures the offset at its lease exchanges with the node ahead
+	// (ahead noticed first, from its own).
+	offsetOfAhead := func() time.Duration {
+		for _, p := range c.Node("a").Store.Peers() {
+			if p.Name == "ahead" {
+				return p.ClockOffset
+			}
 		}
+		return 0
 	}
-	assert.True(t, seen)
+	require.Eventually(t, func() bool { return offsetOfAhead() != 0 }, 5*time.Second, 10*time.Millisecond, "a never measured the offset")
+	assert.InDelta(t, (2 * time.Minute).Seconds(), offsetOfAhead().Seconds(), 0.5, "a measures the offset")
 }

@@ -63,6 +63,12 @@ func TestUpdate_ConcurrentIncrementsAreNeverLost(t *testing.T) {
 				stores[i] = n.Store
 			}
 			const rounds, parallel = 3, 64
+			// acked counts the acknowledged increments; failed the ones
+			// that lost to an update coordinated elsewhere, which a lease
+			// that lapsed on a starved machine can cause (a failover of
+			// the coordinator): such an update may or may not have been
+			// applied (rule 17), and nothing else may fail.
+			var acked, failed atomic.Int64
 			for round := 1; round <= rounds; round++ {
 				// In the first round every caller reads the counter before
 				// any writes it, so the updates certainly race.
@@ -81,13 +87,23 @@ func TestUpdate_ConcurrentIncrementsAreNeverLost(t *testing.T) {
 							}
 						}
 						_, _, err := stores[i%len(stores)].Update(ctx, "s", "visits", fn)
-						assert.NoError(t, err)
+						switch {
+						case err == nil:
+							acked.Add(1)
+						case errors.Is(err, replication.ErrConflict):
+							failed.Add(1)
+						default:
+							t.Errorf("update: %v", err)
+						}
 					}()
 				}
 				wg.Wait()
 				c.WaitConverged(t)
-				assert.Equal(t, round*parallel, counter(t, stores, "s"), "round %d", round)
+				n := int64(counter(t, stores, "s"))
+				assert.GreaterOrEqual(t, n, acked.Load(), "round %d: an acknowledged increment was lost", round)
+				assert.LessOrEqual(t, n, acked.Load()+failed.Load(), "round %d: counted more than was sent", round)
 			}
+			assert.Less(t, failed.Load(), int64(rounds*parallel/10), "failovers are rare, not the rule")
 			var conflicts uint64
 			for _, s := range stores {
 				conflicts += s.Stats().UpdateConflicts
