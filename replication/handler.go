@@ -62,7 +62,12 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 
 	case getRequest:
 		p := s.parts[partitionOf(r.id)]
-		return encodeGetReply(s.authoritative(p), p.get(r.id))
+		// A node that does not list the reader answers from another view
+		// of the owners (one that declared every other node dead is alone
+		// in its view, and authoritative there): its copy is true, but no
+		// proof that the session does not exist or has nothing newer.
+		listed := r.from.name == "" || s.view.Load().sees(r.from.name, r.from.incarnation)
+		return encodeGetReply(listed && s.authoritative(p), p.get(r.id))
 
 	case leaseRequest:
 		return encodeLeaseReply(s.grantLease(r))

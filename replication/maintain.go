@@ -63,7 +63,7 @@ func (s *Store) round(ctx context.Context) {
 	losses := s.losses.Load()
 	since := s.clock.Monotonic()
 	s.poll(ctx, v)
-	s.greetRefusers(ctx, v)
+	s.greetAgain(ctx, v)
 	st := freshStatuses(v, since)
 	s.transfer(ctx, planTransfers(v, s.partStates(), st))
 	s.resync(ctx, v)
@@ -175,11 +175,17 @@ func (s *Store) greet(ctx context.Context, q *peer) (helloReply, error) {
 	return h, err
 }
 
-// greetRefusers says hello again to the peers that refused this node's
-// hello: an operator may have upgraded them since.
-func (s *Store) greetRefusers(ctx context.Context, v *view) {
+// greetAgain says hello again to the peers that refused this node's hello
+// (an operator may have upgraded them since), and to those whose protocol
+// version it does not know: a peer that joined the view again (after a
+// false suspicion or a partition) is a new peer to this node, and what a
+// version adds is only sent once the version is known. Peers that do not
+// answer lease requests are left for a later round: a frozen one would
+// hold the round up for WriteTimeout.
+func (s *Store) greetAgain(ctx context.Context, v *view) {
 	for _, q := range v.peers {
-		if r := q.version.refusal.Load(); r != nil && r.hello {
+		refused := q.version.refusal.Load()
+		if (refused != nil && refused.hello || q.version.protocol.Load() == 0) && !q.silent.Load() {
 			_, _ = s.greet(ctx, q)
 		}
 	}

@@ -20,11 +20,14 @@ import (
 // the receiver's version, never with a malformed-message error, so a
 // sender that did not know the version yet learns it and falls back. A
 // peer whose version is below minProtocolVersion has its hello refused
-// with an error that names both versions. Version 2 sends one thing only
-// to peers whose recorded version has it: the writer's name after the
-// records of a write, which a version 1 decoder would refuse as trailing
-// bytes (write.go). Its other additions are fields that version 1
-// decoders skip. A later version that adds a request type does the same.
+// with an error that names both versions. Version 2 sends two things only
+// to peers whose recorded version has them: the writer's name after the
+// records of a write (write.go) and the reader's name after the ID of a
+// read (read.go), which a version 1 decoder would refuse as trailing
+// bytes. Its other additions are fields that version 1 decoders skip. A
+// later version that adds a request type does the same. A peer whose
+// version is not known yet (it joined the view again after a false
+// suspicion) is greeted at the next maintenance round.
 //
 // Refusals. A peer that is alive but refuses this node (its transport
 // refuses the handshake, transport.ErrHandshake, or its store refuses the

@@ -69,3 +69,19 @@ func TestNegotiate_WriteNamesItsWriter(t *testing.T) {
 	require.ErrorIs(t, decodeWriteAck(unlisted), errNotListed)
 	require.ErrorIs(t, decodeWriteAck(unlisted), ErrUnreachable, "callers treat it as a failed write")
 }
+
+// A read to a peer of protocol version 2 names its reader; a node that
+// does not list the reader answers with its copy, but not as an
+// authoritative owner.
+func TestNegotiate_ReadNamesItsReader(t *testing.T) {
+	b, err := encodeGetFrom("s1", memberKey{name: "n2", incarnation: 3})
+	require.NoError(t, err)
+	req, err := decodeRequest(b)
+	require.NoError(t, err)
+	assert.Equal(t, getRequest{id: "s1", from: memberKey{name: "n2", incarnation: 3}}, req)
+	old, err := encodeGet("s1")
+	require.NoError(t, err)
+	req, err = decodeRequest(old)
+	require.NoError(t, err)
+	assert.Equal(t, getRequest{id: "s1"}, req, "a read of the first release names nobody")
+}

@@ -34,9 +34,11 @@ const (
 	// protocolV1 is the first release's: its hello says no version.
 	protocolV1 uint64 = 1
 	// protocolV2 adds versions to the hello, the respUnsupported answer
-	// to request types a node does not know, and the writer's name after
-	// the records of a write (msgApply), answered with whether the
-	// receiver lists the writer as a member.
+	// to request types a node does not know, the writer's name after the
+	// records of a write (msgApply), answered with whether the receiver
+	// lists the writer as a member, and the reader's name after the ID of
+	// a read (msgGet), answered as not ready by a node that does not list
+	// the reader.
 	protocolV2 uint64 = 2
 
 	// protocolVersion is the highest version this build speaks, and

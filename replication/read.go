@@ -101,16 +101,12 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 	}
 	defer s.waitingReads.Add(-1)
 	deadline := s.clock.Monotonic() + s.cfg.MaxReadWait
-	req, err := encodeGet(id)
-	if err != nil {
-		return nil, err
-	}
 	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
 		v := s.view.Load()
 		p := s.parts[pi]
 		r = merge(r, p.get(id))
 		for _, q := range v.targets(pi) {
-			_, qr, err := s.get(ctx, q, req, s.cfg.WriteTimeout)
+			_, qr, err := s.get(ctx, q, id, s.cfg.WriteTimeout)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -185,10 +181,6 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 			return nil, err
 		}
 	}
-	req, err := encodeGet(id)
-	if err != nil {
-		return nil, err
-	}
 	p := s.parts[pi]
 	owner := v.owns(pi)
 	// What this node holds: as a new owner, what writes delivered so far;
@@ -221,7 +213,7 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 	answered, unheard := false, false
 	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
-			ready, r, err := s.get(ctx, q, req, timeout)
+			ready, r, err := s.get(ctx, q, id, timeout)
 			if ctx.Err() != nil {
 				return false, ctx.Err()
 			}
@@ -288,7 +280,16 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 }
 
 // get asks q for one session.
-func (s *Store) get(ctx context.Context, q *peer, req []byte, timeout time.Duration) (ready bool, r *record, err error) {
+func (s *Store) get(ctx context.Context, q *peer, id string, timeout time.Duration) (ready bool, r *record, err error) {
+	var req []byte
+	if q.version.protocol.Load() >= protocolV2 {
+		req, err = encodeGetFrom(id, keyOf(s.self))
+	} else {
+		req, err = encodeGet(id)
+	}
+	if err != nil {
+		return false, nil, err
+	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := s.call(cctx, q, req)

@@ -36,7 +36,12 @@ type applyRequest struct {
 }
 
 // getRequest asks for one session.
-type getRequest struct{ id string }
+type getRequest struct {
+	id string
+	// from is the reader, from protocol version 2 on; zero from older
+	// builds.
+	from memberKey
+}
 
 // statusRequest asks for the per-partition readiness, digests and counts.
 type statusRequest struct{}
@@ -153,7 +158,13 @@ func decodeRequest(b []byte) (request, error) {
 		}
 		req = r
 	case msgGet:
-		req = getRequest{id: d.str(maxIDLen)}
+		r := getRequest{id: d.str(maxIDLen)}
+		if d.err == nil && d.r.Len() > 0 { // a reader of protocol version 2 or later
+			n := d.arrayLen(2, 64)
+			r.from = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
+			d.skip(n - 2)
+		}
+		req = r
 	case msgStatus:
 		req = statusRequest{}
 	case msgSummary:
@@ -288,6 +299,17 @@ func encodeRepair(rs ...*record) ([]byte, error) {
 func encodeGet(id string) ([]byte, error) {
 	e := newEncoder(msgGet)
 	e.str(id)
+	return e.finish()
+}
+
+// encodeGetFrom is encodeGet for a peer of protocol version 2 or later:
+// the reader's name follows the ID.
+func encodeGetFrom(id string, from memberKey) ([]byte, error) {
+	e := newEncoder(msgGet)
+	e.str(id)
+	e.arrayLen(2)
+	e.str(from.name)
+	e.uint64(from.incarnation)
 	return e.finish()
 }
 

@@ -223,7 +223,12 @@ func formatCounts[K comparable](m map[K]int) string {
 //     dead, alone in its view and so authoritative, coordinated an update
 //     from a caller it did not list and answered that the session had
 //     ended (now a coordinator that does not list the caller answers "not
-//     ready": replication/handler.go).
+//     ready": replication/handler.go);
+//   - owners-disagree (seeds 642, 707): the same lone node answered a read
+//     of a reader it did not list, as authoritative, that there was no
+//     such session (now a read names its reader, and such a node answers
+//     "not ready"; a peer that joins the view again is greeted again, so
+//     that its version, and what it understands, is known).
 func TestSim_FixedIssues(t *testing.T) {
 	fixed := map[uint64]string{
 		2:   sim.KnownUpdateDeadline,
@@ -234,6 +239,8 @@ func TestSim_FixedIssues(t *testing.T) {
 		182: sim.KnownAsyncUpdate,
 		87:  sim.KnownOwnersDisagree, // a write of a node the others wrongly declared dead
 		211: sim.KnownOwnersDisagree, // an update coordinated by a node alone in its view
+		642: sim.KnownOwnersDisagree, // a read answered by a node alone in its view
+		707: sim.KnownOwnersDisagree,
 	}
 	for seed, known := range fixed {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
