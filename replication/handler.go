@@ -56,7 +56,7 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 			return nil, err
 		}
 		if r.from.name != "" { // the writer wants to know whether this node counts it
-			return encodeWriteAck(s.view.Load().sees(r.from.name, r.from.incarnation))
+			return encodeWriteAck(s.view.Load().listsSender(r.from))
 		}
 		return []byte{respOK}, nil
 
@@ -66,8 +66,7 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		// of the owners (one that declared every other node dead is alone
 		// in its view, and authoritative there): its copy is true, but no
 		// proof that the session does not exist or has nothing newer.
-		listed := r.from.name == "" || s.view.Load().sees(r.from.name, r.from.incarnation)
-		return encodeGetReply(listed && s.authoritative(p), p.get(r.id))
+		return encodeGetReply(s.view.Load().listsSender(r.from) && s.authoritative(p), p.get(r.id))
 
 	case leaseRequest:
 		return encodeLeaseReply(s.grantLease(r))
@@ -81,7 +80,7 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		}
 		pi := partitionOf(r.id)
 		v := s.view.Load()
-		if !v.owns(pi) || r.from.name != "" && !v.sees(r.from.name, r.from.incarnation) {
+		if !v.owns(pi) || !v.listsSender(r.from) {
 			// Not an owner, or one whose view of the members is not the
 			// caller's: what it holds may be another view's (a node that
 			// declared everyone else dead answers for itself alone), so

@@ -84,6 +84,13 @@ func (v *view) sees(name string, incarnation uint64) bool {
 	return q != nil && q.incarnation == incarnation
 }
 
+// listsSender reports whether the sender of a request is a member in v: a
+// request that names no sender comes from a build that does not say, and
+// is taken as listed (negotiate.go).
+func (v *view) listsSender(k memberKey) bool {
+	return k.name == "" || v.sees(k.name, k.incarnation)
+}
+
 // buildView returns the view for members. Peers of prev are reused for
 // members whose incarnation and address did not change. Members in leaving
 // (name -> incarnation), and this node when selfLeaving, own nothing.

@@ -151,20 +151,12 @@ func decodeRequest(b []byte) (request, error) {
 		req = h
 	case msgApply, msgRepair:
 		r := applyRequest{records: d.records(), write: b[0] == msgApply}
-		if r.write && d.err == nil && d.r.Len() > 0 { // a writer of protocol version 2 or later
-			n := d.arrayLen(2, 64)
-			r.from = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
-			d.skip(n - 2)
+		if r.write {
+			r.from = d.sender()
 		}
 		req = r
 	case msgGet:
-		r := getRequest{id: d.str(maxIDLen)}
-		if d.err == nil && d.r.Len() > 0 { // a reader of protocol version 2 or later
-			n := d.arrayLen(2, 64)
-			r.from = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
-			d.skip(n - 2)
-		}
-		req = r
+		req = getRequest{id: d.str(maxIDLen), from: d.sender()}
 	case msgStatus:
 		req = statusRequest{}
 	case msgSummary:
@@ -203,6 +195,26 @@ func decodeRequest(b []byte) (request, error) {
 		return nil, err
 	}
 	return req, nil
+}
+
+// sender appends the trailer that protocol version 2 adds to writes and
+// reads: who sends them.
+func (e *encoder) sender(k memberKey) {
+	e.arrayLen(2)
+	e.str(k.name)
+	e.uint64(k.incarnation)
+}
+
+// sender decodes the trailer encoder.sender wrote, or returns the zero
+// key for a message of an older build, which has none.
+func (d *decoder) sender() memberKey {
+	if d.err != nil || d.r.Len() == 0 {
+		return memberKey{}
+	}
+	n := d.arrayLen(2, 64)
+	k := memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}
+	d.skip(n - 2)
+	return k
 }
 
 func decodeIDs(d *decoder) []string {
@@ -283,9 +295,7 @@ func encodeApply(rs ...*record) ([]byte, error) {
 func encodeWrite(from memberKey, rs ...*record) ([]byte, error) {
 	e := newEncoder(msgApply)
 	e.records(rs)
-	e.arrayLen(2)
-	e.str(from.name)
-	e.uint64(from.incarnation)
+	e.sender(from)
 	return e.finish()
 }
 
@@ -307,9 +317,7 @@ func encodeGet(id string) ([]byte, error) {
 func encodeGetFrom(id string, from memberKey) ([]byte, error) {
 	e := newEncoder(msgGet)
 	e.str(id)
-	e.arrayLen(2)
-	e.str(from.name)
-	e.uint64(from.incarnation)
+	e.sender(from)
 	return e.finish()
 }
 
