@@ -240,7 +240,7 @@ func (c *checker) checkVisit(u *userModel, e *event) {
 			c.reportLocked(u, e, LostWrite, c.visitKnown(s, e, seenUpTo(e.value-1, s.wMax)),
 				"Update counted visits=%d, want %s: %d acknowledged visit(s) lost", e.value, span(s.lo+1, s.hi+1), s.lo+1-e.value)
 		case e.value > s.hi+1:
-			c.reportLocked(u, e, ExtraCount, "", "Update counted visits=%d, want %s", e.value, span(s.lo+1, s.hi+1))
+			c.reportLocked(u, e, ExtraCount, s.failoverKnown(e), "Update counted visits=%d, want %s", e.value, span(s.lo+1, s.hi+1))
 		}
 	}
 	// What the coordinator counted is what the cluster holds now.
@@ -293,7 +293,7 @@ func (c *checker) checkRead(u *userModel, e *event) {
 			e.op, e.visits, e.w, span(s.lo, s.hi), span(s.wAcked, s.wMax), s.lastAckNode, s.lastAck.Seconds())
 	}
 	if e.visits > s.hi || e.w > s.wMax {
-		c.reportLocked(u, e, ExtraCount, "", "%s found visits=%d w=%d, want visits %s and w %s",
+		c.reportLocked(u, e, ExtraCount, s.failoverKnown(e), "%s found visits=%d w=%d, want visits %s and w %s",
 			e.op, e.visits, e.w, span(s.lo, s.hi), span(s.wAcked, s.wMax))
 	}
 }

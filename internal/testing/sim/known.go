@@ -87,7 +87,9 @@ const (
 	// KnownUpdateFailover: an Update of the counter failed during a
 	// failover (it lost to a concurrent update at a replica, or its answer
 	// was lost), and within seconds a later acknowledged count was read
-	// back lower. A replica that refuses an update leaves the write its
+	// back lower, or higher than any count the acknowledged and failed
+	// updates since it explain (the failed one's write surfacing after a
+	// later one was acknowledged). A replica that refuses an update leaves the write its
 	// coordinator applied in place (rule 17 of docs/consistency.md), and
 	// that write, or one computed from it, can later win over an
 	// acknowledged one by version (replication/update.go
@@ -113,7 +115,7 @@ var KnownIssues = map[string]string{
 	KnownVersionInversion: "a write acknowledged after another of the same attribute got a lower version and lost to it on every replica",
 	KnownScalarVersion:    "GetAtLeast answered with a copy holding the user's newest write but not an earlier one of another attribute",
 	KnownUnmetLease:       "a restarted node answered from its copy without the lease of a peer that had just begun to list it and wrote without it",
-	KnownUpdateFailover:   "an acknowledged count was read back lower within seconds of an Update that failed during a failover",
+	KnownUpdateFailover:   "an acknowledged count was read back lower, or higher, within seconds of an Update that failed during a failover",
 	KnownNonOwnerWrite: "a write acknowledged by a node that does not own the session, while its links to the owners lost messages " +
 		"or were cut, reached no owner and is on no node",
 }
@@ -163,6 +165,12 @@ func (s *sessionModel) known(e *event, seen func(ackedWrite) bool) string {
 			return KnownUnmetLease
 		}
 	}
+	return s.failoverKnown(e)
+}
+
+// failoverKnown returns KnownUpdateFailover for an anomaly of e within
+// updateFailoverWindow of a failed Update of s, else "".
+func (s *sessionModel) failoverKnown(e *event) string {
 	if s.updateFailed > 0 && e.end-s.updateFailed < updateFailoverWindow {
 		return KnownUpdateFailover
 	}
