@@ -52,3 +52,11 @@ type wallClock struct {
 
 func (c wallClock) Now() time.Time           { return c.now() }
 func (c wallClock) Monotonic() time.Duration { return c.mono.Monotonic() }
+
+// SkewedClock returns the system clock with its wall reading moved by
+// offset, read on every call (so a test may change it while the store
+// runs); the monotonic reading is the machine's. Tests use it to run one
+// node ahead of or behind the others, or to step its clock.
+func SkewedClock(offset func() time.Duration) Clock {
+	return WallClock(func() time.Time { return time.Now().Add(offset()) })
+}

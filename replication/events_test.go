@@ -42,7 +42,7 @@ func (l *eventLog) snapshot() map[string]int {
 func TestEvents_EachSessionEventIsReportedOnceInTheCluster(t *testing.T) {
 	for _, mode := range []replication.Mode{replication.AllToAll, replication.Backups(1)} {
 		t.Run(mode.String(), func(t *testing.T) {
-			clock := hlc.NewManualClock(time.Now())
+			clock := hlc.NewManualClock(replication.SystemClock().Now())
 			log := &eventLog{counts: map[string]int{}}
 			c := testcluster.New(t, testcluster.Options{Seed: 31, Config: func(name string) replication.Config {
 				cfg := replication.DefaultLocalConfig()

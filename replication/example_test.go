@@ -32,8 +32,12 @@ func ExampleStartNode() {
 	b := startNode("b", a.Cluster.LocalMember().Addr)
 	defer b.Close()
 	<-b.Store.Ready()
-	for deadline := time.Now().Add(10 * time.Second); a.Store.Stats().Peers == 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond) // until a has heard of b
+	for timeout := time.After(10 * time.Second); a.Store.Stats().Peers == 0; { // until a has heard of b
+		select {
+		case <-timeout:
+			log.Fatal("a has not heard of b")
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 
 	ctx := context.Background()

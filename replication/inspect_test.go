@@ -59,7 +59,7 @@ func TestStore_ExpiresAtExtendsTheDeadline(t *testing.T) {
 	ctx := context.Background()
 	a, b := c.Node("a").Store, c.Node("b").Store
 	require.NoError(t, errOf(a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("v")}, Lifetime: time.Minute})))
-	later := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	later := replication.SystemClock().Now().Add(time.Hour).Truncate(time.Millisecond)
 	require.NoError(t, errOf(a.Save(ctx, "s", replication.Changes{Set: map[string][]byte{"k": []byte("w")}, ExpiresAt: later})))
 	for _, s := range []*replication.Store{a, b} {
 		sess, ok, err := s.Get(ctx, "s")

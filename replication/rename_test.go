@@ -74,7 +74,7 @@ func TestStore_RenamedLastsTheGrace(t *testing.T) {
 	var offset atomic.Int64
 	c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
-		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+		cfg.Clock = replication.SkewedClock(func() time.Duration { return time.Duration(offset.Load()) })
 		return cfg
 	}})
 	for _, n := range []string{"a", "b", "c"} {

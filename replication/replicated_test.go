@@ -36,16 +36,16 @@ func TestFullyReplicated_FalseAtOnceWhenAnOwnerDies(t *testing.T) {
 		return true
 	}, 20*time.Second, time.Millisecond, "fully replicated before the kill")
 
-	killed := time.Now()
+	sinceKill := replication.SystemClock().Monotonic
 	nodes[4].Kill()
 	falseAfter := make([]time.Duration, len(survivors))
 	require.Eventually(t, func() bool {
 		done := true
 		for i, n := range survivors {
-			asked := time.Since(killed)
+			asked := sinceKill()
 			if falseAfter[i] == 0 {
 				if !n.Store.FullyReplicated() {
-					falseAfter[i] = time.Since(killed)
+					falseAfter[i] = sinceKill()
 				} else {
 					// A busy machine may delay this goroutine, never
 					// the store's state: only what is read after the
@@ -75,7 +75,7 @@ func TestFullyReplicated_FalseAtOnceWhenAnOwnerDies(t *testing.T) {
 		}
 		return all
 	}, 20*time.Second, time.Millisecond)
-	t.Logf("fully replicated again %v after the kill", time.Since(killed))
+	t.Logf("fully replicated again %v after the kill", sinceKill())
 	for i := range 100 {
 		_, ok, err := survivors[i%4].Store.Get(ctx, fmt.Sprint("s", i))
 		require.NoError(t, err)

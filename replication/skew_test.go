@@ -17,7 +17,7 @@ import (
 // skewedCluster starts nodes whose wall clocks are off the manual clock
 // it returns by the given offsets.
 func skewedCluster(t *testing.T, offsets map[string]time.Duration) (*testcluster.Cluster, *hlc.ManualClock) {
-	clock := hlc.NewManualClock(time.Now())
+	clock := hlc.NewManualClock(replication.SystemClock().Now())
 	c := testcluster.New(t, testcluster.Options{Seed: 41, Config: func(name string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
 		off := offsets[name]
@@ -112,7 +112,7 @@ func TestSkew_UpdatesSucceedAcrossSkewedClocks(t *testing.T) {
 		cfg := replication.DefaultLocalConfig()
 		cfg.Mode = replication.Backups(1) // coordinators differ by session
 		off := offsets[name]
-		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(off) })
+		cfg.Clock = replication.SkewedClock(func() time.Duration { return off })
 		return cfg
 	}})
 	for name := range offsets {
@@ -147,7 +147,7 @@ func TestSkew_NodeFarAheadRefusesWritesAndSaysWhy(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Seed: 44, Config: func(name string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
 		off := offsets[name]
-		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(off) })
+		cfg.Clock = replication.SkewedClock(func() time.Duration { return off })
 		return cfg
 	}})
 	for _, name := range []string{"a", "b", "ahead"} {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -226,7 +225,7 @@ func TestSnapshot_LoadLeavesOutOnlyTheRecordsOverTheLimits(t *testing.T) {
 	over := &record{id: "over", expires: 1 << 50, attrs: []attr{{name: "cart", value: make([]byte, 100), version: version{time: 1, node: 1}}}}
 	under := &record{id: "under", expires: 1 << 50, attrs: []attr{{name: "user", value: []byte("ann"), version: version{time: 1, node: 1}}}}
 	var buf bytes.Buffer
-	sw, err := newSnapshotWriter(&buf, k, DefaultLimits(), time.Now().UnixMilli())
+	sw, err := newSnapshotWriter(&buf, k, DefaultLimits(), SystemClock().Now().UnixMilli())
 	require.NoError(t, err)
 	require.NoError(t, sw.add(over))
 	require.NoError(t, sw.add(under))

@@ -117,9 +117,9 @@ func leaveAll(t *testing.T, c *testcluster.Cluster) time.Duration {
 	errs := make([]error, len(took))
 	for i, n := range c.Nodes() {
 		wg.Go(func() {
-			start := time.Now()
+			elapsed := replication.SystemClock().Monotonic
 			errs[i] = n.Store.Leave(ctx)
-			took[i] = time.Since(start)
+			took[i] = elapsed()
 		})
 	}
 	wg.Wait()
@@ -325,7 +325,7 @@ func TestLeave_FleetStopWithoutSnapshotsSaysSessionsAreLost(t *testing.T) {
 func TestSnapshot_ExpiredRecordsAreNotLoaded(t *testing.T) {
 	var offset atomic.Int64 // added to the wall clock
 	c := snapshotCluster(t, time.Hour, func(_ string, cfg *replication.Config) {
-		cfg.Clock = replication.WallClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+		cfg.Clock = replication.SkewedClock(func() time.Duration { return time.Duration(offset.Load()) })
 	})
 	a := c.Start("a")
 	c.WaitReady(t)

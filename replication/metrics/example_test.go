@@ -30,9 +30,12 @@ func ExampleRegister() {
 	}
 	defer node.Close()
 	store, cl, tr := node.Store, node.Cluster, node.Transport
-	for deadline := time.Now().Add(10 * time.Second); !store.IsReady() || !store.FullyReplicated(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
+	timeout := time.After(10 * time.Second)
+	for !store.IsReady() || !store.FullyReplicated() {
+		select {
+		case <-timeout:
 			log.Fatal("store not ready")
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 

@@ -233,16 +233,19 @@ func TestCollector_ThreeNodes(t *testing.T) {
 // cond's last reason after d.
 func waitFor(t *testing.T, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	timeout := time.After(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		ok, why := cond()
 		if ok {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-timeout:
 			t.Fatalf("after %v: %s", d, why)
+		case <-tick.C:
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

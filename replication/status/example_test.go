@@ -27,9 +27,12 @@ func ExampleHandler() {
 	}
 	defer node.Close()
 	store, cl := node.Store, node.Cluster
-	for deadline := time.Now().Add(10 * time.Second); !store.FullyReplicated(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
+	timeout := time.After(10 * time.Second)
+	for !store.FullyReplicated() {
+		select {
+		case <-timeout:
 			log.Fatal("store not ready")
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 
