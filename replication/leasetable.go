@@ -46,12 +46,10 @@ func keyOf(q *peer) memberKey { return memberKey{q.name, q.incarnation} }
 
 // heldLease is what a node knows about the lease a peer granted it.
 type heldLease struct {
-	until   int64  // monotonic deadline of the lease; 0 for none
-	epoch   uint64 // the peer's epoch for this node at the last grant
-	granted bool   // the peer has granted a lease at least once
-	behind  bool   // the peer's last answer: this node is degraded there
-	unknown bool   // the peer's last answer: this node is not a member there
-	gone    bool   // the peer's process is gone: connection refused, or another incarnation answered
+	until  int64  // monotonic deadline of the lease; 0 for none
+	epoch  uint64 // the peer's epoch for this node at the last grant
+	behind bool   // the peer's last answer: this node is degraded there
+	gone   bool   // the peer's process is gone: connection refused, or another incarnation answered
 }
 
 // required reports whether the lease must be valid for this node to be
@@ -62,9 +60,11 @@ func (h *heldLease) required() bool {
 		return true // until that peer has repaired this node
 	case h.gone:
 		return false // proven gone: nothing listens at its address any more
-	case h.unknown:
-		return h.granted // a peer that has not met this node yet sent it nothing
 	}
+	// Also while the peer does not list this node (leaseUnknown): it sends its
+	// writes to the owners of its own view, without this node, so this
+	// node's copies miss them (a node that has just started, before its
+	// peers list it; one that a peer declared dead).
 	return true
 }
 
@@ -246,7 +246,7 @@ func (t *leaseTable) answered(peer memberKey, asked int64, a leaseAnswer) (resyn
 		t.held[peer] = h
 	}
 	if !a.failed {
-		h.behind, h.unknown, h.gone = false, false, false
+		h.behind, h.gone = false, false
 	}
 	switch {
 	case a.refused:
@@ -259,17 +259,15 @@ func (t *leaseTable) answered(peer memberKey, asked int64, a leaseAnswer) (resyn
 			t.behind++
 			resync = true
 		}
-		h.granted, h.epoch = true, a.reply.epoch
+		h.epoch = a.reply.epoch
 		h.until = asked + min(int64(a.reply.duration), t.duration)
 	case a.reply.outcome == leaseBehind:
 		h.behind = true // the lease is not renewed: it runs out
-	case a.reply.outcome == leaseUnknown:
-		h.unknown = true
 	case a.reply.outcome == leaseNotYou:
 		h.gone = true
 	}
-	// leaseOtherView: not renewed until the views agree; the peer stays
-	// required.
+	// leaseOtherView: not renewed until the views agree; leaseUnknown:
+	// until the peer lists this node. The peer stays required meanwhile.
 	return resync
 }
 
