@@ -93,7 +93,8 @@ func TestDecodeRequest_RoundTrip(t *testing.T) {
 			updateRequest{id: "s", key: "visits", expected: version{time: 5, node: 6}, value: []byte("3"), deadline: 1234}},
 		{must(encodeUpdate(updateRequest{id: "s", key: "visits", value: []byte("3"), atLeast: 99})),
 			updateRequest{id: "s", key: "visits", value: []byte("3"), atLeast: 99}},
-		{must(encodeUpdateCopy(version{time: 5, node: 6}, r)), updateCopyRequest{expected: version{time: 5, node: 6}, delta: r}},
+		{must(encodeUpdateCopy(updateCopyRequest{expected: version{time: 5, node: 6}, delta: r})), updateCopyRequest{expected: version{time: 5, node: 6}, delta: r}},
+		{must(encodeUpdateCopy(updateCopyRequest{delta: r, base: r})), updateCopyRequest{delta: r, base: r}},
 	} {
 		got, err := decodeRequest(tc.frame)
 		require.NoError(t, err, "%T", tc.want)

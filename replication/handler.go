@@ -93,6 +93,11 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		if err := s.admit("update copy", r.delta); err != nil {
 			return nil, err
 		}
+		if r.base != nil {
+			if err := s.applyRecords([]*record{r.base}, true, "update copy"); err != nil {
+				return nil, err
+			}
+		}
 		if !s.applyUpdateReplica(partitionOf(r.delta.id), r.expected, r.delta) {
 			return nil, errUpdateRefused
 		}

@@ -110,6 +110,13 @@ type updateRequest struct {
 type updateCopyRequest struct {
 	expected version
 	delta    *record
+	// base is the session the update was built on, as its caller held it,
+	// or nil. With asynchronous writes a replica may lack a write the
+	// caller's copy has (still on its way from the node that took it);
+	// applying base first means that a replica holding the update's
+	// version holds every write before it (GetAtLeast). Appended in
+	// protocol version 2; earlier builds skip it.
+	base *record
 }
 
 func (helloRequest) requestType() byte      { return msgHello }
@@ -264,9 +271,20 @@ func decodeUpdateCopy(d *decoder) updateCopyRequest {
 	n := d.arrayLen(3, 64)
 	u := updateCopyRequest{expected: version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}}
 	u.delta = d.record()
-	d.skip(n - 3)
-	if d.err == nil && len(u.delta.attrs) != 1 {
+	read := 3
+	if n > read && d.err == nil {
+		if !d.isNil() {
+			u.base = d.record()
+		}
+		read++
+	}
+	d.skip(n - read)
+	switch {
+	case d.err != nil:
+	case len(u.delta.attrs) != 1:
 		d.fail("update copy with %d attributes", len(u.delta.attrs))
+	case u.base != nil && u.base.id != u.delta.id:
+		d.fail("update copy built on another session")
 	}
 	return u
 }
@@ -386,11 +404,16 @@ func encodeUpdate(u updateRequest) ([]byte, error) {
 	return e.finish()
 }
 
-func encodeUpdateCopy(expected version, delta *record) ([]byte, error) {
+func encodeUpdateCopy(u updateCopyRequest) ([]byte, error) {
 	e := newEncoder(msgUpdateCopy)
-	e.arrayLen(3)
-	e.uint64(uint64(expected.time))
-	e.uint64(expected.node)
-	e.record(delta)
+	e.arrayLen(4)
+	e.uint64(uint64(u.expected.time))
+	e.uint64(u.expected.node)
+	e.record(u.delta)
+	if u.base != nil {
+		e.record(u.base)
+	} else {
+		e.check(e.enc.EncodeNil())
+	}
 	return e.finish()
 }

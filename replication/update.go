@@ -110,7 +110,7 @@ func (s *Store) UpdateAtLeast(ctx context.Context, id, key string, want Version,
 		switch res.outcome {
 		case updateApplied:
 			// The coordinator has it; the other owners get it now.
-			if err := s.replicateUpdate(ctx, v, pi, res.coordinator, req.expected, res.delta); err != nil {
+			if err := s.replicateUpdate(ctx, v, pi, res.coordinator, req.expected, res.delta, cur); err != nil {
 				return nil, 0, err
 			}
 			return value, Version(res.delta.maxVersion().time), nil
@@ -230,7 +230,16 @@ func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 // primary that died after answering can meet one coordinated by the next
 // owner; the second one to reach a replica is refused there, and Update
 // reports it (ErrConflict), never acknowledging both.
-func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinator *peer, expected version, delta *record) error {
+//
+// With asynchronous writes the owners also get base, the session as the
+// caller held it (one that reached the caller's last write), applied
+// before the update: a replica that missed a write still on its way from
+// another node would otherwise hold the update's version, which the
+// caller's next GetAtLeast asks for, without that earlier write.
+func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinator *peer, expected version, delta, base *record) error {
+	if s.cfg.WriteConcern != Async {
+		base = nil
+	}
 	var msg []byte
 	var refused error
 	results := make(chan ackResult, len(v.owners[pi]))
@@ -240,6 +249,10 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		case q == coordinator:
 			continue
 		case q.self:
+			if base != nil {
+				out, old, _ := s.parts[pi].apply(base, s.now())
+				s.sessionEvent(pi, old, out, true)
+			}
 			if !s.applyUpdateReplica(pi, expected, delta) {
 				refused = ErrConflict
 			}
@@ -247,7 +260,7 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		}
 		if msg == nil {
 			var err error
-			if msg, err = encodeUpdateCopy(expected, delta); err != nil {
+			if msg, err = encodeUpdateCopy(updateCopyRequest{expected: expected, delta: delta, base: base}); err != nil {
 				return err
 			}
 		}
