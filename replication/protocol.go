@@ -38,7 +38,8 @@ const (
 	// records of a write (msgApply), answered with whether the receiver
 	// lists the writer as a member, and the reader's name after the ID of
 	// a read (msgGet), answered as not ready by a node that does not list
-	// the reader.
+	// the reader, and, with asynchronous writes, the session an update was
+	// built on after an update copy (msgUpdateCopy).
 	protocolV2 uint64 = 2
 
 	// protocolVersion is the highest version this build speaks, and

@@ -67,22 +67,23 @@ const (
 	// never sees the version it must exceed (rule 10 of
 	// docs/consistency.md holds only for a node that has seen the write).
 	KnownVersionInversion = "version-inversion"
-	// KnownScalarVersion: with asynchronous writes, GetAtLeast took a copy
-	// for "at least as new as" the user's last write because it holds the
-	// newest one (an Update, replicated by its coordinator), while it lacks
-	// an earlier acknowledged write of another attribute still on its way
-	// from the node that took it (read.go reached compares the record's
-	// newest version only; writes of one session travel on different
-	// senders, in no order).
+	// KnownScalarVersion (fixed; TestSim_FixedIssues replays seed 597,
+	// and the tag names a recurrence): with asynchronous writes,
+	// GetAtLeast took a copy for "at least as new as" the user's last
+	// write because it held the newest one (an Update, replicated by its
+	// coordinator), while it lacked an earlier acknowledged write of
+	// another attribute still on its way from the node that took it
+	// (read.go reached compares the record's newest version only; writes
+	// of one session travel on different senders, in no order). The update
+	// copy now carries the session the update was built on, applied first
+	// (update.go replicateUpdate).
 	KnownScalarVersion = "scalar-version"
-	// KnownUnmetLease: a node started (a new incarnation) does not need the
-	// lease of a peer that answered, when last asked, that it does not
-	// list it yet (replication/lease.go heldLease.required: unknown and
-	// never granted: "a peer that has not met this node yet sent it
-	// nothing"). Once that peer lists it, its writes go to the node; when
-	// one is lost, the peer fences the node, but having granted it no
-	// lease acknowledges at once, while the node answers from its copy
-	// until its next renewal (ReadLease/4 later) learns it is behind.
+	// KnownUnmetLease (fixed; the tag names a recurrence): a node started
+	// (a new incarnation) did not need the lease of a peer that answered,
+	// when last asked, that it did not list it yet ("a peer that has not
+	// met this node yet sent it nothing"), although that peer wrote to the
+	// owners of its own view without the node. Now such a peer is required
+	// until it grants a lease (leasetable.go heldLease.required).
 	KnownUnmetLease = "unmet-peer-lease"
 	// KnownUpdateFailover: an Update of the counter failed during a
 	// failover (it lost to a concurrent update at a replica, or its answer
