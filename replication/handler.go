@@ -56,7 +56,7 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 			return nil, err
 		}
 		if r.from.name != "" { // the writer wants to know whether this node counts it
-			return encodeWriteAck(s.view.Load().listsSender(r.from))
+			return encodeWriteAck(s.view.Load().listsSender(r.from), s.fenceRemaining())
 		}
 		return []byte{respOK}, nil
 

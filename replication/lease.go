@@ -169,8 +169,25 @@ func (s *Store) fenceFailed(q *peer, err error) {
 // awaitFence waits until every lease granted to a fenced peer has expired,
 // so that a write acknowledged after it cannot be missed by a node that
 // answers reads from its copy.
-func (s *Store) awaitFence(ctx context.Context) error {
-	d := time.Duration(s.leases.fenceUntil.Load() - s.leases.mono())
+func (s *Store) awaitFence(ctx context.Context) error { return s.awaitFenceUntil(ctx, 0) }
+
+// fenceRemaining is how long a write acknowledged now would have to wait
+// for this node's fences. An owner tells the writer (encodeWriteAck): the
+// peers this node fenced, after a view change in which they lost a
+// partition, may still answer from their copies under the leases it
+// granted them, and the writer, whose view is another (it has just
+// joined, say), knows nothing of them (found by the cluster simulator: a
+// login on a node that had just started, acknowledged with an owner that
+// listed it, was read as missing on a node that did not list it yet and
+// still held its lease from that owner).
+func (s *Store) fenceRemaining() time.Duration {
+	return time.Duration(s.leases.fenceUntil.Load() - s.leases.mono())
+}
+
+// awaitFenceUntil is awaitFence for a write that must also wait until
+// the monotonic time until (nanoseconds; the owners' fences).
+func (s *Store) awaitFenceUntil(ctx context.Context, until int64) error {
+	d := time.Duration(max(s.leases.fenceUntil.Load(), until) - s.leases.mono())
 	if d <= 0 {
 		return nil
 	}
@@ -252,6 +269,7 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	switch {
 	case err == nil:
 		q.answered()
+		q.unlisting.Store(a.reply.outcome == leaseUnknown)
 	case errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded):
 		s.ownerLost(q, err)
 	}

@@ -3,6 +3,7 @@ package replication
 import (
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -60,14 +61,22 @@ func TestNegotiate_WriteNamesItsWriter(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, req.(applyRequest).from, "a write of the first release names nobody")
 
-	listed, err := encodeWriteAck(true)
+	listed, err := encodeWriteAck(true, 0)
 	require.NoError(t, err)
 	assert.Equal(t, []byte{respOK}, listed, "the common answer is the first release's acknowledgement")
-	require.NoError(t, decodeWriteAck(listed))
-	unlisted, err := encodeWriteAck(false)
+	fence, err := decodeWriteAck(listed)
 	require.NoError(t, err)
-	require.ErrorIs(t, decodeWriteAck(unlisted), errNotListed)
-	require.ErrorIs(t, decodeWriteAck(unlisted), ErrUnreachable, "callers treat it as a failed write")
+	assert.Zero(t, fence)
+	unlisted, err := encodeWriteAck(false, time.Second)
+	require.NoError(t, err)
+	_, err = decodeWriteAck(unlisted)
+	require.ErrorIs(t, err, errNotListed)
+	require.ErrorIs(t, err, ErrUnreachable, "callers treat it as a failed write")
+	fenced, err := encodeWriteAck(true, 300*time.Millisecond)
+	require.NoError(t, err)
+	fence, err = decodeWriteAck(fenced)
+	require.NoError(t, err)
+	assert.Equal(t, 300*time.Millisecond, fence, "the owner's fence travels with its acknowledgement")
 }
 
 // A read to a peer of protocol version 2 names its reader; a node that

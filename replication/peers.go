@@ -26,6 +26,11 @@ type peer struct {
 	// silent is set while the peer does not answer lease requests; reads
 	// do not wait for it.
 	silent atomic.Bool
+	// unlisting is set while the peer's last answer to a lease request
+	// said that it does not list this node (leaseUnknown). Such a peer is
+	// not fenced by what this node does (it needs no lease from it), so a
+	// write that misses it is not acknowledged (write).
+	unlisting atomic.Bool
 	// queue feeds the peer's background sender (asynchronous writes,
 	// writes to a degraded peer), started on first use; gone is closed when
 	// the peer leaves the view, which stops the sender.

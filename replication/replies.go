@@ -226,36 +226,44 @@ func decodeRangeReply(resp []byte) (rangeReply, error) {
 }
 
 // encodeWriteAck answers a write whose writer said who it is: a plain
-// acknowledgement, or one saying that this node does not list the writer
-// as a member.
-func encodeWriteAck(listed bool) ([]byte, error) {
-	if listed {
+// acknowledgement, one saying that this node does not list the writer as
+// a member, or one asking the writer to wait fence before it acknowledges
+// the write (a fence of this node's: see Store.fenceRemaining).
+func encodeWriteAck(listed bool, fence time.Duration) ([]byte, error) {
+	if listed && fence <= 0 {
 		return []byte{respOK}, nil
 	}
 	e := okResponse()
-	e.boolean(true)
+	e.boolean(!listed)
+	if fence > 0 {
+		e.int64(int64(fence))
+	}
 	return e.finish()
 }
 
-// decodeWriteAck decodes an answer to encodeWrite: nil, errNotListed,
-// or the peer's error.
-func decodeWriteAck(resp []byte) error {
+// decodeWriteAck decodes an answer to encodeWrite: how long the writer
+// must wait before it acknowledges the write, and nil, errNotListed, or
+// the peer's error.
+func decodeWriteAck(resp []byte) (fence time.Duration, err error) {
 	d, err := openResponse(resp)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer d.release()
 	if d.r.Len() == 0 {
-		return nil
+		return 0, nil
 	}
 	notListed := d.boolean()
+	if d.r.Len() > 0 {
+		fence = max(time.Duration(d.int64()), 0)
+	}
 	if err := d.done(); err != nil {
-		return err
+		return 0, err
 	}
 	if notListed {
-		return errNotListed
+		return 0, errNotListed
 	}
-	return nil
+	return fence, nil
 }
 
 func decodeAckReply(resp []byte) error {

@@ -268,7 +268,7 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		go func() {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 			defer cancel()
-			results <- ackResult{q, s.callAck(cctx, q, msg)}
+			results <- ackResult{q: q, err: s.callAck(cctx, q, msg)}
 		}()
 	}
 	var missed []ackResult
