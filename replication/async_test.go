@@ -96,6 +96,9 @@ func TestAsync_ReadWaitIsBounded(t *testing.T) {
 	c.Start("a")
 	c.Start("b")
 	c.WaitReady(t)
+	// b answers from its own copy (it holds a's lease) when the link goes:
+	// otherwise the read fails, as no owner is reachable.
+	require.Eventually(t, func() bool { return c.Node("b").Store.Stats().Authoritative }, 5*time.Second, time.Millisecond)
 	c.Partition([]string{"a"}, []string{"b"})
 	ctx := context.Background()
 	v, err := c.Node("a").Store.Save(ctx, "s", put("k", "v"))

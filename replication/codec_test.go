@@ -58,7 +58,7 @@ func TestCodec_RejectsHugeCountsWithoutAllocating(t *testing.T) {
 	_, err := decodeRecordsReply(msg)
 	require.ErrorIs(t, err, errMalformed)
 	// A string claiming 4 GiB.
-	_, _, err = decodeGetReply([]byte{respOK, 0x92, 0xc3, 0x97, 0xdb, 0xff, 0xff, 0xff, 0xff})
+	_, err = decodeGetReply([]byte{respOK, 0x92, 0xc3, 0x97, 0xdb, 0xff, 0xff, 0xff, 0xff})
 	require.ErrorIs(t, err, errMalformed)
 }
 

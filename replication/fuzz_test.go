@@ -43,7 +43,7 @@ func FuzzDecodeRecords(f *testing.F) {
 // FuzzDecodeReplies runs every response decoder on arbitrary bytes.
 func FuzzDecodeReplies(f *testing.F) {
 	hello, _ := encodeHelloReply(helloReply{name: "n1", incarnation: 7, seesYou: true, ready: true})
-	get, _ := encodeGetReply(true, &record{id: "s", attrs: []attr{{name: "a", value: []byte("b"), version: version{1, 1}}}})
+	get, _ := encodeGetReply(getReply{ready: true, r: &record{id: "s", attrs: []attr{{name: "a", value: []byte("b"), version: version{1, 1}}}}})
 	digests, _ := encodeStatusReply(&peerStatus{ready: make([]bool, numPartitions), digests: make([]uint64, numPartitions), counts: make([]uint32, numPartitions)})
 	summary, _ := encodeSummaryReply(true, []summaryEntry{{id: "s", digest: 42}})
 	rng, _ := encodeRangeReply(rangeReply{ready: true, records: []*record{{id: "s"}}, done: true})
@@ -53,7 +53,7 @@ func FuzzDecodeReplies(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = decodeHelloReply(data)
-		_, _, _ = decodeGetReply(data)
+		_, _ = decodeGetReply(data)
 		_, _ = decodeStatusReply(data)
 		_, _, _ = decodeSummaryReply(data)
 		_, _ = decodeRangeReply(data)

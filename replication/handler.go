@@ -61,12 +61,14 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		return []byte{respOK}, nil
 
 	case getRequest:
-		p := s.parts[partitionOf(r.id)]
+		pi := partitionOf(r.id)
+		p := s.parts[pi]
 		// A node that does not list the reader answers from another view
 		// of the owners (one that declared every other node dead is alone
 		// in its view, and authoritative there): its copy is true, but no
 		// proof that the session does not exist or has nothing newer.
-		return encodeGetReply(s.view.Load().listsSender(r.from) && s.authoritative(p), p.get(r.id))
+		v := s.view.Load()
+		return encodeGetReply(getReply{ready: v.listsSender(r.from) && s.authoritative(p), disowned: !v.owns(pi), r: p.get(r.id)})
 
 	case leaseRequest:
 		return encodeLeaseReply(s.grantLease(r))

@@ -93,10 +93,11 @@ func TestProtocolV1_Replies(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, helloReply{name: "n2", incarnation: 43, seesYou: true, ready: true, protocol: protocolV1}, h)
 
-	ready, r, err := decodeGetReply(goldenV1(t, "reply-get"))
+	g, err := decodeGetReply(goldenV1(t, "reply-get"))
 	require.NoError(t, err)
-	assert.True(t, ready)
-	assertRecords(t, []*record{v1Live()}, []*record{r})
+	assert.True(t, g.ready)
+	assert.False(t, g.disowned, "the first release's owners and former owners answer alike")
+	assertRecords(t, []*record{v1Live()}, []*record{g.r})
 
 	l, err := decodeLeaseReply(goldenV1(t, "reply-lease"))
 	require.NoError(t, err)

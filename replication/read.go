@@ -106,10 +106,11 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 		p := s.parts[pi]
 		r = merge(r, p.get(id))
 		for _, q := range v.targets(pi) {
-			_, qr, err := s.get(ctx, q, id, s.cfg.WriteTimeout)
+			g, err := s.get(ctx, q, id, s.cfg.WriteTimeout)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			qr := g.r
 			if err == nil && qr != nil && qr.id == id && s.admit("read", qr) == nil {
 				if v.owns(pi) {
 					qr, _, _ = p.apply(qr, s.now())
@@ -174,7 +175,37 @@ var errNoAnswer = fmt.Errorf("read session: no owner answered: %w", ErrUnreachab
 // readRemote reads id from its owners (see Get). When this node owns the
 // partition, what it learns is merged into its own copy. With askSilent,
 // peers that do not answer lease requests are asked too, last.
+//
+// When every owner of this node's view that answered says it owns the
+// partition no more (errHandedOver), the views differ: this node's is
+// behind theirs (a join it has not heard of yet), whose owners may hold
+// writes it cannot see, or theirs is behind this node's (a death they
+// have not taken in yet). It asks again, in the view it then has, until
+// an owner answers as one, for at most WriteTimeout.
 func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askSilent bool) (*record, error) {
+	deadline := s.clock.Monotonic() + s.cfg.WriteTimeout
+	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
+		r, err := s.readOwners(ctx, v, pi, id, askSilent)
+		if !errors.Is(err, errHandedOver) || s.clock.Monotonic()+pause > deadline {
+			return r, err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.done:
+			return nil, ErrClosed
+		}
+		v = s.view.Load()
+	}
+}
+
+// errHandedOver reports a read whose owners, in the reader's view, all
+// answered that they do not own the partition in theirs.
+var errHandedOver = fmt.Errorf("read session: the owners have handed the session's partition over: %w", ErrUnreachable)
+
+// readOwners is one attempt of readRemote in view v.
+func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askSilent bool) (*record, error) {
 	if !s.joined.Load() {
 		var err error
 		if v, err = s.awaitJoined(ctx); err != nil {
@@ -210,10 +241,10 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 	// session does not exist, or has no later writes. An owner that
 	// refused the connection is gone, with the writes only it held.
 	targets := v.targets(pi)
-	answered, unheard := false, false
+	answered, unheard, handedOver := false, false, false
 	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
-			ready, r, err := s.get(ctx, q, id, timeout)
+			g, err := s.get(ctx, q, id, timeout)
 			if ctx.Err() != nil {
 				return false, ctx.Err()
 			}
@@ -221,12 +252,20 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 				unheard = unheard || !errors.Is(err, transport.ErrRefused) && slices.Contains(targets, q)
 				continue
 			}
-			answered = answered || len(targets) == 0 || slices.Contains(targets, q)
-			if err := learn(r); err != nil { // a partial copy is still true
+			switch {
+			case len(targets) == 0:
+				answered = true
+			case !slices.Contains(targets, q):
+			case g.disowned:
+				handedOver = true
+			default:
+				answered = true
+			}
+			if err := learn(g.r); err != nil { // a partial copy is still true
 				s.log.Warn("refused record from peer", "peer", q.name, "err", err)
 				continue
 			}
-			if ready {
+			if g.ready {
 				return true, nil
 			}
 		}
@@ -272,15 +311,19 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 			return nil, err
 		}
 	}
-	if unheard && !answered {
+	switch {
+	case answered:
+	case unheard:
 		return nil, errNoAnswer
+	case handedOver:
+		return nil, errHandedOver
 	}
 	s.stats.remoteReads.Add(1)
 	return merged, nil
 }
 
 // get asks q for one session.
-func (s *Store) get(ctx context.Context, q *peer, id string, timeout time.Duration) (ready bool, r *record, err error) {
+func (s *Store) get(ctx context.Context, q *peer, id string, timeout time.Duration) (g getReply, err error) {
 	var req []byte
 	if q.version.protocol.Load() >= protocolV2 {
 		req, err = encodeGetFrom(id, keyOf(s.self))
@@ -288,20 +331,20 @@ func (s *Store) get(ctx context.Context, q *peer, id string, timeout time.Durati
 		req, err = encodeGet(id)
 	}
 	if err != nil {
-		return false, nil, err
+		return getReply{}, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := s.call(cctx, q, req)
 	if err != nil {
 		s.log.Debug("read from peer failed", "peer", q.name, "err", err)
-		return false, nil, err
+		return getReply{}, err
 	}
-	ready, r, err = decodeGetReply(resp)
+	g, err = decodeGetReply(resp)
 	if err != nil {
 		s.log.Warn("bad read reply", "peer", q.name, "err", err)
 	}
-	return ready, r, err
+	return g, err
 }
 
 // ownersByPreference returns owners in order of preference for reads:

@@ -66,33 +66,50 @@ func decodeHelloReply(resp []byte) (helloReply, error) {
 	return h, d.done()
 }
 
-// encodeGetReply answers a get: whether the replying node is ready for the
-// partition, and the record or nil.
-func encodeGetReply(ready bool, r *record) ([]byte, error) {
+// getReply is the answer to a get.
+type getReply struct {
+	// ready: the replying node is an up-to-date owner of the partition,
+	// authoritative for the session.
+	ready bool
+	// disowned: the replying node does not own the partition in its view
+	// of the members (appended in protocol version 2; false from earlier
+	// builds). What it holds, if anything, is what it has not handed over
+	// yet.
+	disowned bool
+	r        *record // the session, or nil
+}
+
+func encodeGetReply(g getReply) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(2)
-	e.boolean(ready)
-	if r == nil {
+	e.arrayLen(3)
+	e.boolean(g.ready)
+	if g.r == nil {
 		e.check(e.enc.EncodeNil())
 	} else {
-		e.record(r)
+		e.record(g.r)
 	}
+	e.boolean(g.disowned)
 	return e.finish()
 }
 
-func decodeGetReply(resp []byte) (ready bool, r *record, err error) {
+func decodeGetReply(resp []byte) (getReply, error) {
 	d, err := openResponse(resp)
 	if err != nil {
-		return false, nil, err
+		return getReply{}, err
 	}
 	defer d.release()
 	n := d.arrayLen(2, 64)
-	ready = d.boolean()
+	var g getReply
+	g.ready = d.boolean()
 	if !d.isNil() {
-		r = d.record()
+		g.r = d.record()
 	}
-	d.skip(n - 2)
-	return ready, r, d.done()
+	read := 2
+	if n > read {
+		g.disowned, read = d.boolean(), 3
+	}
+	d.skip(n - read)
+	return g, d.done()
 }
 
 // encodeStatusReply sends per-partition readiness, digests and record
