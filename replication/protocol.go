@@ -39,7 +39,9 @@ const (
 	// lists the writer as a member, and the reader's name after the ID of
 	// a read (msgGet), answered as not ready by a node that does not list
 	// the reader, and, with asynchronous writes, the session an update was
-	// built on after an update copy (msgUpdateCopy).
+	// built on after an update copy (msgUpdateCopy). Appended to replies:
+	// how long the owner's fences still run, in a write's acknowledgement,
+	// and whether the replier owns the partition, in a read's answer.
 	protocolV2 uint64 = 2
 
 	// protocolVersion is the highest version this build speaks, and
