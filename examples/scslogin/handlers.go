@@ -60,13 +60,14 @@ func (a *app) me(w http.ResponseWriter, r *http.Request) {
 
 func (a *app) visit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if a.sessions.GetString(ctx, "user") == "" {
+	user := a.sessions.GetString(ctx, "user")
+	if user == "" {
 		a.reply(w, http.StatusUnauthorized, map[string]any{"error": "not logged in"})
 		return
 	}
 	visits := a.sessions.GetInt(ctx, "visits") + 1
 	a.sessions.Put(ctx, "visits", visits)
-	a.reply(w, http.StatusOK, map[string]any{"visits": visits})
+	a.reply(w, http.StatusOK, map[string]any{"user": user, "visits": visits})
 }
 
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {

@@ -25,7 +25,7 @@
 //	GET  /healthz  200 when the session store answers, else 503
 //	POST /login    form fields user and password (any user, password "demo"): 200, or 401
 //	GET  /me       200 {"user":...,"node":...,"visits":...} when logged in, else 401
-//	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
+//	POST /visit    increments visits: 200 {"user":...,"visits":N,"node":...}, or 401
 //	POST /logout   destroys the session
 //
 // With an idle timeout (the default, like examples/login's) scs writes the
