@@ -78,8 +78,8 @@ func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, http.StatusOK, map[string]any{"logged_out": true})
 }
 
-// healthz answers 200 when the session store answers (a PING for Redis),
-// 503 otherwise.
+// healthz answers 200 when the session store answers (a PING for Redis,
+// the bucket's stream leader for NATS), 503 otherwise.
 func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 	if a.pool != nil {
 		conn, err := a.pool.GetContext(r.Context())
@@ -88,6 +88,12 @@ func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 			_ = conn.Close()
 		}
 		if err != nil {
+			a.reply(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "error": err.Error()})
+			return
+		}
+	}
+	if a.nats != nil {
+		if err := a.nats.ping(r.Context()); err != nil {
 			a.reply(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "error": err.Error()})
 			return
 		}
