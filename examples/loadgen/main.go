@@ -98,6 +98,10 @@ type options struct {
 	readyTimeout    time.Duration
 	rounds          int
 	front           string
+	nginxBin        string
+	wrkBin          string
+	wrkThreads      int
+	wrkConns        int
 
 	args []string // the command line, for the report
 }
@@ -143,7 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "", "with -compare: write the report as Markdown to this file (e.g. docs/benchmarks.md)")
 	fs.BoolVar(&o.micro, "micro", true, "with -compare: run the go test micro-benchmarks")
 	fs.StringVar(&o.microBenchtime, "micro-benchtime", "1s", "with -compare: -benchtime of the micro-benchmarks")
-	fs.StringVar(&profile, "profile", "mesh3", "with -compare: comma-separated keys of sessionmesh targets to profile under each mix (empty: none)")
+	fs.StringVar(&profile, "profile", "mesh3,mesh3-b1,mesh5-b1", "with -compare: comma-separated keys of sessionmesh targets to profile under each mix (empty: none)")
 	fs.DurationVar(&o.profileDuration, "profile-duration", 10*time.Second, "with -compare: length of each CPU profile")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "with -compare: -idle-timeout of every application (examples/login's default; 0: none)")
 	fs.StringVar(&o.redisServer, "redis-server", "redis-server", "with -compare: the redis-server executable (the scs+Redis target is skipped if missing)")
@@ -151,7 +155,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.secret, "secret", "", "with -compare: cluster secret given to the sessionmesh nodes (in $SESSIONMESH_SECRET) when they have a -secret flag (default: 32 random bytes in hex)")
 	fs.BoolVar(&o.keep, "keep", false, "with -compare: keep the logs and profiles directory")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "with -compare: how long a target may take to become healthy")
-	fs.StringVar(&o.front, "front", frontProxy, `with -compare: the load balancer in front of every target: "proxy" (examples/internal/rrproxy in this process) or "client" (this load generator rotates the requests over the nodes itself: no proxy hop, so requests/s depends less on the front)`)
+	fs.StringVar(&o.front, "front", frontNginx, `with -compare: the load balancer and load generator: "nginx" (stock nginx round robin in a process of its own, loaded by wrk with -wrk-threads and -wrk-connections), "inprocess" (examples/internal/rrproxy in this process, loaded by this program's Go client with -concurrency) or "client" (the Go client rotates the requests over the nodes itself: no proxy hop)`)
+	fs.StringVar(&o.nginxBin, "nginx", "nginx", "with -compare -front nginx: the nginx executable")
+	fs.StringVar(&o.wrkBin, "wrk", "wrk", "with -compare -front nginx: the wrk executable")
+	fs.IntVar(&o.wrkThreads, "wrk-threads", 2, "with -front nginx: wrk's -t")
+	fs.IntVar(&o.wrkConns, "wrk-connections", 64, "with -front nginx: wrk's -c, the requests in flight")
 	fs.IntVar(&o.rounds, "rounds", 5, "with -compare: each mix runs in this many rounds, each giving every target -duration/rounds in turn")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -192,8 +200,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-url and -compare exclude each other")
 	case !o.compare && !o.list && o.url == "":
 		return o, errors.New("give -url (a server to load) or -compare (see -h)")
-	case o.front != frontProxy && o.front != frontClient:
-		return o, fmt.Errorf(`-front must be %q or %q, not %q`, frontProxy, frontClient, o.front)
+	case o.front != frontNginx && o.front != frontInProcess && o.front != frontClient:
+		return o, fmt.Errorf(`-front must be %q, %q or %q, not %q`, frontNginx, frontInProcess, frontClient, o.front)
+	case o.front == frontNginx && (o.wrkThreads < 1 || o.wrkConns < o.wrkThreads || o.users < o.wrkConns):
+		return o, fmt.Errorf("-wrk-threads %d, -wrk-connections %d and -users %d must grow in that order: a user waits for each response", o.wrkThreads, o.wrkConns, o.users)
 	case o.users < o.concurrency:
 		return o, fmt.Errorf("-users %d must be at least -concurrency %d: a user waits for each response", o.users, o.concurrency)
 	case o.concurrency < 1 || o.duration <= 0 || o.warmup < 0 || o.timeout <= 0 || o.rounds < 1:
@@ -201,12 +211,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	return o, nil
 }
-
-// The fronts -front chooses from.
-const (
-	frontProxy  = "proxy"
-	frontClient = "client"
-)
 
 func splitList(s string) []string {
 	var out []string
