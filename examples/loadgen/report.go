@@ -457,18 +457,6 @@ func perCPUSecond(u *cpuUsage, res *loadgen.Result) float64 {
 	return float64(res.Total.Requests-res.Total.Errors) / cpu
 }
 
-// efficiency returns perCPUSecond of target key under mix, or 0.
-func (r *report) efficiency(key, mix string) float64 {
-	for _, t := range r.targets {
-		if t.t.key == key {
-			if u, res := t.cpu[mix], t.mixes[mix]; u != nil && u.ok && res != nil {
-				return perCPUSecond(u, res)
-			}
-		}
-	}
-	return 0
-}
-
 // cpuPerRequest returns the server CPU per request of target key under
 // mix, or 0.
 func (r *report) cpuPerRequest(key, mix string) time.Duration {
