@@ -21,38 +21,50 @@
 //
 //	go run ./examples/loadgen -compare -out docs/benchmarks.md
 //
-// (or docs/bench.sh, which first installs redis-server if it is missing)
-// runs, in one invocation and on this machine:
+// (or docs/bench.sh, which first installs redis-server, nginx and wrk
+// from Debian's packages if they are missing) runs, in one invocation and
+// on this machine:
 //
 //  1. the micro-benchmarks of ./replication and ./httpsession (go test
 //     -bench), whose baselines are measured in the same run: a 64-shard map
 //     read next to a local session read, a raw loopback TCP request/ack
 //     next to a synchronous replicated write;
-//  2. the same HTTP workload, both mixes, against each target behind the
-//     same in-process round-robin proxy (examples/internal/rrproxy, not sticky; or,
-//     with -front client, rotated over the nodes by the load generator):
-//     sessionmesh with 3 examples/login nodes (all-to-all, sync), 3 and 5
-//     nodes with -backups 1 (skipped, saying why, while the login binary
-//     has no -backups flag; the nodes get a cluster secret when it has
-//     -secret), scs with its redisstore on a local redis-server started in
-//     memory only (3 app processes), and scs with its memstore (1 process:
-//     no replication, the upper bound). All targets run at once and take
-//     turns: each mix runs in -rounds rounds, each giving every target
+//  2. the same HTTP workload, both mixes, against each target: sessionmesh
+//     with 3 examples/login nodes (all-to-all, sync), 3 and 5 nodes with
+//     -backups 1, scs with its redisstore on a local redis-server started
+//     in memory only, scs on a NATS JetStream cluster embedded in its 3
+//     app processes (KeyValue, R3, memory storage), stateless encrypted
+//     cookies (3 processes, no server state), and scs with its memstore
+//     (1 process: no replication, the upper bound). By default (-front
+//     nginx) every target sits behind its own stock nginx round robin (a
+//     child process with a generated configuration, not sticky) and wrk
+//     (-wrk-threads 2, -wrk-connections 64, the Lua script bench.lua)
+//     loads it: the harness logs -users users in through the front (their
+//     login latency is reported on its own), the script sends each user's
+//     requests one at a time and counts stale reads, and after each mix
+//     the harness reads every user's final count and counts lost
+//     increments. -front inprocess puts examples/internal/rrproxy in this
+//     process in front instead and loads it with the Go client
+//     (examples/internal/loadgen); -front client lets that client rotate
+//     over the nodes itself. All targets run at once and take turns: each
+//     mix runs in -rounds rounds, each giving every target
 //     -duration/rounds, so that load from elsewhere on a shared machine
 //     spreads over all of them;
 //  3. a CPU and allocation profile of the sessionmesh nodes under each mix
-//     (in a separate, unmeasured pass).
+//     (in a separate, unmeasured pass, with the Go client through the
+//     front), which the report links from every missed target.
 //
-// It prints a table of requests/s, p50 and p99 with the ratios of
-// sessionmesh to scs+Redis and to scs memstore, and the CPU time the
-// servers spent per request (from /proc, Linux) with the share of the
-// machine taken by the servers, by the load generator with the proxy and by
-// everything else; it checks the targets of the performance issue, and with
-// -out writes all of it, the exact command, the date and the machine to a
-// Markdown file (keeping what follows its hand-written-notes marker).
-// -targets picks targets by key (loadgen -compare -list shows them).
-// Everything it starts (servers, redis-server) is stopped when it ends,
-// also on Ctrl-C.
+// It prints a table of requests/s, p50 and p99, errors, stale reads and
+// lost increments with the ratios to scs+Redis and to stateless cookies,
+// the login latency, and the CPU time the servers spent per request (from
+// /proc, Linux) with the share of the machine taken by the servers, by the
+// front with the load generator and by everything else; it checks the
+// targets of the performance issue, and with -out writes all of it, the
+// exact command, the date, the machine and the versions of nginx, wrk,
+// redis-server and the embedded nats-server to a Markdown file (keeping
+// what follows its hand-written-notes marker). -targets picks targets by
+// key (loadgen -compare -list shows them). Everything it starts (servers,
+// redis-server, nginx) is stopped when it ends, also on Ctrl-C.
 package main
 
 import (
