@@ -254,7 +254,11 @@ func (r *report) checks() []check {
 		}
 		out = append(out, c)
 		perWrite := func(nodes int) float64 {
-			return micro(fmt.Sprintf("BenchmarkBackupWriteBytes/nodes=%d", nodes), "B/write")
+			name := fmt.Sprintf("BenchmarkBackupWriteBytes/nodes=%d", nodes)
+			if v := micro(name, "B/write"); v > 0 {
+				return v
+			}
+			return micro(name+"/base=loaded", "B/write") // the benchmark's variant on a loaded store
 		}
 		out = append(out, ratioCheck("Backup mode: bytes sent per write, 9 nodes / 3 nodes (flat)", perWrite(9), perWrite(3), true, 1.1,
 			fmt.Sprintf("B/write: 3 nodes %.0f, 5 nodes %.0f, 7 nodes %.0f, 9 nodes %.0f", perWrite(3), perWrite(5), perWrite(7), perWrite(9))))
