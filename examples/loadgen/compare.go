@@ -25,6 +25,8 @@ type comparison struct {
 	dir string // logs, binaries and profiles
 
 	meshBin, scsBin, redisBin string
+	nginxBin                  string
+	wrk                       wrkConfig
 	meshFlags                 map[string]bool // flags of the login binary
 	secret                    string
 }
@@ -39,6 +41,12 @@ type targetResult struct {
 	cpu      map[string]*cpuUsage       // by mix name, over the measured windows
 	profiles map[string]*profile        // by mix name, for profiled targets
 	run      *running                   // while it runs
+
+	// With -front nginx, by mix name:
+	users      map[string][]wrkUser // the users as the last wrk run left them
+	lost       map[string]uint64    // acknowledged increments missing from the final counts
+	unreadable map[string]uint64    // users whose final count could not be read
+	checkErr   map[string]error     // an example of why
 }
 
 func (c *comparison) printf(format string, args ...any) {
@@ -79,6 +87,13 @@ func runCompare(ctx context.Context, o options, out io.Writer) (err error) {
 	if err := c.build(ctx, targets); err != nil {
 		return err
 	}
+	if o.front == frontNginx {
+		if err := c.findFront(); err != nil {
+			return err
+		}
+		rep.machine.nginx = toolVersion(ctx, c.nginxBin, "-v")
+		rep.machine.wrk = toolVersion(ctx, c.wrk.bin, "-v")
+	}
 	if o.micro {
 		// First, alone: nothing else of ours runs meanwhile.
 		c.printf("micro-benchmarks: go test -bench (-benchtime %s)", o.microBenchtime)
@@ -111,6 +126,11 @@ func runCompare(ctx context.Context, o options, out io.Writer) (err error) {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+			}
+		}
+		if o.front == frontNginx {
+			for _, tr := range live {
+				c.checkFinal(ctx, tr, m)
 			}
 		}
 		for _, tr := range live {
@@ -159,7 +179,7 @@ func (c *comparison) build(ctx context.Context, targets []*target) error {
 		}
 		c.meshFlags = flags
 	}
-	if need[appSCSRedis] || need[appSCSMemory] {
+	if need[appSCSRedis] || need[appSCSMemory] || need[appSCSNATS] || need[appCookie] {
 		c.scsBin = filepath.Join(c.dir, "scslogin")
 		c.printf("building %s", scsLoginPackage)
 		if err := procs.Build(ctx, scsLoginPackage, c.scsBin); err != nil {
@@ -195,7 +215,8 @@ func (c *comparison) skipReason(t *target) string {
 // when it runs; the caller stops it.
 func (c *comparison) startOne(ctx context.Context, t *target) *targetResult {
 	res := &targetResult{t: t, mixes: map[string]*loadgen.Result{}, mixErrs: map[string]error{},
-		cpu: map[string]*cpuUsage{}, profiles: map[string]*profile{}}
+		cpu: map[string]*cpuUsage{}, profiles: map[string]*profile{},
+		users: map[string][]wrkUser{}, lost: map[string]uint64{}, unreadable: map[string]uint64{}, checkErr: map[string]error{}}
 	if res.skipped = c.skipReason(t); res.skipped != "" {
 		c.printf("%s: skipped: %s", t.key, res.skipped)
 		return res
@@ -222,11 +243,15 @@ func (c *comparison) runSlice(ctx context.Context, tr *targetResult, m loadgen.M
 	if tr.mixErrs[m.Name] != nil {
 		return // failed in an earlier round
 	}
+	if c.o.front == frontNginx {
+		c.runSliceWrk(ctx, tr, m, round, d)
+		return
+	}
 	pids := tr.run.pids()
 	var before cpuSample
 	cfg := c.loadConfig(tr.run, m, fmt.Sprintf("%s-%s-%d", tr.t.key, m.Name, round))
 	cfg.Duration = d
-	cfg.OnMeasure = func() { before = takeCPU(pids) }
+	cfg.OnMeasure = func() { before = takeCPU(pids, nil) }
 	lr, err := loadgen.Run(ctx, cfg)
 	if err != nil {
 		tr.mixErrs[m.Name] = err
@@ -234,7 +259,7 @@ func (c *comparison) runSlice(ctx context.Context, tr *targetResult, m loadgen.M
 		c.printf("%s %s round %d/%d failed: %v", tr.t.key, m.Name, round+1, c.o.rounds, err)
 		return
 	}
-	u := takeCPU(pids).since(before)
+	u := takeCPU(pids, nil).since(before)
 	if tr.mixes[m.Name] == nil {
 		tr.mixes[m.Name] = &loadgen.Result{Config: lr.Config}
 		tr.cpu[m.Name] = &cpuUsage{}
@@ -277,3 +302,101 @@ func (c *comparison) loadConfig(r *running, m loadgen.Mix, prefix string) loadge
 // errNoProfile is returned when a target was profiled without pprof
 // endpoints.
 var errNoProfile = errors.New("no node serves pprof")
+
+// findFront finds nginx and wrk and writes wrk's script.
+func (c *comparison) findFront() error {
+	var err error
+	if c.nginxBin, err = exec.LookPath(c.o.nginxBin); err != nil {
+		return fmt.Errorf("-front nginx: %w (docs/bench.sh installs it: apt-get install -y nginx; or pass -front inprocess)", err)
+	}
+	c.wrk = wrkConfig{script: filepath.Join(c.dir, "bench.lua"), dir: c.dir,
+		threads: c.o.wrkThreads, conns: c.o.wrkConns, timeout: c.o.timeout}
+	if c.wrk.bin, err = exec.LookPath(c.o.wrkBin); err != nil {
+		return fmt.Errorf("-front nginx: %w (docs/bench.sh installs it: apt-get install -y wrk; or pass -front inprocess)", err)
+	}
+	if err := os.WriteFile(c.wrk.script, benchLua, 0o644); err != nil {
+		return fmt.Errorf("wrk script: %w", err)
+	}
+	return nil
+}
+
+// runSliceWrk runs one round of mix m against a started target for d with
+// wrk through nginx. The first round of a mix logs the users in (their
+// logins are the target's login latency), and every round runs a warm-up
+// first; the users' counts and cookies carry over from run to run.
+func (c *comparison) runSliceWrk(ctx context.Context, tr *targetResult, m loadgen.Mix, round int, d time.Duration) {
+	fail := func(err error) {
+		tr.mixErrs[m.Name] = err
+		delete(tr.mixes, m.Name)
+		c.printf("%s %s round %d/%d failed: %v", tr.t.key, m.Name, round+1, c.o.rounds, err)
+	}
+	client := wrkClient(c.o.wrkConns, c.o.timeout)
+	defer client.CloseIdleConnections()
+	if tr.mixes[m.Name] == nil {
+		names := make([]string, c.o.users)
+		for i := range names {
+			names[i] = fmt.Sprintf("%s-%s-u%d", tr.t.key, m.Name, i)
+		}
+		users, logins, err := loginUsers(ctx, client, tr.run.URL(), names, c.o.wrkConns)
+		if err != nil {
+			fail(err)
+			return
+		}
+		tr.users[m.Name] = users
+		tr.mixes[m.Name] = &loadgen.Result{Config: loadgen.Config{Mix: m, Users: c.o.users, Concurrency: c.o.wrkConns}, Logins: logins}
+		tr.cpu[m.Name] = &cpuUsage{}
+	}
+	name := fmt.Sprintf("%s-%s-%d", tr.t.key, m.Name, round)
+	if c.o.warmup > 0 {
+		w, err := runWrk(ctx, c.wrk, tr.run.URL(), tr.users[m.Name], m.WritePercent, c.o.warmup, name+"-warmup")
+		if err != nil {
+			fail(err)
+			return
+		}
+		tr.users[m.Name] = w.users
+		tr.mixes[m.Name].Total.Mismatches += w.stale // a stale read counts wherever it happens
+	}
+	pids, front := tr.run.pids(), tr.run.frontPIDs()
+	before := takeCPU(pids, front)
+	w, err := runWrk(ctx, c.wrk, tr.run.URL(), tr.users[m.Name], m.WritePercent, d, name)
+	if err != nil {
+		fail(err)
+		return
+	}
+	u := takeCPU(pids, front).since(before)
+	u.client += w.cpu
+	u.other = max(0, u.other-w.cpu)
+	tr.users[m.Name] = w.users
+	res := w.result(m)
+	tr.mixes[m.Name].Merge(res)
+	tr.cpu[m.Name].add(u)
+	h := &res.Total.Latency
+	c.printf("%-9s %-11s round %d/%d: %6.0f req/s  p50 %-7s p99 %-7s errors %d stale %d | cores: servers %.2f, nginx+wrk+harness %.2f, other %.2f",
+		tr.t.key, m.Name, round+1, c.o.rounds, res.RequestsPerSecond(),
+		loadgen.FormatDuration(h.Quantile(0.5)), loadgen.FormatDuration(h.Quantile(0.99)),
+		res.Total.Errors, w.stale, u.cores(u.servers), u.cores(u.client), u.cores(u.other))
+	if w.unknown > 0 || w.abandoned > 1 { // wrk asks for one request it never sends, to check the script
+		c.printf("%s %s: %d answers named no user, %d users were asked again without an answer", tr.t.key, m.Name, w.unknown, w.abandoned)
+	}
+}
+
+// checkFinal reads every user's final count of mix m through the front
+// and counts the acknowledged increments it misses.
+func (c *comparison) checkFinal(ctx context.Context, tr *targetResult, m loadgen.Mix) {
+	users := tr.users[m.Name]
+	if tr.mixErrs[m.Name] != nil || users == nil {
+		return
+	}
+	client := wrkClient(c.o.wrkConns, c.o.timeout)
+	defer client.CloseIdleConnections()
+	lost, unreadable, sample := finalCheck(ctx, client, tr.run.URL(), users, c.o.wrkConns)
+	tr.lost[m.Name], tr.unreadable[m.Name], tr.checkErr[m.Name] = lost, unreadable, sample
+	var acks int
+	for _, u := range users {
+		acks += u.acks
+	}
+	c.printf("%s %s: final counts: %d acknowledged increments, %d lost, %d users unreadable", tr.t.key, m.Name, acks, lost, unreadable)
+	if sample != nil {
+		c.printf("%s %s: e.g. %v", tr.t.key, m.Name, sample)
+	}
+}

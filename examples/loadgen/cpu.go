@@ -16,15 +16,21 @@ const clockTick = 10 * time.Millisecond
 type cpuSample struct {
 	at      time.Time
 	servers time.Duration // the processes of the target under load
+	front   time.Duration // nginx, when it is the front (wrk is added from its exit status)
 	self    time.Duration // this process: the load generator and the proxy
 	machine time.Duration // busy time of every CPU of the machine
 	ok      bool          // false where /proc cannot be read
 }
 
-// takeCPU reads the CPU time of the processes pids, of this process and of
-// the whole machine.
-func takeCPU(pids []int) cpuSample {
+// takeCPU reads the CPU time of the processes pids, of the front's
+// processes, of this process and of the whole machine.
+func takeCPU(pids, front []int) cpuSample {
 	s := cpuSample{at: time.Now(), ok: true}
+	for _, pid := range front {
+		if d, err := procCPU(pid); err == nil {
+			s.front += d
+		}
+	}
 	for _, pid := range pids {
 		d, err := procCPU(pid)
 		if err != nil {
@@ -112,7 +118,7 @@ func parseCPULine(line string) (time.Duration, error) {
 type cpuUsage struct {
 	wall    time.Duration // length of the windows
 	servers time.Duration // by the target's processes
-	client  time.Duration // by the load generator and the proxy
+	client  time.Duration // by the load generator and the proxy (nginx and wrk with -front nginx)
 	other   time.Duration // by everything else on the machine
 	ok      bool
 }
@@ -122,7 +128,7 @@ func (s cpuSample) since(a cpuSample) cpuUsage {
 	u := cpuUsage{
 		wall:    s.at.Sub(a.at),
 		servers: s.servers - a.servers,
-		client:  s.self - a.self,
+		client:  s.self - a.self + s.front - a.front,
 		ok:      a.ok && s.ok,
 	}
 	u.other = max(0, s.machine-a.machine-u.servers-u.client)

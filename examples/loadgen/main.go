@@ -21,38 +21,50 @@
 //
 //	go run ./examples/loadgen -compare -out docs/benchmarks.md
 //
-// (or docs/bench.sh, which first installs redis-server if it is missing)
-// runs, in one invocation and on this machine:
+// (or docs/bench.sh, which first installs redis-server, nginx and wrk
+// from Debian's packages if they are missing) runs, in one invocation and
+// on this machine:
 //
 //  1. the micro-benchmarks of ./replication and ./httpsession (go test
 //     -bench), whose baselines are measured in the same run: a 64-shard map
 //     read next to a local session read, a raw loopback TCP request/ack
 //     next to a synchronous replicated write;
-//  2. the same HTTP workload, both mixes, against each target behind the
-//     same in-process round-robin proxy (examples/internal/rrproxy, not sticky; or,
-//     with -front client, rotated over the nodes by the load generator):
-//     sessionmesh with 3 examples/login nodes (all-to-all, sync), 3 and 5
-//     nodes with -backups 1 (skipped, saying why, while the login binary
-//     has no -backups flag; the nodes get a cluster secret when it has
-//     -secret), scs with its redisstore on a local redis-server started in
-//     memory only (3 app processes), and scs with its memstore (1 process:
-//     no replication, the upper bound). All targets run at once and take
-//     turns: each mix runs in -rounds rounds, each giving every target
+//  2. the same HTTP workload, both mixes, against each target: sessionmesh
+//     with 3 examples/login nodes (all-to-all, sync), 3 and 5 nodes with
+//     -backups 1, scs with its redisstore on a local redis-server started
+//     in memory only, scs on a NATS JetStream cluster embedded in its 3
+//     app processes (KeyValue, R3, memory storage), stateless encrypted
+//     cookies (3 processes, no server state), and scs with its memstore
+//     (1 process: no replication, the upper bound). By default (-front
+//     nginx) every target sits behind its own stock nginx round robin (a
+//     child process with a generated configuration, not sticky) and wrk
+//     (-wrk-threads 2, -wrk-connections 64, the Lua script bench.lua)
+//     loads it: the harness logs -users users in through the front (their
+//     login latency is reported on its own), the script sends each user's
+//     requests one at a time and counts stale reads, and after each mix
+//     the harness reads every user's final count and counts lost
+//     increments. -front inprocess puts examples/internal/rrproxy in this
+//     process in front instead and loads it with the Go client
+//     (examples/internal/loadgen); -front client lets that client rotate
+//     over the nodes itself. All targets run at once and take turns: each
+//     mix runs in -rounds rounds, each giving every target
 //     -duration/rounds, so that load from elsewhere on a shared machine
 //     spreads over all of them;
 //  3. a CPU and allocation profile of the sessionmesh nodes under each mix
-//     (in a separate, unmeasured pass).
+//     (in a separate, unmeasured pass, with the Go client through the
+//     front), which the report links from every missed target.
 //
-// It prints a table of requests/s, p50 and p99 with the ratios of
-// sessionmesh to scs+Redis and to scs memstore, and the CPU time the
-// servers spent per request (from /proc, Linux) with the share of the
-// machine taken by the servers, by the load generator with the proxy and by
-// everything else; it checks the targets of the performance issue, and with
-// -out writes all of it, the exact command, the date and the machine to a
-// Markdown file (keeping what follows its hand-written-notes marker).
-// -targets picks targets by key (loadgen -compare -list shows them).
-// Everything it starts (servers, redis-server) is stopped when it ends,
-// also on Ctrl-C.
+// It prints a table of requests/s, p50 and p99, errors, stale reads and
+// lost increments with the ratios to scs+Redis and to stateless cookies,
+// the login latency, and the CPU time the servers spent per request (from
+// /proc, Linux) with the share of the machine taken by the servers, by the
+// front with the load generator and by everything else; it checks the
+// targets of the performance issue, and with -out writes all of it, the
+// exact command, the date, the machine and the versions of nginx, wrk,
+// redis-server and the embedded nats-server to a Markdown file (keeping
+// what follows its hand-written-notes marker). -targets picks targets by
+// key (loadgen -compare -list shows them). Everything it starts (servers,
+// redis-server, nginx) is stopped when it ends, also on Ctrl-C.
 package main
 
 import (
@@ -98,6 +110,10 @@ type options struct {
 	readyTimeout    time.Duration
 	rounds          int
 	front           string
+	nginxBin        string
+	wrkBin          string
+	wrkThreads      int
+	wrkConns        int
 
 	args []string // the command line, for the report
 }
@@ -143,7 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "", "with -compare: write the report as Markdown to this file (e.g. docs/benchmarks.md)")
 	fs.BoolVar(&o.micro, "micro", true, "with -compare: run the go test micro-benchmarks")
 	fs.StringVar(&o.microBenchtime, "micro-benchtime", "1s", "with -compare: -benchtime of the micro-benchmarks")
-	fs.StringVar(&profile, "profile", "mesh3", "with -compare: comma-separated keys of sessionmesh targets to profile under each mix (empty: none)")
+	fs.StringVar(&profile, "profile", "mesh3,mesh3-b1,mesh5-b1", "with -compare: comma-separated keys of sessionmesh targets to profile under each mix (empty: none)")
 	fs.DurationVar(&o.profileDuration, "profile-duration", 10*time.Second, "with -compare: length of each CPU profile")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 30*time.Minute, "with -compare: -idle-timeout of every application (examples/login's default; 0: none)")
 	fs.StringVar(&o.redisServer, "redis-server", "redis-server", "with -compare: the redis-server executable (the scs+Redis target is skipped if missing)")
@@ -151,7 +167,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.secret, "secret", "", "with -compare: cluster secret given to the sessionmesh nodes (in $SESSIONMESH_SECRET) when they have a -secret flag (default: 32 random bytes in hex)")
 	fs.BoolVar(&o.keep, "keep", false, "with -compare: keep the logs and profiles directory")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "with -compare: how long a target may take to become healthy")
-	fs.StringVar(&o.front, "front", frontProxy, `with -compare: the load balancer in front of every target: "proxy" (examples/internal/rrproxy in this process) or "client" (this load generator rotates the requests over the nodes itself: no proxy hop, so requests/s depends less on the front)`)
+	fs.StringVar(&o.front, "front", frontNginx, `with -compare: the load balancer and load generator: "nginx" (stock nginx round robin in a process of its own, loaded by wrk with -wrk-threads and -wrk-connections), "inprocess" (examples/internal/rrproxy in this process, loaded by this program's Go client with -concurrency) or "client" (the Go client rotates the requests over the nodes itself: no proxy hop)`)
+	fs.StringVar(&o.nginxBin, "nginx", "nginx", "with -compare -front nginx: the nginx executable")
+	fs.StringVar(&o.wrkBin, "wrk", "wrk", "with -compare -front nginx: the wrk executable")
+	fs.IntVar(&o.wrkThreads, "wrk-threads", 2, "with -front nginx: wrk's -t")
+	fs.IntVar(&o.wrkConns, "wrk-connections", 64, "with -front nginx: wrk's -c, the requests in flight")
 	fs.IntVar(&o.rounds, "rounds", 5, "with -compare: each mix runs in this many rounds, each giving every target -duration/rounds in turn")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -192,8 +212,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-url and -compare exclude each other")
 	case !o.compare && !o.list && o.url == "":
 		return o, errors.New("give -url (a server to load) or -compare (see -h)")
-	case o.front != frontProxy && o.front != frontClient:
-		return o, fmt.Errorf(`-front must be %q or %q, not %q`, frontProxy, frontClient, o.front)
+	case o.front != frontNginx && o.front != frontInProcess && o.front != frontClient:
+		return o, fmt.Errorf(`-front must be %q, %q or %q, not %q`, frontNginx, frontInProcess, frontClient, o.front)
+	case o.front == frontNginx && (o.wrkThreads < 1 || o.wrkConns < o.wrkThreads || o.users < o.wrkConns):
+		return o, fmt.Errorf("-wrk-threads %d, -wrk-connections %d and -users %d must grow in that order: a user waits for each response", o.wrkThreads, o.wrkConns, o.users)
 	case o.users < o.concurrency:
 		return o, fmt.Errorf("-users %d must be at least -concurrency %d: a user waits for each response", o.users, o.concurrency)
 	case o.concurrency < 1 || o.duration <= 0 || o.warmup < 0 || o.timeout <= 0 || o.rounds < 1:
@@ -201,12 +223,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	return o, nil
 }
-
-// The fronts -front chooses from.
-const (
-	frontProxy  = "proxy"
-	frontClient = "client"
-)
 
 func splitList(s string) []string {
 	var out []string

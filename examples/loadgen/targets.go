@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -28,7 +29,13 @@ const (
 	appMesh      app = iota // examples/login: sessionmesh
 	appSCSRedis             // examples/scslogin -store redis, plus a redis-server
 	appSCSMemory            // examples/scslogin -store memory
+	appSCSNATS              // examples/scslogin -store nats: an embedded NATS JetStream cluster
+	appCookie               // examples/scslogin -store cookie: the session in the cookie
 )
+
+// cookieSecretEnv is the environment variable examples/scslogin reads its
+// -cookie-secret from.
+const cookieSecretEnv = "SCSLOGIN_COOKIE_SECRET"
 
 // scsLoginPackage is the import path of the scs version of the login app.
 const scsLoginPackage = "github.com/sessionmesh/sessionmesh/examples/scslogin"
@@ -59,6 +66,8 @@ func allTargets() []*target {
 		{key: "mesh5-b1", name: "sessionmesh, 5 nodes, backups 1, sync", app: appMesh, nodes: 5,
 			args: []string{"-backups", "1"}, needs: []string{"backups"}},
 		{key: "scs-redis", name: "scs + Redis (redisstore), 3 nodes", app: appSCSRedis, nodes: 3},
+		{key: "nats3", name: "scs on an embedded NATS JetStream cluster (KeyValue, R3, memory storage, reads from the leader), 3 nodes", app: appSCSNATS, nodes: 3},
+		{key: "cookie", name: "stateless encrypted cookies (gorilla/securecookie, no server state, logout not final), 3 nodes", app: appCookie, nodes: 3},
 		{key: "scs-mem", name: "scs memstore, 1 node (no replication)", app: appSCSMemory, nodes: 1},
 	}
 }
@@ -66,6 +75,8 @@ func allTargets() []*target {
 // Keys of the reference targets the ratios are computed against.
 const (
 	refRedis  = "scs-redis"
+	refCookie = "cookie"
+	refNATS   = "nats3"
 	refMemory = "scs-mem"
 	primary   = "mesh3" // the sessionmesh target the HTTP targets are checked on
 )
@@ -131,25 +142,43 @@ type node struct {
 	proc     *procs.Process
 }
 
-// running is a started target: its processes and the proxy in front.
+// running is a started target: its processes and the front.
 type running struct {
 	group    *procs.Group
 	nodes    []*node
-	proxy    *rrproxy.Proxy
-	proxySrv *rrproxy.Server
+	proxy    *rrproxy.Proxy  // -front inprocess
+	proxySrv *rrproxy.Server // -front inprocess
+	nginx    *procs.Process  // -front nginx
+	nginxURL string
 }
 
-// URL returns the base URL of the proxy.
-func (r *running) URL() string { return r.proxySrv.URL }
+// URL returns the base URL of the front.
+func (r *running) URL() string {
+	if r.nginx != nil {
+		return r.nginxURL
+	}
+	return r.proxySrv.URL
+}
 
 // pids returns the process IDs of the target's processes (redis-server
-// included).
+// included, the front not).
 func (r *running) pids() []int {
 	var out []int
 	for _, p := range r.group.Processes() {
-		out = append(out, p.Pid())
+		if p != r.nginx {
+			out = append(out, p.Pid())
+		}
 	}
 	return out
+}
+
+// frontPIDs returns the process IDs of nginx and its workers, if nginx is
+// the front.
+func (r *running) frontPIDs() []int {
+	if r.nginx == nil {
+		return nil
+	}
+	return append([]int{r.nginx.Pid()}, childPIDs(r.nginx.Pid())...)
 }
 
 // stop stops the proxy, then the processes (SIGTERM, SIGKILL after 5s).
@@ -213,12 +242,19 @@ func (c *comparison) startTarget(ctx context.Context, t *target, logDir string, 
 				// environment keeps it out of ps.
 				spec.Env = []string{secretEnv + "=" + c.secret}
 			}
-		case appSCSRedis, appSCSMemory:
+		case appSCSRedis, appSCSMemory, appSCSNATS, appCookie:
 			n.name = "s" + strconv.Itoa(i+1)
 			args := []string{"-name", n.name, "-http", httpAddrs[i], "-idle-timeout", idle}
-			if t.app == appSCSRedis {
-				args = append(args, "-store", "redis", "-redis", redisAddr, "-redis-pool", strconv.Itoa(2*c.o.concurrency))
-			} else {
+			switch t.app {
+			case appSCSRedis:
+				args = append(args, "-store", "redis", "-redis", redisAddr, "-redis-pool", strconv.Itoa(2*max(c.o.concurrency, c.o.wrkConns)))
+			case appSCSNATS: // the free ports meant for gossip serve the NATS routes
+				args = append(args, "-store", "nats", "-nats-cluster", gossipAddrs[i],
+					"-nats-routes", strings.Join(gossipAddrs, ","), "-nats-replicas", strconv.Itoa(t.nodes))
+			case appCookie:
+				args = append(args, "-store", "cookie")
+				spec.Env = []string{cookieSecretEnv + "=" + c.secret}
+			default:
 				args = append(args, "-store", "memory")
 			}
 			if profiled {
@@ -226,7 +262,7 @@ func (c *comparison) startTarget(ctx context.Context, t *target, logDir string, 
 				n.pprofURL = "http://" + pprofAddrs[i]
 			}
 			args = append(args, t.args...)
-			spec = procs.Spec{Name: n.name, Path: c.scsBin, Args: args}
+			spec.Name, spec.Path, spec.Args = n.name, c.scsBin, args
 		}
 		spec.HealthURL = n.url + "/healthz"
 		if n.proc, err = r.group.Start(spec); err != nil {
@@ -250,9 +286,14 @@ func (c *comparison) startTarget(ctx context.Context, t *target, logDir string, 
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	var urls []string
+	var urls, hosts []string
 	for _, n := range r.nodes {
 		urls = append(urls, n.url)
+		hosts = append(hosts, strings.TrimPrefix(n.url, "http://"))
+	}
+	if c.o.front == frontNginx {
+		r.nginx, r.nginxURL, err = startNginx(hctx, r.group, c.nginxBin, filepath.Join(logDir, "nginx"), hosts)
+		return r, err
 	}
 	if r.proxy, err = rrproxy.New(rrproxy.Config{Backends: urls}); err != nil {
 		return nil, err

@@ -162,7 +162,9 @@ func (n *node) visit(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, err)
 		return
 	}
-	n.reply(w, http.StatusOK, map[string]any{"visits": visits})
+	// The user too, so that a client with many users in flight (wrk's
+	// Lua script in examples/loadgen) can tell whose count this is.
+	n.reply(w, http.StatusOK, map[string]any{"user": n.sessions.GetString(ctx, "user"), "visits": visits})
 }
 
 func (n *node) logout(w http.ResponseWriter, r *http.Request) {

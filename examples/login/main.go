@@ -21,7 +21,7 @@
 //	               in 15 minutes, counted across the cluster (a correct login resets the user's);
 //	               503 with Retry-After when the attempt cannot be counted (the limits fail closed)
 //	GET  /me       200 {"user":...,"node":...,"visits":...} when logged in, else 401
-//	POST /visit    increments visits: 200 {"visits":N,"node":...}, or 401
+//	POST /visit    increments visits: 200 {"user":...,"visits":N,"node":...}, or 401
 //	POST /logout   destroys the session
 //
 // A node over its memory budget (-max-sessions, -max-bytes) answers 503

@@ -60,13 +60,14 @@ func (a *app) me(w http.ResponseWriter, r *http.Request) {
 
 func (a *app) visit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if a.sessions.GetString(ctx, "user") == "" {
+	user := a.sessions.GetString(ctx, "user")
+	if user == "" {
 		a.reply(w, http.StatusUnauthorized, map[string]any{"error": "not logged in"})
 		return
 	}
 	visits := a.sessions.GetInt(ctx, "visits") + 1
 	a.sessions.Put(ctx, "visits", visits)
-	a.reply(w, http.StatusOK, map[string]any{"visits": visits})
+	a.reply(w, http.StatusOK, map[string]any{"user": user, "visits": visits})
 }
 
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
@@ -77,8 +78,8 @@ func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, http.StatusOK, map[string]any{"logged_out": true})
 }
 
-// healthz answers 200 when the session store answers (a PING for Redis),
-// 503 otherwise.
+// healthz answers 200 when the session store answers (a PING for Redis,
+// the bucket's stream leader for NATS), 503 otherwise.
 func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 	if a.pool != nil {
 		conn, err := a.pool.GetContext(r.Context())
@@ -87,6 +88,12 @@ func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 			_ = conn.Close()
 		}
 		if err != nil {
+			a.reply(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "error": err.Error()})
+			return
+		}
+	}
+	if a.nats != nil {
+		if err := a.nats.ping(r.Context()); err != nil {
 			a.reply(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "error": err.Error()})
 			return
 		}
