@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -39,15 +40,19 @@ func delayAll(c *testcluster.Cluster, d time.Duration) {
 	}
 }
 
+// In virtual time (testing/synctest): the write returns without any time
+// passing, although every link is 300 ms slow.
 func TestAsync_SaveDoesNotWaitForPeers(t *testing.T) {
-	c := asyncCluster(t, 21, replication.AllToAll, "a", "b", "c")
-	delayAll(c, 300*time.Millisecond)
-	elapsed := replication.SystemClock().Monotonic
-	_, err := c.Node("a").Store.Save(context.Background(), "s", put("k", "v"))
-	require.NoError(t, err)
-	assert.Less(t, elapsed(), 150*time.Millisecond)
-	c.Net.Heal()
-	c.WaitConverged(t)
+	synctest.Test(t, func(t *testing.T) {
+		c := asyncCluster(t, 21, replication.AllToAll, "a", "b", "c")
+		delayAll(c, 300*time.Millisecond)
+		elapsed := replication.SystemClock().Monotonic
+		_, err := c.Node("a").Store.Save(context.Background(), "s", put("k", "v"))
+		require.NoError(t, err)
+		assert.Zero(t, elapsed())
+		c.Net.Heal()
+		c.WaitConverged(t)
+	})
 }
 
 // TestAsync_ReadYourWritesAcrossNodes writes on one node and reads on the
@@ -87,28 +92,30 @@ func TestAsync_ReadYourWritesAcrossNodes(t *testing.T) {
 }
 
 func TestAsync_ReadWaitIsBounded(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Seed: 23, Config: func(string) replication.Config {
-		cfg := replication.DefaultLocalConfig()
-		cfg.WriteConcern = replication.Async
-		cfg.MaxReadWait = 100 * time.Millisecond
-		return cfg
-	}})
-	c.Start("a")
-	c.Start("b")
-	c.WaitReady(t)
-	// b answers from its own copy (it holds a's lease) when the link goes:
-	// otherwise the read fails, as no owner is reachable.
-	require.Eventually(t, func() bool { return c.Node("b").Store.Stats().Authoritative }, 5*time.Second, time.Millisecond)
-	c.Partition([]string{"a"}, []string{"b"})
-	ctx := context.Background()
-	v, err := c.Node("a").Store.Save(ctx, "s", put("k", "v"))
-	require.NoError(t, err)
-	elapsed := replication.SystemClock().Monotonic
-	_, ok, err := c.Node("b").Store.GetAtLeast(ctx, "s", v)
-	require.NoError(t, err)
-	assert.False(t, ok, "b cannot know the write")
-	assert.Less(t, elapsed(), time.Second)
-	assert.Equal(t, uint64(1), c.Node("b").Store.Stats().StaleReads)
+	synctest.Test(t, func(t *testing.T) {
+		c := testcluster.New(t, testcluster.Options{Seed: 23, Config: func(string) replication.Config {
+			cfg := replication.DefaultLocalConfig()
+			cfg.WriteConcern = replication.Async
+			cfg.MaxReadWait = 100 * time.Millisecond
+			return cfg
+		}})
+		c.Start("a")
+		c.Start("b")
+		c.WaitReady(t)
+		// b answers from its own copy (it holds a's lease) when the link goes:
+		// otherwise the read fails, as no owner is reachable.
+		require.Eventually(t, func() bool { return c.Node("b").Store.Stats().Authoritative }, 5*time.Second, time.Millisecond)
+		c.Partition([]string{"a"}, []string{"b"})
+		ctx := context.Background()
+		v, err := c.Node("a").Store.Save(ctx, "s", put("k", "v"))
+		require.NoError(t, err)
+		elapsed := replication.SystemClock().Monotonic
+		_, ok, err := c.Node("b").Store.GetAtLeast(ctx, "s", v)
+		require.NoError(t, err)
+		assert.False(t, ok, "b cannot know the write")
+		assert.Less(t, elapsed(), time.Second)
+		assert.Equal(t, uint64(1), c.Node("b").Store.Stats().StaleReads)
+	})
 }
 
 func TestSync_VersionsGrowWithEveryWrite(t *testing.T) {
@@ -131,22 +138,24 @@ func TestSync_VersionsGrowWithEveryWrite(t *testing.T) {
 // Versions come from clients' cookies: made-up ones must not make a node
 // wait (long) for writes that never happened.
 func TestAsync_MadeUpVersionsDoNotHoldReads(t *testing.T) {
-	c := asyncCluster(t, 24, replication.AllToAll, "a", "b")
-	ctx := context.Background()
-	b := c.Node("b").Store
-	v, err := c.Node("a").Store.Save(ctx, "s", put("k", "v"))
-	require.NoError(t, err)
-	for name, made := range map[string]replication.Version{
-		"an hour ahead": v + replication.Version(time.Hour.Milliseconds()<<16),
-		"a day ago":     v - replication.Version((24*time.Hour).Milliseconds()<<16),
-	} {
-		elapsed := replication.SystemClock().Monotonic
-		_, _, err := b.GetAtLeast(ctx, "unknown-session", made)
+	synctest.Test(t, func(t *testing.T) {
+		c := asyncCluster(t, 24, replication.AllToAll, "a", "b")
+		ctx := context.Background()
+		b := c.Node("b").Store
+		v, err := c.Node("a").Store.Save(ctx, "s", put("k", "v"))
 		require.NoError(t, err)
-		assert.Less(t, elapsed(), 100*time.Millisecond, "%s: answered without waiting", name)
-	}
-	assert.Equal(t, uint64(2), b.Stats().StaleReads)
-	c.Net.Heal()
+		for name, made := range map[string]replication.Version{
+			"an hour ahead": v + replication.Version(time.Hour.Milliseconds()<<16),
+			"a day ago":     v - replication.Version((24*time.Hour).Milliseconds()<<16),
+		} {
+			elapsed := replication.SystemClock().Monotonic
+			_, _, err := b.GetAtLeast(ctx, "unknown-session", made)
+			require.NoError(t, err)
+			assert.Less(t, elapsed(), 100*time.Millisecond, "%s: answered without waiting", name)
+		}
+		assert.Equal(t, uint64(2), b.Stats().StaleReads)
+		c.Net.Heal()
+	})
 }
 
 func TestStore_DeletingWhatIsNotThereWritesNoTombstone(t *testing.T) {

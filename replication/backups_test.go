@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -103,18 +104,20 @@ func TestBackups_AllToAllWhenTooFewMembers(t *testing.T) {
 }
 
 func TestBackups_KillThenReReplicateThenKillAgain(t *testing.T) {
-	c := modeCluster(t, 3, replication.Backups(1), nodeNames(5)...)
-	writeSessions(t, c, 300)
-	elapsed := replication.SystemClock().Monotonic
-	c.Kill("n01")
-	c.WaitConverged(t)
-	t.Logf("300 sessions fully replicated again %v after a kill", elapsed())
-	requireAllReadable(t, c, 300)
-	assert.Equal(t, 600, totalSessions(c))
-	c.Kill("n03")
-	requireAllReadable(t, c, 300)
-	c.WaitConverged(t)
-	assert.Equal(t, 600, totalSessions(c))
+	synctest.Test(t, func(t *testing.T) {
+		c := modeCluster(t, 3, replication.Backups(1), nodeNames(5)...)
+		writeSessions(t, c, 300)
+		elapsed := replication.SystemClock().Monotonic
+		c.Kill("n01")
+		c.WaitConverged(t)
+		t.Logf("300 sessions fully replicated again %v after a kill", elapsed())
+		requireAllReadable(t, c, 300)
+		assert.Equal(t, 600, totalSessions(c))
+		c.Kill("n03")
+		requireAllReadable(t, c, 300)
+		c.WaitConverged(t)
+		assert.Equal(t, 600, totalSessions(c))
+	})
 }
 
 func TestBackups_JoinMovesPartitionsAndDropsOldCopies(t *testing.T) {
@@ -137,21 +140,23 @@ func TestBackups_JoinMovesPartitionsAndDropsOldCopies(t *testing.T) {
 // A rolling restart where each node leaves gracefully loses nothing, even
 // with a single copy of each session.
 func TestBackups_RollingRestartWithZeroBackupsLosesNothing(t *testing.T) {
-	c := modeCluster(t, 5, replication.Backups(0), nodeNames(4)...)
-	writeSessions(t, c, 200)
-	assert.Equal(t, 200, totalSessions(c))
-	for _, name := range nodeNames(4) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		require.NoError(t, c.Node(name).Store.Leave(ctx))
-		cancel()
-		assert.Zero(t, c.Node(name).Store.Stats().Sessions, "%s handed everything over", name)
-		c.Kill(name)
+	synctest.Test(t, func(t *testing.T) {
+		c := modeCluster(t, 5, replication.Backups(0), nodeNames(4)...)
+		writeSessions(t, c, 200)
+		assert.Equal(t, 200, totalSessions(c))
+		for _, name := range nodeNames(4) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			require.NoError(t, c.Node(name).Store.Leave(ctx))
+			cancel()
+			assert.Zero(t, c.Node(name).Store.Stats().Sessions, "%s handed everything over", name)
+			c.Kill(name)
+			requireAllReadable(t, c, 200)
+			c.Start(name)
+			c.WaitConverged(t)
+		}
 		requireAllReadable(t, c, 200)
-		c.Start(name)
-		c.WaitConverged(t)
-	}
-	requireAllReadable(t, c, 200)
-	assert.Equal(t, 200, totalSessions(c))
+		assert.Equal(t, 200, totalSessions(c))
+	})
 }
 
 func TestBackups_WritesDuringLeaveAreKept(t *testing.T) {
@@ -181,27 +186,29 @@ func TestBackups_WritesDuringLeaveAreKept(t *testing.T) {
 }
 
 func TestBackups_AntiEntropyRepairsDroppedWrites(t *testing.T) {
-	// Every write that misses an owner repaired since its last miss waits
-	// out that owner's read lease: short leases keep this run short.
-	c := modeClusterWith(t, 7, replication.Backups(1), shortLeases, nodeNames(5)...)
-	for _, from := range nodeNames(5) {
-		for _, to := range nodeNames(5) {
-			if from != to {
-				c.Net.DropResponses(from, to, 0.2) // applied, but the writer hears nothing
-				c.Net.Drop(from, to, 0.1)          // never applied
+	synctest.Test(t, func(t *testing.T) {
+		// Every write that misses an owner repaired since its last miss waits
+		// out that owner's read lease: short leases keep this run short.
+		c := modeClusterWith(t, 7, replication.Backups(1), shortLeases, nodeNames(5)...)
+		for _, from := range nodeNames(5) {
+			for _, to := range nodeNames(5) {
+				if from != to {
+					c.Net.DropResponses(from, to, 0.2) // applied, but the writer hears nothing
+					c.Net.Drop(from, to, 0.1)          // never applied
+				}
 			}
 		}
-	}
-	ctx := context.Background()
-	for i := 0; i < 300; i++ {
-		_, _ = c.Nodes()[i%5].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))
-	}
-	c.Net.Heal()
-	c.WaitConverged(t)
-	// Every session that reached at least one owner is now on both.
-	for _, n := range c.Nodes() {
-		assert.Zero(t, n.Store.Stats().HeldPartitions)
-	}
+		ctx := context.Background()
+		for i := 0; i < 300; i++ {
+			_, _ = c.Nodes()[i%5].Store.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))
+		}
+		c.Net.Heal()
+		c.WaitConverged(t)
+		// Every session that reached at least one owner is now on both.
+		for _, n := range c.Nodes() {
+			assert.Zero(t, n.Store.Stats().HeldPartitions)
+		}
+	})
 }
 
 // TestBackups_BytesPerWrite measures the replication traffic of one write
@@ -308,25 +315,27 @@ var _ transport.Transport = (*memnet.Node)(nil)
 // node has taken a crash into its membership, it reports false until the
 // survivors have re-replicated.
 func TestBackups_FullyReplicatedTurnsFalseWhenAMemberFails(t *testing.T) {
-	c := modeCluster(t, 1, replication.Backups(1), "a", "b", "c")
-	a, b := c.Node("a"), c.Node("b")
-	ctx := context.Background()
-	for i := range 50 {
-		_, err := a.Store.Save(ctx, fmt.Sprint("s", i), put("k", "v"))
-		require.NoError(t, err)
-	}
-	c.WaitConverged(t)
-	require.True(t, a.Store.FullyReplicated())
-	// Slow links keep the re-replication from finishing at once.
-	c.Net.Delay("a", "b", 200*time.Millisecond)
-	c.Net.Delay("b", "a", 200*time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		c := modeCluster(t, 1, replication.Backups(1), "a", "b", "c")
+		a, b := c.Node("a"), c.Node("b")
+		ctx := context.Background()
+		for i := range 50 {
+			_, err := a.Store.Save(ctx, fmt.Sprint("s", i), put("k", "v"))
+			require.NoError(t, err)
+		}
+		c.WaitConverged(t)
+		require.True(t, a.Store.FullyReplicated())
+		// Slow links keep the re-replication from finishing at once.
+		c.Net.Delay("a", "b", 200*time.Millisecond)
+		c.Net.Delay("b", "a", 200*time.Millisecond)
 
-	c.Kill("c")
-	waitPeers(t, map[*testcluster.Node]int{a: 1})
-	assert.False(t, a.Store.FullyReplicated(), "a reported the count from before the crash")
-	c.Net.Heal()
-	require.Eventually(t, func() bool { return a.Store.FullyReplicated() && b.Store.FullyReplicated() },
-		10*time.Second, time.Millisecond, "the survivors did not re-replicate")
+		c.Kill("c")
+		waitPeers(t, map[*testcluster.Node]int{a: 1})
+		assert.False(t, a.Store.FullyReplicated(), "a reported the count from before the crash")
+		c.Net.Heal()
+		require.Eventually(t, func() bool { return a.Store.FullyReplicated() && b.Store.FullyReplicated() },
+			10*time.Second, time.Millisecond, "the survivors did not re-replicate")
+	})
 }
 
 // A node that does not own a session writes it through its owners without

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -59,21 +60,23 @@ func staleReads(t *testing.T, c *testcluster.Cluster, ids []string) map[string]i
 // before it has merged them with the writes made while it was away, even
 // when the links to it are slow and anti-entropy is far off.
 func TestLease_NodeBackFromPartitionDoesNotServeStaleCopies(t *testing.T) {
-	c, ids := leaseCluster(t)
-	a, b, cc := c.Node("a"), c.Node("b"), c.Node("c")
-	c.Partition([]string{"c"})
-	waitPeers(t, map[*testcluster.Node]int{a: 1, b: 1, cc: 0})
-	for _, id := range ids {
-		_, err := a.Store.Save(context.Background(), id, replication.Changes{Set: map[string][]byte{"n": []byte("2")}})
-		require.NoError(t, err)
-	}
-	c.Heal()
-	for _, o := range []string{"a", "b"} {
-		c.Net.Delay(o, "c", 50*time.Millisecond)
-		c.Net.Delay("c", o, 50*time.Millisecond)
-	}
-	waitPeers(t, map[*testcluster.Node]int{a: 2, b: 2, cc: 2})
-	assert.Empty(t, staleReads(t, c, ids), "reads per store that missed the write made during the partition (of %d sessions)", len(ids))
+	synctest.Test(t, func(t *testing.T) {
+		c, ids := leaseCluster(t)
+		a, b, cc := c.Node("a"), c.Node("b"), c.Node("c")
+		c.Partition([]string{"c"})
+		waitPeers(t, map[*testcluster.Node]int{a: 1, b: 1, cc: 0})
+		for _, id := range ids {
+			_, err := a.Store.Save(context.Background(), id, replication.Changes{Set: map[string][]byte{"n": []byte("2")}})
+			require.NoError(t, err)
+		}
+		c.Heal()
+		for _, o := range []string{"a", "b"} {
+			c.Net.Delay(o, "c", 50*time.Millisecond)
+			c.Net.Delay("c", o, 50*time.Millisecond)
+		}
+		waitPeers(t, map[*testcluster.Node]int{a: 2, b: 2, cc: 2})
+		assert.Empty(t, staleReads(t, c, ids), "reads per store that missed the write made during the partition (of %d sessions)", len(ids))
+	})
 }
 
 // waitPeers waits until each store sees the given number of peers.
@@ -94,26 +97,28 @@ func waitPeers(t *testing.T, want map[*testcluster.Node]int) {
 // process is gone, and so are the leases it held: writes must not wait
 // for them to expire.
 func TestLease_RestartedMemberDoesNotHoldUpWrites(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
-		cfg := replication.DefaultLocalConfig()
-		cfg.WriteTimeout = 10 * time.Second
-		cfg.ReadLease = 10 * time.Second // a wait for it would be plain to see
-		return cfg
-	}})
-	a := c.Start("a")
-	c.Start("b")
-	c.WaitReady(t)
-	c.WaitConverged(t)
-	ctx := context.Background()
-	_, err := a.Store.Save(ctx, "before-the-restart-xxxxxxxxxxxxxxxxxxxxxxxx", put("n", "1"))
-	require.NoError(t, err)
+	synctest.Test(t, func(t *testing.T) {
+		c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
+			cfg := replication.DefaultLocalConfig()
+			cfg.WriteTimeout = 10 * time.Second
+			cfg.ReadLease = 10 * time.Second // a wait for it would be plain to see
+			return cfg
+		}})
+		a := c.Start("a")
+		c.Start("b")
+		c.WaitReady(t)
+		c.WaitConverged(t)
+		ctx := context.Background()
+		_, err := a.Store.Save(ctx, "before-the-restart-xxxxxxxxxxxxxxxxxxxxxxxx", put("n", "1"))
+		require.NoError(t, err)
 
-	c.Restart("b")
-	waitPeers(t, map[*testcluster.Node]int{a: 1})
-	elapsed := replication.SystemClock().Monotonic
-	_, err = a.Store.Save(ctx, "after-the-restart-xxxxxxxxxxxxxxxxxxxxxxxxx", put("n", "2"))
-	require.NoError(t, err)
-	assert.Less(t, elapsed(), 2*time.Second, "a write right after b's restart waited for the leases of b's old incarnation")
+		c.Restart("b")
+		waitPeers(t, map[*testcluster.Node]int{a: 1})
+		elapsed := replication.SystemClock().Monotonic
+		_, err = a.Store.Save(ctx, "after-the-restart-xxxxxxxxxxxxxxxxxxxxxxxxx", put("n", "2"))
+		require.NoError(t, err)
+		assert.Less(t, elapsed(), 2*time.Second, "a write right after b's restart waited for the leases of b's old incarnation")
+	})
 }
 
 // A node whose own requests get lost, while its peers' requests reach it

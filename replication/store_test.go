@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -267,10 +268,16 @@ func TestStore_AntiEntropyRepairsLostWrites(t *testing.T) {
 	assert.Positive(t, c.Node("a").Store.Stats().Repairs+c.Node("b").Store.Stats().Repairs+c.Node("c").Store.Stats().Repairs)
 }
 
+// In virtual time (testing/synctest), so the waits are exact.
 func TestStore_SlowPeerDelaysWritesOnlyOnce(t *testing.T) {
+	synctest.Test(t, testSlowPeerDelaysWritesOnlyOnce)
+}
+
+func testSlowPeerDelaysWritesOnlyOnce(t *testing.T) {
+	const writeTimeout, readLease = 200 * time.Millisecond, 200 * time.Millisecond
 	c := testcluster.New(t, testcluster.Options{Seed: 2, Config: func(string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
-		cfg.WriteTimeout = 200 * time.Millisecond
+		cfg.WriteTimeout, cfg.ReadLease = writeTimeout, readLease
 		cfg.AntiEntropyInterval = 50 * time.Millisecond
 		return cfg
 	}})
@@ -283,13 +290,17 @@ func TestStore_SlowPeerDelaysWritesOnlyOnce(t *testing.T) {
 
 	elapsed := replication.SystemClock().Monotonic
 	require.NoError(t, errOf(a.Save(ctx, "s0", put("n", "0"))))
-	assert.GreaterOrEqual(t, elapsed(), 200*time.Millisecond, "the first write waits for the frozen peer")
+	// WriteTimeout for b's acknowledgement, then until the lease a
+	// granted b (renewed every ReadLease/4) has run out.
+	took := elapsed()
+	assert.GreaterOrEqual(t, took, writeTimeout, "the first write waits for the frozen peer")
+	assert.LessOrEqual(t, took, writeTimeout+readLease, "and for b's lease, no longer")
 	assert.Equal(t, 1, a.Stats().DegradedPeers)
 	elapsed = replication.SystemClock().Monotonic
 	for i := 1; i < 20; i++ {
 		require.NoError(t, errOf(a.Save(ctx, fmt.Sprint("s", i), put("n", fmt.Sprint(i)))))
 	}
-	assert.Less(t, elapsed(), 200*time.Millisecond, "later writes do not wait for a degraded peer")
+	assert.Zero(t, elapsed(), "later writes do not wait for a degraded peer")
 
 	c.Net.Heal()
 	require.Eventually(t, func() bool { return a.Stats().DegradedPeers == 0 }, 10*time.Second, 10*time.Millisecond)
