@@ -126,12 +126,8 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 			s.log.Debug("read gave up waiting for a write", "session_partition", pi, "want", want)
 			return r, nil
 		}
-		select {
-		case <-time.After(pause):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.done:
-			return nil, ErrClosed
+		if err := s.pause(ctx, pause); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -189,12 +185,8 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 		if !errors.Is(err, errHandedOver) || s.clock.Monotonic()+pause > deadline {
 			return r, err
 		}
-		select {
-		case <-time.After(pause):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.done:
-			return nil, ErrClosed
+		if err := s.pause(ctx, pause); err != nil {
+			return nil, err
 		}
 		v = s.view.Load()
 	}

@@ -280,13 +280,24 @@ func (s *Store) Leave(ctx context.Context) error {
 			s.log.Info("handed over every session")
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.done:
-			return ErrClosed
-		case <-time.After(10 * time.Millisecond):
+		if err := s.pause(ctx, 10*time.Millisecond); err != nil {
+			return err
 		}
+	}
+}
+
+// pause waits d, and returns ctx's error if it ends first, or ErrClosed
+// if the store closes.
+func (s *Store) pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrClosed
 	}
 }
 
