@@ -270,6 +270,7 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	case err == nil:
 		q.answered()
 		q.unlisting.Store(a.reply.outcome == leaseUnknown)
+		q.ahead.Store(a.reply.outcome == leaseBehind)
 	case errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded):
 		s.ownerLost(q, err)
 	}

@@ -31,6 +31,11 @@ type peer struct {
 	// not fenced by what this node does (it needs no lease from it), so a
 	// write that misses it is not acknowledged (write).
 	unlisting atomic.Bool
+	// ahead is set while the peer's last answer to a lease request said
+	// that this node missed a write the peer acknowledged without it
+	// (leaseBehind): while the peer is unheard, what the other owners
+	// answer is no evidence (readOwners).
+	ahead atomic.Bool
 	// queue feeds the peer's background sender (asynchronous writes,
 	// writes to a degraded peer), started on first use; gone is closed when
 	// the peer leaves the view, which stops the sender.

@@ -234,6 +234,9 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 	// refused the connection is gone, with the writes only it held.
 	targets := v.targets(pi)
 	answered, unheard, handedOver := false, false, false
+	// unheardAhead: an owner that acknowledged writes without this node
+	// did not answer; the others may have missed those writes too.
+	unheardAhead := false
 	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
 			g, err := s.get(ctx, q, id, timeout)
@@ -241,7 +244,9 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 				return false, ctx.Err()
 			}
 			if err != nil {
-				unheard = unheard || !errors.Is(err, transport.ErrRefused) && slices.Contains(targets, q)
+				silent := !errors.Is(err, transport.ErrRefused) && slices.Contains(targets, q)
+				unheard = unheard || silent
+				unheardAhead = unheardAhead || silent && q.ahead.Load()
 				continue
 			}
 			switch {
@@ -304,6 +309,11 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 		}
 	}
 	switch {
+	case unheardAhead:
+		// Found by the cluster simulator: a login acknowledged by one node
+		// while both others were degraded there was read as missing on
+		// one of them, which reached the other and not the writer.
+		return nil, errNoAnswer
 	case answered:
 	case unheard:
 		return nil, errNoAnswer

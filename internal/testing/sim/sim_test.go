@@ -254,25 +254,31 @@ func formatCounts[K comparable](m map[K]int) string {
 //     already handed the partition over to them and dropped it, and took
 //     their answer for "no such session" (now a node answers a read of a
 //     partition it does not own as such, and a reader whose owners all
-//     say so asks again until an owner answers: replication/read.go).
+//     say so asks again until an owner answers: replication/read.go);
+//   - seed 18694 (7 of 10 runs before, 1 of 20 after, and that one
+//     owners-disagree): a login acknowledged by one node while both others
+//     were degraded there was read as missing on one of them, which
+//     reached the other and not the writer (now a read fails while an
+//     owner that said this node missed its writes is unheard).
 func TestSim_FixedIssues(t *testing.T) {
 	fixed := map[uint64]string{
-		2:   sim.KnownUpdateDeadline,
-		24:  sim.KnownVersionInversion,
-		25:  sim.KnownVersionInversion,
-		78:  sim.KnownNonOwnerWrite, // an asynchronous write on a non-owner, queued and dropped
-		171: sim.KnownAsyncUpdate,   // Update coordinated by an owner without the user's last write
-		182: sim.KnownAsyncUpdate,
-		87:  sim.KnownOwnersDisagree, // a write of a node the others wrongly declared dead
-		211: sim.KnownOwnersDisagree, // an update coordinated by a node alone in its view
-		642: sim.KnownOwnersDisagree, // a read answered by a node alone in its view
-		707: sim.KnownOwnersDisagree,
-		743: sim.KnownOwnersDisagree, // a restarted node read under "unknown" from a peer writing without it
-		597: sim.KnownScalarVersion,  // an Update copied without the write it was built on
-		904: sim.KnownOwnersDisagree, // a write skipped an owner that did not list its writer; a newcomer's login
-		975: sim.KnownOwnersDisagree,
-		111: sim.KnownOwnersDisagree, // a read with a view behind the owners', which had handed the partition over
-		748: sim.KnownOwnersDisagree,
+		2:     sim.KnownUpdateDeadline,
+		24:    sim.KnownVersionInversion,
+		25:    sim.KnownVersionInversion,
+		78:    sim.KnownNonOwnerWrite, // an asynchronous write on a non-owner, queued and dropped
+		171:   sim.KnownAsyncUpdate,   // Update coordinated by an owner without the user's last write
+		182:   sim.KnownAsyncUpdate,
+		87:    sim.KnownOwnersDisagree, // a write of a node the others wrongly declared dead
+		211:   sim.KnownOwnersDisagree, // an update coordinated by a node alone in its view
+		642:   sim.KnownOwnersDisagree, // a read answered by a node alone in its view
+		707:   sim.KnownOwnersDisagree,
+		743:   sim.KnownOwnersDisagree, // a restarted node read under "unknown" from a peer writing without it
+		597:   sim.KnownScalarVersion,  // an Update copied without the write it was built on
+		904:   sim.KnownOwnersDisagree, // a write skipped an owner that did not list its writer; a newcomer's login
+		975:   sim.KnownOwnersDisagree,
+		111:   sim.KnownOwnersDisagree, // a read with a view behind the owners', which had handed the partition over
+		748:   sim.KnownOwnersDisagree,
+		18694: "", // a read answered by an owner that had missed a write, while the writer was unheard
 	}
 	for seed, known := range fixed {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
