@@ -191,16 +191,7 @@ func (s *Store) awaitFenceUntil(ctx context.Context, until int64) error {
 	if d <= 0 {
 		return nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.done:
-		return ErrClosed
-	}
+	return s.pause(ctx, d)
 }
 
 // grantLease answers a lease request from holder, addressed to this
