@@ -245,6 +245,10 @@ type sessionModel struct {
 	// any; later answers tell whether it was transient.
 	loggedOut *Anomaly
 	back      bool // the session answered 200 after its first 401
+	// logoutMaybe is set when a logout of the session failed (no answer,
+	// an error status): it may have been applied, so a 401 after it is no
+	// anomaly.
+	logoutMaybe bool
 }
 
 // userModel checks the events of one simulated user, in the order the
@@ -295,8 +299,12 @@ func (m *userModel) apply(e *Event) []*Anomaly {
 		m.cur = &sessionModel{id: e.NewSession, ends: e.Sent.Add(m.lifetime)}
 
 	case OpLogout:
-		if m.cur == nil || e.Session != m.cur.id || !e.answered() || e.Status != 200 {
-			return out // unknown: the user sends it again
+		if m.cur == nil || e.Session != m.cur.id {
+			return out
+		}
+		if !e.answered() || e.Status != 200 {
+			m.cur.logoutMaybe = true // unknown: the user sends it again
+			return out
 		}
 		m.destroyed[m.cur.id] = e.Sent.Add(e.Took)
 		m.cur = nil
@@ -329,6 +337,10 @@ func (m *userModel) apply(e *Event) []*Anomaly {
 			return out
 		}
 		if e.Status == 401 {
+			if s.logoutMaybe {
+				m.cur = nil // the failed logout was applied after all
+				return out
+			}
 			if s.loggedOut == nil {
 				report(LoggedOut, "%s %s answered 401 (not logged in) for a session that was never logged out (%d visits acknowledged)",
 					e.Op, where, s.acked)

@@ -130,6 +130,20 @@ func TestUserModel_Resurrected(t *testing.T) {
 	assert.Empty(t, s.do(Event{Op: OpVerifyGone, Session: "a", Node: "n1", Status: 502, Err: "x"}))
 }
 
+// A logout that failed may have been applied (a 500 after a timeout
+// towards a frozen owner): a 401 after it is no anomaly. A failed logout
+// of an older session says nothing of the current one.
+func TestUserModel_FailedLogoutMayHaveBeenApplied(t *testing.T) {
+	s := newScript(t)
+	s.do(login("a"))
+	s.do(failed(OpLogout, "a"))
+	assert.Empty(t, s.do(Event{Op: OpMe, Session: "a", Node: "n1", Status: 401}))
+
+	s.do(login("b"))
+	s.do(failed(OpLogout, "a"))
+	assert.Equal(t, []AnomalyKind{LoggedOut}, s.do(Event{Op: OpMe, Session: "b", Node: "n1", Status: 401}))
+}
+
 func TestUserModel_WrongUserAndReusedID(t *testing.T) {
 	s := newScript(t)
 	s.do(login("a"))
