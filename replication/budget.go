@@ -39,8 +39,9 @@ func (r *record) memSize() int64 {
 // removes its records here, under its own lock, so that the budget check
 // of a new session is two atomic loads.
 type usage struct {
-	records atomic.Int64 // records held, tombstones included
-	bytes   atomic.Int64 // their estimated memory (memSize)
+	records atomic.Int64  // records held, tombstones included
+	bytes   atomic.Int64  // their estimated memory (memSize)
+	changes atomic.Uint64 // every change of what is held (Store.statusGen)
 }
 
 // replace accounts for out taking the place of old (nil for none).
@@ -48,6 +49,7 @@ func (u *usage) replace(old, out *record) {
 	if u == nil {
 		return
 	}
+	u.changes.Add(1)
 	if old == nil {
 		u.records.Add(1)
 	} else {
@@ -61,6 +63,7 @@ func (u *usage) remove(r *record) {
 	if u == nil {
 		return
 	}
+	u.changes.Add(1)
 	u.records.Add(-1)
 	u.bytes.Add(-r.memSize())
 }

@@ -186,6 +186,7 @@ func (s *Store) fetchRange(p *partition, after string, maxBytes int) rangeReply 
 // every partition.
 func (s *Store) localStatus() *peerStatus {
 	st := &peerStatus{
+		gen:     s.statusGen(),
 		ready:   make([]bool, numPartitions),
 		digests: make([]uint64, numPartitions),
 		counts:  make([]uint32, numPartitions),

@@ -210,6 +210,7 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 	reply := l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono())
 	l.publish() // the holder's view fence may have ended
 	reply.wall = s.clock.Now().UnixNano()
+	reply.statusGen = s.statusGen()
 	return reply
 }
 
@@ -260,6 +261,7 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	switch {
 	case err == nil:
 		q.answered()
+		q.leaseGen.Store(&heardGen{gen: a.reply.statusGen, at: s.clock.Monotonic()})
 		q.unlisting.Store(a.reply.outcome == leaseUnknown)
 		q.ahead.Store(a.reply.outcome == leaseBehind)
 	case errors.Is(err, ErrUnreachable) || errors.Is(err, context.DeadlineExceeded):
@@ -293,7 +295,7 @@ func (s *Store) resync(ctx context.Context, v *view) {
 	// A poll of its own: statuses from before the lease that asked for
 	// this may predate the writes it stands for.
 	since := s.clock.Monotonic()
-	s.poll(ctx, v)
+	s.poll(ctx, v, true)
 	plan := planResync(v, s.partStates(), freshStatuses(v, since))
 	if !plan.complete {
 		s.log.Debug("resync: an owner did not answer; retrying next round")

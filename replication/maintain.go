@@ -20,7 +20,9 @@ const (
 // change or AntiEntropyInterval:
 //
 //   - It polls every peer's status: per partition, whether the peer holds
-//     it completely as an owner, its digest and its record count.
+//     it completely as an owner, its digest and its record count. A peer
+//     whose lease answers say its status has not changed is not asked
+//     again (poll).
 //   - State transfer: for each partition this node owns but does not hold
 //     completely (it just started, joined, or inherited the partition from a
 //     failed or departed member), it copies the partition, in chunks, from
@@ -62,7 +64,7 @@ func (s *Store) round(ctx context.Context) {
 	v := s.view.Load()
 	losses := s.losses.Load()
 	since := s.clock.Monotonic()
-	s.poll(ctx, v)
+	s.poll(ctx, v, false)
 	s.greetAgain(ctx, v)
 	st := freshStatuses(v, since)
 	s.transfer(ctx, planTransfers(v, s.partStates(), st))
@@ -191,11 +193,20 @@ func (s *Store) greetAgain(ctx context.Context, v *view) {
 	}
 }
 
-// poll asks every peer for its status.
-func (s *Store) poll(ctx context.Context, v *view) {
+// poll asks the peers for their status. With all false, a peer whose
+// lease answer of the last ReadLease/2 carried the generation of the
+// status it sent before is not asked: it is alive and its status is the
+// same. An idle cluster then polls nobody, and one under load only the
+// peers whose partitions changed.
+func (s *Store) poll(ctx context.Context, v *view, all bool) {
 	req, _ := encodeStatusRequest()
+	now := s.clock.Monotonic()
 	var wg sync.WaitGroup
 	for _, q := range v.peers {
+		if st := q.unchangedStatus(now-s.cfg.ReadLease/2, now); st != nil && !all {
+			q.status.Store(st)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

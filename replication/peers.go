@@ -47,8 +47,10 @@ type peer struct {
 	// turns FullyReplicated false at once (after that, the rounds count
 	// the peer's partitions as under-replicated from its failing polls).
 	lost atomic.Bool
-	// status is what the peer last reported about its partitions.
-	status atomic.Pointer[peerStatus]
+	// status is what the peer last reported about its partitions, and
+	// leaseGen the status generation its last lease answer carried.
+	status   atomic.Pointer[peerStatus]
+	leaseGen atomic.Pointer[heardGen]
 	// clockFar is set while the peer's wall clock is logged as far from
 	// this node's (see checkClock).
 	clockFar atomic.Bool
@@ -56,9 +58,29 @@ type peer struct {
 	version peerVersion
 }
 
+// heardGen is a status generation a peer sent, and when it arrived on the
+// monotonic clock.
+type heardGen struct {
+	gen uint64
+	at  time.Duration
+}
+
+// unchangedStatus returns q's status, marked as arrived at now, if q's
+// last lease answer, at since or later, said it had not changed since it
+// was polled, and no call to q failed as a gone peer's does since; else
+// nil.
+func (q *peer) unchangedStatus(since, now time.Duration) *peerStatus {
+	st, heard := q.status.Load(), q.leaseGen.Load()
+	if st == nil || st.gen == 0 || heard == nil || heard.gen != st.gen || heard.at < since || q.lost.Load() {
+		return nil
+	}
+	return &peerStatus{at: now, gen: st.gen, ready: st.ready, digests: st.digests, counts: st.counts}
+}
+
 // peerStatus is a peer's answer to a status poll.
 type peerStatus struct {
 	at      time.Duration // when it arrived, on the monotonic clock
+	gen     uint64        // the peer's status generation (Store.statusGen); 0 from a build without it
 	ready   []bool        // the peer owns the partition and holds a complete copy
 	digests []uint64      // per-partition digests
 	counts  []uint32      // records held per partition

@@ -116,7 +116,7 @@ func decodeGetReply(resp []byte) (getReply, error) {
 // counts.
 func encodeStatusReply(st *peerStatus) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(3)
+	e.arrayLen(4)
 	mask := make([]byte, (len(st.ready)+7)/8)
 	for i, ok := range st.ready {
 		if ok {
@@ -132,6 +132,7 @@ func encodeStatusReply(st *peerStatus) ([]byte, error) {
 	for _, v := range st.counts {
 		e.uint64(uint64(v))
 	}
+	e.uint64(st.gen)
 	return e.finish()
 }
 
@@ -164,7 +165,11 @@ func decodeStatusReply(resp []byte) (*peerStatus, error) {
 	for i := 0; i < numPartitions && d.err == nil; i++ {
 		st.counts[i] = uint32(min(d.uint64(), 1<<32-1))
 	}
-	d.skip(n - 3)
+	read := 3
+	if n > read {
+		st.gen, read = d.uint64(), 4
+	}
+	d.skip(n - read)
 	if err := d.done(); err != nil {
 		return nil, err
 	}
@@ -364,15 +369,19 @@ type leaseReply struct {
 	// wall is the grantor's wall clock when it answered (Unix ns), for
 	// wallOffsets; 0 from a build that does not send it.
 	wall int64
+	// statusGen is the grantor's status generation (Store.statusGen); 0
+	// from a build that does not send it.
+	statusGen uint64
 }
 
 func encodeLeaseReply(r leaseReply) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(4)
+	e.arrayLen(5)
 	e.uint64(uint64(r.outcome))
 	e.uint64(r.epoch)
 	e.int64(int64(r.duration))
 	e.int64(r.wall)
+	e.uint64(r.statusGen)
 	return e.finish()
 }
 
@@ -387,6 +396,9 @@ func decodeLeaseReply(resp []byte) (leaseReply, error) {
 	read := 3
 	if n >= 4 {
 		r.wall, read = d.int64(), 4
+	}
+	if n >= 5 {
+		r.statusGen, read = d.uint64(), 5
 	}
 	d.skip(n - read)
 	if r.duration < 0 {

@@ -51,8 +51,9 @@ type Store struct {
 	readyOnce sync.Once
 	done      chan struct{} // closed by Close
 	isClosed  atomic.Bool   // set by Close; cheaper than a select on done for every call
-	readClock atomic.Int64  // see readNow; 0 when the clock is injected
+	readClock *readClock    // see readNow; nil when the clock is injected
 
+	readyChanges atomic.Uint64      // changes of partitions' ready flags, for statusGen
 	waitingReads atomic.Int32       // reads waiting in catchUpRead
 	ctx          context.Context    // cancelled by Close, for the store's own calls
 	cancel       context.CancelFunc // cancels ctx
@@ -148,8 +149,8 @@ func New(cfg Config) (*Store, error) {
 	}
 	cfg.Membership.Notify(s.events)
 	if systemTime {
-		s.readClock.Store(s.now())
-		s.goroutine(s.tickReadClock)
+		s.readClock = newReadClock(s.now)
+		s.goroutine(func() { s.readClock.run(s.done) })
 	}
 	s.goroutine(s.watchMembership)
 	s.goroutine(s.maintain)
@@ -201,32 +202,14 @@ func (s *Store) FullyReplicated() bool { return s.replicated.Load() == 0 }
 // now returns the wall-clock time in Unix milliseconds.
 func (s *Store) now() int64 { return s.clock.Now().UnixMilli() }
 
-// readClockTick is how often the read clock advances.
-const readClockTick = 10 * time.Millisecond
-
 // readNow returns the time reads judge expiry by, in Unix milliseconds:
-// with the default clock, a reading refreshed every 10 ms by a goroutine,
-// which saves the local read path a clock read (a sixth of its cost);
-// with an injected clock, that clock.
+// with the default clock, the read clock's reading (readclock.go); with an
+// injected clock, that clock.
 func (s *Store) readNow() int64 {
-	if t := s.readClock.Load(); t != 0 {
-		return t
+	if s.readClock != nil {
+		return s.readClock.read()
 	}
 	return s.now()
-}
-
-// tickReadClock keeps readClock current until Close.
-func (s *Store) tickReadClock() {
-	t := time.NewTicker(readClockTick)
-	defer t.Stop()
-	for {
-		s.readClock.Store(s.now())
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func (s *Store) closed() bool { return s.isClosed.Load() }
@@ -271,7 +254,7 @@ func (s *Store) Leave(ctx context.Context) error {
 		if v.ownerless() {
 			return s.leaveAlone(v)
 		}
-		s.poll(ctx, v)
+		s.poll(ctx, v, false)
 		if s.handOff(ctx, planHandOffs(v, s.partStates(), freshStatuses(v, since))) > 0 {
 			emptySince = -1
 		} else if emptySince < 0 {
@@ -506,6 +489,7 @@ func (s *Store) rebuildView() {
 	s.replicated.Store(-1)
 	s.leasesViewChanged(prev, next)
 	// After the store: see setReady.
+	s.readyChanges.Add(1)
 	for i, p := range s.parts {
 		if !next.owns(i) {
 			p.ready.Store(false) // its records stay until handed over
@@ -537,10 +521,21 @@ func (s *Store) rebuildView() {
 // view, so a partition is never left marked ready on a node that does not
 // own it.
 func (s *Store) setReady(pi int) {
+	s.readyChanges.Add(1)
 	s.parts[pi].ready.Store(true)
 	if !s.view.Load().owns(pi) {
 		s.parts[pi].ready.Store(false)
 	}
+}
+
+// statusGen is this node's status generation: it grows whenever what a
+// status poll would report changes (a record, a partition's readiness),
+// and is never 0. Lease answers carry it, so that a maintenance round
+// polls only the peers whose status changed (maintain.go). It is read
+// before the status it stands for, so a change during the read shows as
+// a newer generation.
+func (s *Store) statusGen() uint64 {
+	return 1 + s.budget.held.changes.Load() + s.readyChanges.Load()
 }
 
 // peerLeaving records that a peer announced its departure and rebuilds the
