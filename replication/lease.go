@@ -21,7 +21,19 @@ import (
 // partition or too slow to acknowledge writes from answering with copies
 // that miss writes the others acknowledged meanwhile.
 //
-// Every ReadLease/4 a node asks each peer for a lease of ReadLease. A peer
+// Every ReadLease/4 a node asks each peer for a lease of ReadLease, while
+// it uses them: leases are renewed at that pace only while requests (reads,
+// writes, updates, a peer's read, Stats) asked in the last
+// leaseIdleAfter·ReadLease whether the node may answer from its copies.
+// An idle node asks every idleRenewal·ReadLease, which keeps the clock
+// estimates (peerclocks.go) and the peers' status generations current,
+// and lets its leases lapse in between; the first request after the idle
+// spell finds no lease, reads through the owners as when a lease lapses
+// for any other reason, and asks for a round at once. Holding no lease is
+// always safe: it only means reading through the owners. What an idle
+// cluster saves is most of its background: a lease exchange costs both
+// nodes about 0.2 ms of CPU when 32 processes share 2 cores, and every
+// node exchanges with every peer. A peer
 // grants it, with its epoch for the asking node, unless it does not count
 // the asker as a member or has stopped waiting for the asker's
 // acknowledgements (degraded). A writer that acknowledges a write without
@@ -58,7 +70,11 @@ import (
 // under a mutex, its two answers the read and write paths need published
 // in atomics, and the goroutine that renews leases (renewLeases).
 type leases struct {
-	clock Clock // leases are measured on its monotonic reading
+	clock Clock         // leases are measured on its monotonic reading
+	d     time.Duration // ReadLease
+	// used is the monotonic time at which a request last asked whether
+	// this node is authoritative (want), at most d/8 behind.
+	used atomic.Int64
 	// authority is the monotonic time until which this node is
 	// authoritative (0: not at all); fenceUntil the time before which a
 	// write that skipped an owner may not be acknowledged. Both are
@@ -72,13 +88,49 @@ type leases struct {
 }
 
 func newLeases(self uint64, d time.Duration, clock Clock) *leases {
-	l := &leases{clock: clock, renew: make(chan struct{}, 1), table: newLeaseTable(self, d)}
+	l := &leases{clock: clock, d: d, renew: make(chan struct{}, 1), table: newLeaseTable(self, d)}
 	l.authority.Store(math.MaxInt64) // alone: nobody can write behind its back
 	return l
 }
 
+// Pace of lease renewals while the node is idle.
+const (
+	leaseIdleAfter = 2 // ReadLeases without a request asking for authority before the node is idle
+	idleRenewal    = 8 // ReadLeases between the renewals of an idle node
+)
+
 // mono returns the monotonic time in nanoseconds.
 func (l *leases) mono() int64 { return int64(l.clock.Monotonic()) }
+
+// want records that a request asked, at monotonic time now, whether this
+// node may answer from its copies. The first after an idle spell asks
+// for a renewal at once. Writes l.used at most every d/8, as it is on
+// every read's path.
+func (l *leases) want(now int64) {
+	last := l.used.Load()
+	if now-last < int64(l.d/8) {
+		return
+	}
+	l.used.Store(now)
+	if now-last >= int64(leaseIdleAfter*l.d) {
+		select {
+		case l.renew <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// renewalPeriod is how long after a renewal round the next one is due.
+func (l *leases) renewalPeriod() time.Duration {
+	if l.idle() {
+		return idleRenewal * l.d
+	}
+	return l.d / 4
+}
+
+// idle reports whether no request asked for authority in the last
+// leaseIdleAfter leases.
+func (l *leases) idle() bool { return l.mono()-l.used.Load() >= int64(leaseIdleAfter*l.d) }
 
 // publish copies the table's answers for the lock-free paths. Callers
 // hold l.mu.
@@ -89,8 +141,11 @@ func (l *leases) publish() {
 
 // authoritative reports whether this node may answer reads of p from its
 // own copy. It is on every read's path: a flag, a clock read and an atomic.
+// It counts as a use of the leases (want).
 func (s *Store) authoritative(p *partition) bool {
-	return p.ready.Load() && s.leases.mono() < s.leases.authority.Load()
+	now := s.leases.mono()
+	s.leases.want(now)
+	return p.ready.Load() && now < s.leases.authority.Load()
 }
 
 // leasesViewChanged gives the lease table a new view's peers; those that
@@ -214,18 +269,27 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 	return reply
 }
 
-// renewLeases is the store's lease goroutine: every ReadLease/4, and at
-// once after a view change, it asks every peer for a lease, waiting up to
-// ReadLease/2 for the answers.
+// renewLeases is the store's lease goroutine: every renewalPeriod, and at
+// once after a view change or on a request after an idle spell, it asks
+// every peer for a lease, waiting up to ReadLease/2 for the answers.
 func (s *Store) renewLeases() {
 	d := s.cfg.ReadLease
-	s.repeat(d/4, s.leases.renew, func() {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.leases.renew:
+		case <-t.C:
+		}
 		var wg sync.WaitGroup
 		for _, q := range s.view.Load().peers {
 			wg.Go(func() { s.askLease(q, d/2) })
 		}
 		wg.Wait()
-	})
+		t.Reset(s.leases.renewalPeriod())
+	}
 }
 
 // askLease asks q for a lease and records the answer.

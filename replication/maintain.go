@@ -194,16 +194,17 @@ func (s *Store) greetAgain(ctx context.Context, v *view) {
 }
 
 // poll asks the peers for their status. With all false, a peer whose
-// lease answer of the last ReadLease/2 carried the generation of the
-// status it sent before is not asked: it is alive and its status is the
-// same. An idle cluster then polls nobody, and one under load only the
-// peers whose partitions changed.
+// last lease answer, from the last renewal round, carried the generation
+// of the status it sent before is not asked: it is alive and its status
+// is the same. An idle cluster then polls nobody, and one under load only
+// the peers whose partitions changed.
 func (s *Store) poll(ctx context.Context, v *view, all bool) {
 	req, _ := encodeStatusRequest()
 	now := s.clock.Monotonic()
+	since := now - s.leases.renewalPeriod() - s.cfg.ReadLease/2
 	var wg sync.WaitGroup
 	for _, q := range v.peers {
-		if st := q.unchangedStatus(now-s.cfg.ReadLease/2, now); st != nil && !all {
+		if st := q.unchangedStatus(since, now); st != nil && !all {
 			q.status.Store(st)
 			continue
 		}

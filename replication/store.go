@@ -373,6 +373,8 @@ type Stats struct {
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
+	now := s.leases.mono()
+	s.leases.want(now) // one who asks whether it is authoritative wants it so
 	st := Stats{
 		Addr:             s.self.addr,
 		Bytes:            s.budget.held.bytes.Load(),
@@ -381,7 +383,7 @@ func (s *Store) Stats() Stats {
 		Overloaded:       s.budget.refused.Load(),
 		UnderReplicated:  int(s.replicated.Load()),
 		Ready:            s.IsReady(),
-		Authoritative:    s.leases.mono() < s.leases.authority.Load(),
+		Authoritative:    now < s.leases.authority.Load(),
 		Writes:           s.stats.writes.Load(),
 		WriteErrors:      s.stats.writeErrors.Load(),
 		DegradedWrites:   s.stats.degradedWrites.Load(),
