@@ -274,22 +274,13 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 // every peer for a lease, waiting up to ReadLease/2 for the answers.
 func (s *Store) renewLeases() {
 	d := s.cfg.ReadLease
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-s.leases.renew:
-		case <-t.C:
-		}
+	s.repeat(s.leases.renewalPeriod, s.leases.renew, func() {
 		var wg sync.WaitGroup
 		for _, q := range s.view.Load().peers {
 			wg.Go(func() { s.askLease(q, d/2) })
 		}
 		wg.Wait()
-		t.Reset(s.leases.renewalPeriod())
-	}
+	})
 }
 
 // askLease asks q for a lease and records the answer.

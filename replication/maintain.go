@@ -54,7 +54,7 @@ func (s *Store) maintain() {
 	})
 	s.greetPeers(s.ctx)
 	close(s.greeted)
-	s.repeat(s.cfg.AntiEntropyInterval, s.kick, func() { s.round(s.ctx) })
+	s.repeat(func() time.Duration { return s.cfg.AntiEntropyInterval }, s.kick, func() { s.round(s.ctx) })
 }
 
 // round runs one round of maintenance: it polls the peers, then carries

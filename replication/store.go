@@ -551,9 +551,9 @@ func (s *Store) peerLeaving(name string, incarnation uint64) {
 	s.rebuildView()
 }
 
-// repeat runs fn at once, then every period after it returns, and at once
-// on a signal on kick, until Close.
-func (s *Store) repeat(period time.Duration, kick <-chan struct{}, fn func()) {
+// repeat runs fn at once, then period() after it returns, and at once on
+// a signal on kick, until Close.
+func (s *Store) repeat(period func() time.Duration, kick <-chan struct{}, fn func()) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -564,7 +564,7 @@ func (s *Store) repeat(period time.Duration, kick <-chan struct{}, fn func()) {
 		case <-t.C:
 		}
 		fn()
-		t.Reset(period) // since Go 1.23 no stale tick survives a Reset
+		t.Reset(period()) // since Go 1.23 no stale tick survives a Reset
 	}
 }
 
