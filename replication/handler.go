@@ -66,9 +66,12 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		// A node that does not list the reader answers from another view
 		// of the owners (one that declared every other node dead is alone
 		// in its view, and authoritative there): its copy is true, but no
-		// proof that the session does not exist or has nothing newer.
+		// proof that the session does not exist or has nothing newer. Nor
+		// is the copy of a node whose clock is far ahead: it has dropped
+		// the records its clock says have expired.
 		v := s.view.Load()
-		return encodeGetReply(getReply{ready: v.listsSender(r.from) && s.authoritative(p), disowned: !v.owns(pi), r: p.get(r.id)})
+		ready := v.listsSender(r.from) && s.authoritative(p) && s.clockProblem.Load() == nil
+		return encodeGetReply(getReply{ready: ready, disowned: !v.owns(pi), r: p.get(r.id)})
 
 	case leaseRequest:
 		return encodeLeaseReply(s.grantLease(r))

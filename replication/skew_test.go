@@ -186,3 +186,42 @@ func TestSkew_NodeFarAheadRefusesWritesAndSaysWhy(t *testing.T) {
 	require.Eventually(t, func() bool { return offsetOfAhead() != 0 }, 5*time.Second, 10*time.Millisecond, "a never measured the offset")
 	assert.InDelta(t, (2 * time.Minute).Seconds(), offsetOfAhead().Seconds(), 0.5, "a measures the offset")
 }
+
+// A node far ahead drops the copies its clock says have expired, so its
+// answer to a read is no proof that a session does not exist: a session
+// with a short lifetime, written from a node that does not own it, reads
+// back and counts on every healthy node, whichever owner is the primary.
+// (The node ahead used to answer as an up-to-date owner, and a login
+// throttle on another node found its window records "vanishing".)
+func TestSkew_NodeFarAheadIsNoProofThatASessionEnded(t *testing.T) {
+	offsets := map[string]time.Duration{"a": 0, "b": 0, "ahead": 2 * time.Minute}
+	c := testcluster.New(t, testcluster.Options{Seed: 45, Config: func(name string) replication.Config {
+		cfg := replication.DefaultLocalConfig()
+		cfg.Mode = replication.Backups(1)
+		off := offsets[name]
+		cfg.Clock = replication.SkewedClock(func() time.Duration { return off })
+		return cfg
+	}})
+	for _, name := range []string{"a", "b", "ahead"} {
+		c.Start(name)
+	}
+	c.WaitConverged(t)
+	ahead := c.Node("ahead").Store
+	require.Eventually(t, func() bool { return ahead.Health() != nil }, 5*time.Second, 10*time.Millisecond,
+		"the node ahead never noticed")
+
+	ctx := context.Background()
+	for i := range 30 {
+		id := fmt.Sprint("w", i)
+		for _, writer := range []string{"a", "b"} {
+			s := c.Node(writer).Store
+			_, err := s.Save(ctx, id+writer, replication.Changes{Set: map[string][]byte{"user": []byte("ann")}, Lifetime: time.Minute})
+			require.NoError(t, err)
+			v, ok := value(t, s, id+writer, "user")
+			require.True(t, ok, "%s reads %s back", writer, id+writer)
+			assert.Equal(t, "ann", v)
+			_, _, err = s.Update(ctx, id+writer, "visits", increment)
+			require.NoError(t, err, "%s counts on %s", writer, id+writer)
+		}
+	}
+}
