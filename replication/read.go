@@ -149,14 +149,18 @@ func (s *Store) current(ctx context.Context, v *view, pi int, id string) (*recor
 // owner with a slower clock). So an owner uses its own copy only while it
 // is authoritative; otherwise, like other nodes, it reads from the owners
 // (which advances its clock past what they hold), without waiting for
-// peers that do not answer lease requests, and falls back on its own copy
-// when no owner answered.
+// peers that do not answer lease requests: when those are the only
+// owners it did not hear, and none of them last said it wrote without
+// this node, it builds on its own copy. Otherwise, when an owner did not
+// answer, the write fails as a read would (errNoAnswer): built on this
+// node's own copy, it could be acknowledged and then lose to an earlier
+// write it never saw (found by the cluster simulator over lossy links).
 func (s *Store) writeBase(ctx context.Context, v *view, pi int, id string) (*record, error) {
 	if p := s.parts[pi]; s.authoritative(p) {
 		return p.get(id), nil
 	}
 	r, err := s.readRemote(ctx, v, pi, id, false)
-	if errors.Is(err, errNoAnswer) {
+	if errors.Is(err, errOnlySilentUnheard) {
 		return s.parts[pi].get(id), nil
 	}
 	return r, err
@@ -167,6 +171,10 @@ func (s *Store) writeBase(ctx context.Context, v *view, pi int, id string) (*rec
 // without them, and "no such session" would log out a user whose session
 // is alive behind a broken link.
 var errNoAnswer = fmt.Errorf("read session: no owner answered: %w", ErrUnreachable)
+
+// errOnlySilentUnheard is errNoAnswer from a read that did not ask the
+// owners that do not answer lease requests, and heard from no other.
+var errOnlySilentUnheard = fmt.Errorf("read session: no owner answered but those not asked: %w", ErrUnreachable)
 
 // readRemote reads id from its owners (see Get). When this node owns the
 // partition, what it learns is merged into its own copy. With askSilent,
@@ -296,8 +304,14 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 	if _, err := askAll(others, s.cfg.WriteTimeout); err != nil {
 		return nil, err
 	}
+	notAsked := false // a silent owner, not asked
 	if !askSilent {
-		unheard = unheard || slices.ContainsFunc(silent, func(q *peer) bool { return slices.Contains(targets, q) })
+		for _, q := range silent {
+			if slices.Contains(targets, q) {
+				notAsked = true
+				unheardAhead = unheardAhead || q.ahead.Load()
+			}
+		}
 		silent = nil
 	}
 	if _, err := askAll(silent, s.cfg.ReadLease/2); err != nil {
@@ -317,6 +331,8 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 	case answered:
 	case unheard:
 		return nil, errNoAnswer
+	case notAsked:
+		return nil, errOnlySilentUnheard
 	case handedOver:
 		return nil, errHandedOver
 	}

@@ -56,16 +56,17 @@ const (
 	// coordinateRule); the tag stays so that a recurrence is named, and
 	// TestSim_FixedIssues replays the seeds that showed it.
 	KnownAsyncUpdate = "async-update-without-version"
-	// KnownVersionInversion: a write acknowledged after another write of
-	// the same attribute got a lower version, so last-writer-wins keeps
-	// the earlier one on every replica. The second writer had not seen the
-	// first write (it was degraded and missed it, or the first was still
-	// on its way) and its clock is behind the first writer's: a blind
-	// write takes its base from the node's own ready copy without asking
-	// the owners even when that copy missed writes (replication/read.go
-	// writeBase: "the base need not be up to date"), so its hybrid clock
-	// never sees the version it must exceed (rule 10 of
-	// docs/consistency.md holds only for a node that has seen the write).
+	// KnownVersionInversion (fixed; TestSim_FixedIssues replays seeds 24,
+	// 25 and 1053, and the tag names a recurrence): a write acknowledged
+	// after another write of the same attribute got a lower version, so
+	// last-writer-wins keeps the earlier one on every replica. The second
+	// writer had not seen the first write and its clock is behind the
+	// first writer's: a blind write built on the node's own copy, which
+	// missed writes, so its hybrid clock never saw the version it must
+	// exceed (rule 10 of docs/consistency.md). replication/read.go
+	// writeBase now builds on its own copy only while authoritative, or
+	// when the only owners it did not hear are silent ones that never said
+	// they wrote without it.
 	KnownVersionInversion = "version-inversion"
 	// KnownScalarVersion (fixed; TestSim_FixedIssues replays seed 597,
 	// and the tag names a recurrence): with asynchronous writes,

@@ -265,6 +265,7 @@ func TestSim_FixedIssues(t *testing.T) {
 		2:     sim.KnownUpdateDeadline,
 		24:    sim.KnownVersionInversion,
 		25:    sim.KnownVersionInversion,
+		1053:  sim.KnownVersionInversion, // a blind write built on its own copy while the owner ahead of it was silent
 		78:    sim.KnownNonOwnerWrite, // an asynchronous write on a non-owner, queued and dropped
 		171:   sim.KnownAsyncUpdate,   // Update coordinated by an owner without the user's last write
 		182:   sim.KnownAsyncUpdate,
