@@ -266,8 +266,8 @@ func TestSim_FixedIssues(t *testing.T) {
 		24:    sim.KnownVersionInversion,
 		25:    sim.KnownVersionInversion,
 		1053:  sim.KnownVersionInversion, // a blind write built on its own copy while the owner ahead of it was silent
-		78:    sim.KnownNonOwnerWrite, // an asynchronous write on a non-owner, queued and dropped
-		171:   sim.KnownAsyncUpdate,   // Update coordinated by an owner without the user's last write
+		78:    sim.KnownNonOwnerWrite,    // an asynchronous write on a non-owner, queued and dropped
+		171:   sim.KnownAsyncUpdate,      // Update coordinated by an owner without the user's last write
 		182:   sim.KnownAsyncUpdate,
 		87:    sim.KnownOwnersDisagree, // a write of a node the others wrongly declared dead
 		211:   sim.KnownOwnersDisagree, // an update coordinated by a node alone in its view
