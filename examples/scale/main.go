@@ -2,8 +2,10 @@
 // starts that many examples/login servers on this machine, waits until
 // they have converged, logs users in, measures the idle background cost
 // (CPU, memory and replication messages per node) and the false failure
-// verdicts while nothing happens, then SIGKILLs one server and measures the
-// re-replication and checks that nobody was logged out.
+// verdicts while nothing happens, then SIGKILLs one server, then another,
+// and measures for each how soon the survivors stop saying "fully
+// replicated" and how long re-replication takes, and checks that nobody
+// was logged out and every count is right.
 //
 //	go run ./examples/scale                           # 3, 8 and 16 nodes, Backups(1)
 //	go run ./examples/scale -nodes 3,8,16,32,64 -idle 20s
@@ -78,8 +80,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | re-replicated after SIGKILL | logouts, wrong counts |\n")
-	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | not fully replicated after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
 		r, err := measure(ctx, c, bin, filepath.Join(dir, strconv.Itoa(n)), n)
@@ -131,21 +133,25 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 
 // result is one cluster size's figures.
 type result struct {
-	nodes                   int
-	converged, rereplicated time.Duration
-	cpuCluster              float64 // cores used by the whole cluster while idle
-	rssMiB                  float64 // mean per node
-	msgsPerNode             float64 // frames sent per second per node while idle
-	verdicts                int     // "peer gone" log lines while idle
-	p50, p99                time.Duration
-	logouts, wrong          int
+	nodes          int
+	converged      time.Duration
+	noticed        [2]time.Duration // from each SIGKILL until a survivor said it was not fully replicated
+	rereplicated   [2]time.Duration // from each SIGKILL until every survivor was fully replicated again
+	cpuCluster     float64          // cores used by the whole cluster while idle
+	rssMiB         float64          // mean per node
+	msgsPerNode    float64          // frames sent per second per node while idle
+	verdicts       int              // "peer gone" log lines while idle
+	p50, p99       time.Duration
+	logouts, wrong int
 }
 
 func (r result) row() string {
-	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s / %s | %s | %d, %d |",
-		r.nodes, r.converged.Round(10*time.Millisecond), 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	cs := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
+	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s / %s | %s, %s | %s, %s | %d, %d |",
+		r.nodes, cs(r.converged), 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
 		r.msgsPerNode, r.verdicts, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
-		r.rereplicated.Round(10*time.Millisecond), r.logouts, r.wrong)
+		ms(r.noticed[0]), ms(r.noticed[1]), cs(r.rereplicated[0]), cs(r.rereplicated[1]), r.logouts, r.wrong)
 }
 
 // measure runs one cluster of n servers through the steps of the package
@@ -216,19 +222,26 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 	r.msgsPerNode = frames / window / float64(n)
 	r.rssMiB = rss / float64(n) / (1 << 20)
 
-	// One SIGKILL: time until the survivors are fully replicated again,
-	// then every user on a survivor.
-	victim := g.Process(names[1])
-	killed := time.Now()
-	if err := victim.Kill(); err != nil {
-		return r, err
+	// Two SIGKILLs, one after the other: for each, the time until a
+	// survivor says it is not fully replicated, and the time until every
+	// survivor is fully replicated again; then every user on a survivor.
+	survivors, live := urls, names
+	for k, victim := range names[1:3] {
+		i := slices.Index(live, victim)
+		killed := time.Now()
+		if err := g.Process(victim).Kill(); err != nil {
+			return r, err
+		}
+		survivors, live = slices.Delete(slices.Clone(survivors), i, i+1), slices.Delete(slices.Clone(live), i, i+1)
+		noticed, err := waitNotFullyReplicated(ctx, client, survivors, c.settle)
+		if err != nil {
+			return r, fmt.Errorf("SIGKILL %d: %w", k+1, err)
+		}
+		if err := waitSettled(ctx, client, survivors, live, c.settle); err != nil {
+			return r, fmt.Errorf("not re-replicated after SIGKILL %d: %w", k+1, err)
+		}
+		r.noticed[k], r.rereplicated[k] = noticed.Sub(killed), time.Since(killed)
 	}
-	survivors := slices.Concat(urls[:1], urls[2:])
-	live := slices.Concat(names[:1], names[2:])
-	if err := waitSettled(ctx, client, survivors, live, c.settle); err != nil {
-		return r, fmt.Errorf("not re-replicated after the SIGKILL: %w", err)
-	}
-	r.rereplicated = time.Since(killed)
 	for i, u := range users {
 		visits, status, err := u.me(ctx, survivors[i%len(survivors)])
 		switch {
@@ -328,6 +341,24 @@ func waitSettled(ctx context.Context, client *http.Client, urls, live []string, 
 		case <-tick.C:
 		}
 	}
+}
+
+// waitNotFullyReplicated asks every server for its /healthz, round after
+// round, until one says it is not fully replicated, and returns when that
+// answer came (so the figure includes at most one round of asking).
+func waitNotFullyReplicated(ctx context.Context, client *http.Client, urls []string, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, h := range healthz.GetAll(ctx, client, urls) {
+			if h.Err == nil && !h.FullyReplicated {
+				return time.Now(), nil
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Time{}, fmt.Errorf("every survivor still said fully replicated after %s", timeout)
 }
 
 // scrapeAll reads the unlabelled samples of every server's /metrics.
