@@ -358,21 +358,26 @@ func (s *Store) repair(ctx context.Context, plans []repairPlan) {
 // with pull, fetches q's. It returns the number of records exchanged.
 func (s *Store) exchange(ctx context.Context, q *peer, pi int, pull bool) (int, error) {
 	mine := s.parts[pi].snapshot()
-	return s.exchangeRecords(ctx, q, pi, mine, pull)
+	n, _, err := s.exchangeRecords(ctx, q, pi, mine, pull)
+	return n, err
 }
 
-func (s *Store) exchangeRecords(ctx context.Context, q *peer, pi int, mine []*record, pull bool) (int, error) {
+// exchangeRecords is exchange with this node's records mine. It also
+// reports whether q keeps what it holds of the partition: whether, when it
+// answered, it held the partition completely as an owner (a leaving node
+// owns nothing).
+func (s *Store) exchangeRecords(ctx context.Context, q *peer, pi int, mine []*record, pull bool) (n int, keeps bool, err error) {
 	req, err := encodeSummaryRequest(pi)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	resp, err := s.callTimeout(ctx, q, req)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	_, theirs, err := decodeSummaryReply(resp)
+	keeps, theirs, err := decodeSummaryReply(resp)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	byID := make(map[string]uint64, len(theirs))
 	for _, e := range theirs {
@@ -398,12 +403,11 @@ func (s *Store) exchangeRecords(ctx context.Context, q *peer, pi int, mine []*re
 	} else {
 		fetch = nil
 	}
-	n := 0
 	for len(fetch) > 0 {
 		batch := fetch[:min(len(fetch), fetchBatch)]
 		fetch = fetch[len(batch):]
 		if err := s.pull(ctx, q, batch); err != nil {
-			return n, err
+			return n, false, err
 		}
 		n += len(batch)
 	}
@@ -412,17 +416,17 @@ func (s *Store) exchangeRecords(ctx context.Context, q *peer, pi int, mine []*re
 		push = push[len(batch):]
 		msg, err := encodeRepair(batch...)
 		if err != nil {
-			return n, err
+			return n, false, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		err = s.callAck(cctx, q, msg)
 		cancel()
 		if err != nil {
-			return n, err
+			return n, false, err
 		}
 		n += len(batch)
 	}
-	return n, nil
+	return n, keeps, nil
 }
 
 // pull fetches records by ID from q and merges them.
@@ -452,10 +456,17 @@ func (s *Store) handOff(ctx context.Context, plans []handOffPlan) int {
 	for _, plan := range plans {
 		p := s.parts[plan.partition]
 		mine := p.snapshot()
+		// Drop only what every owner said it keeps: owners that are
+		// leaving too may be handing the same records over at this moment
+		// (a stop of the whole fleet), and each dropping its copy on the
+		// strength of the others' would lose them all.
 		pushed := len(plan.owners) > 0
 		for _, q := range plan.owners {
-			if _, err := s.exchangeRecords(ctx, q, plan.partition, mine, false); err != nil {
+			_, keeps, err := s.exchangeRecords(ctx, q, plan.partition, mine, false)
+			if err != nil {
 				s.log.Debug("hand-off failed", "peer", q.name, "partition", plan.partition, "err", err)
+			}
+			if !keeps {
 				pushed = false
 				break
 			}
