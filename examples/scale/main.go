@@ -1,6 +1,7 @@
 // Command scale measures what a cluster costs as it grows: for each size it
 // starts that many examples/login servers on this machine, waits until
-// they have converged, logs users in, measures the idle background cost
+// they have converged, logs users in, waits until the nodes have stopped
+// renewing leases at the pace of requests, measures the idle background cost
 // (CPU, memory and replication messages per node) and the false failure
 // verdicts while nothing happens, then SIGKILLs one server, then another,
 // and measures for each how soon the survivors stop saying "fully
@@ -50,6 +51,7 @@ type config struct {
 	backups  int
 	users    int
 	idle     time.Duration
+	quiet    time.Duration
 	settle   time.Duration
 	nodeArgs []string
 	bin      string
@@ -111,6 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.backups, "backups", 1, "backup copies of each session (-1: every node holds every session)")
 	fs.IntVar(&c.users, "users", 100, "users logged in before the idle window")
 	fs.DurationVar(&c.idle, "idle", 10*time.Second, "length of the idle window")
+	fs.DurationVar(&c.quiet, "quiet", 5*time.Second, "wait after the logins before the idle window starts")
 	fs.DurationVar(&c.settle, "settle", 2*time.Minute, "longest wait for a cluster to converge")
 	fs.StringVar(&nodeArgs, "node-args", "", "extra flags for every login server, space-separated")
 	fs.StringVar(&c.bin, "bin", "", "login binary to run instead of building examples/login")
@@ -125,8 +128,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.sizes = append(c.sizes, n)
 	}
 	c.nodeArgs = strings.Fields(nodeArgs)
-	if c.users < 1 || c.idle <= 0 || c.settle <= 0 {
-		return c, errors.New("-users, -idle and -settle must be positive")
+	if c.users < 1 || c.idle <= 0 || c.settle <= 0 || c.quiet < 0 {
+		return c, errors.New("-users, -idle and -settle must be positive, -quiet not negative")
 	}
 	return c, nil
 }
@@ -195,7 +198,13 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 		return r, fmt.Errorf("not settled after the logins: %w", err)
 	}
 
-	// The idle window.
+	// The idle window, once the nodes have stopped renewing leases at the
+	// pace of requests (they keep it for 2 ReadLeases after the last one).
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(c.quiet):
+	}
 	before, err := scrapeAll(ctx, client, urls)
 	if err != nil {
 		return r, err
