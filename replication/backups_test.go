@@ -338,6 +338,33 @@ func TestBackups_FullyReplicatedTurnsFalseWhenAMemberFails(t *testing.T) {
 	})
 }
 
+// A crashed node's partitions are copied to their new owners as soon as a
+// call to it is refused, without waiting for the failure detector (which
+// here never notices): a refused connection means nothing listens at its
+// address any more.
+func TestBackups_RefusedPeerLosesItsPartitionsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := modeCluster(t, 5, replication.Backups(1), "a", "b", "c")
+		writeSessions(t, c, 60)
+		a, b := c.Node("a").Store, c.Node("b").Store
+		require.Less(t, a.Stats().Sessions, 60, "a holds a share before the crash")
+		elapsed := replication.SystemClock().Monotonic
+		c.KillUnnoticed("c")
+		require.Eventually(t, func() bool {
+			return a.FullyReplicated() && b.FullyReplicated() && a.Stats().Sessions == 60 && b.Stats().Sessions == 60
+		}, 20*time.Second, time.Millisecond, "the survivors did not re-replicate without a verdict")
+		t.Logf("every session on both survivors %v after the crash", elapsed())
+		assert.Len(t, a.Peers(), 2, "c is still a peer: only the membership can drop it")
+		for _, st := range []*replication.Store{a, b} {
+			for i := range 60 {
+				v, ok := value(t, st, fmt.Sprint("s", i), "n")
+				require.True(t, ok, "session %d", i)
+				require.Equal(t, fmt.Sprint(i), v)
+			}
+		}
+	})
+}
+
 // A node that does not own a session writes it through its owners without
 // reading it from them first when the caller passes the session it loaded
 // (as httpsession does), and destroys it without reading it at all.

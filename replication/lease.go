@@ -194,10 +194,7 @@ func (s *Store) fence(q *peer) {
 	l.publish()
 	if !q.degraded.Swap(true) { // under l.mu: see grantLease
 		s.log.Warn("peer missed a write; not waiting for it until repaired", "peer", q.name)
-		select {
-		case s.kick <- struct{}{}: // repair it soon
-		default:
-		}
+		s.kickRound() // repair it soon
 	}
 }
 
@@ -329,10 +326,7 @@ func (s *Store) askLease(q *peer, timeout time.Duration) {
 	l.mu.Unlock()
 	if resync {
 		s.log.Info("a peer acknowledged writes without this node; merging with the other owners before answering reads locally", "peer", q.name)
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		s.kickRound()
 	}
 }
 

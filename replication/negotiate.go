@@ -89,7 +89,10 @@ func decodeUnsupported(resp []byte) error {
 func (s *Store) call(ctx context.Context, q *peer, req []byte) ([]byte, error) {
 	resp, err := s.tr.Call(ctx, q.addr, req)
 	switch {
+	case errors.Is(err, transport.ErrRefused):
+		s.peerRefused(q)
 	case err == nil:
+		s.peerAccepts(q)
 		if len(resp) > 0 && resp[0] == respUnsupported {
 			if u, ok := decodeUnsupported(resp).(*unsupportedError); ok {
 				q.version.protocol.Store(u.protocol)

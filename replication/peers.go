@@ -47,6 +47,10 @@ type peer struct {
 	// turns FullyReplicated false at once (after that, the rounds count
 	// the peer's partitions as under-replicated from its failing polls).
 	lost atomic.Bool
+	// refusing is set while the peer's address refuses connections:
+	// nothing listens there, so its process is gone, and it owns no
+	// partition in the views built meanwhile (see Store.peerRefused).
+	refusing atomic.Bool
 	// status is what the peer last reported about its partitions, and
 	// leaseGen the status generation its last lease answer carried.
 	status   atomic.Pointer[peerStatus]
@@ -146,7 +150,7 @@ func buildView(mode Mode, self *peer, members []Member, prev *view, leaving map[
 		}
 		v.peers = append(v.peers, q)
 		v.byName[m.Name] = q
-		if inc, ok := leaving[m.Name]; !ok || inc != m.Incarnation {
+		if inc, ok := leaving[m.Name]; (!ok || inc != m.Incarnation) && !q.refusing.Load() {
 			candidates = append(candidates, q)
 		}
 	}

@@ -44,6 +44,33 @@ func (s *Store) ownerLost(q *peer, why error) {
 	if s.replicated.Swap(-1) == 0 {
 		s.log.Info("an owner is unreachable: not fully replicated until its copies are restored", "peer", q.name, "err", why)
 	}
+	s.kickRound() // its poll dials it again: a refusal moves its partitions (peerRefused)
+}
+
+// peerRefused records that q's address refused a connection. Nothing
+// listens there, so q's process is gone: a frozen process still accepts
+// connections, and a partition times out, it does not refuse. The view
+// stops counting q as an owner at once, and its partitions are copied to
+// their new owners without waiting for the failure detector, which takes
+// seconds (memberlist's suspicion lasts SuspicionMult * log10(N) *
+// ProbeInterval: 7 s for 64 nodes with LAN timers). q stays a peer, so
+// that reads and hand-offs still try it, until the membership drops it or
+// it accepts a connection again.
+func (s *Store) peerRefused(q *peer) {
+	if s.closed() || s.view.Load().byName[q.name] != q || q.refusing.Swap(true) {
+		return
+	}
+	s.log.Warn("peer refuses connections: its process is gone; its partitions move to other owners", "peer", q.name, "addr", q.addr)
+	s.rebuildView()
+}
+
+// peerAccepts undoes peerRefused once q answers a call.
+func (s *Store) peerAccepts(q *peer) {
+	if !q.refusing.Load() || !q.refusing.Swap(false) || s.closed() {
+		return
+	}
+	s.log.Info("peer accepts connections again; it owns partitions again", "peer", q.name, "addr", q.addr)
+	s.rebuildView()
 }
 
 // ownsAny reports whether q owns a partition in v.

@@ -511,6 +511,11 @@ func (s *Store) rebuildView() {
 			s.log.Info("peer joined", "peer", q.name, "addr", q.addr, "incarnation", q.incarnation)
 		}
 	}
+	s.kickRound()
+}
+
+// kickRound asks the maintenance loop for a round now.
+func (s *Store) kickRound() {
 	select {
 	case s.kick <- struct{}{}:
 	default:

@@ -173,6 +173,17 @@ func (c *Cluster) Kill(names ...string) {
 	c.mu.Unlock()
 }
 
+// KillUnnoticed stops node name as a crash would, and the failure
+// detector never notices: the others keep it in their membership, and only
+// their calls to it (refused) tell them it is gone.
+func (c *Cluster) KillUnnoticed(name string) {
+	n := c.Node(name)
+	if n == nil {
+		c.t.Fatalf("testcluster: no node %q", name)
+	}
+	require.NoError(c.t, n.Store.Close())
+}
+
 // Restart crashes node name and starts a new incarnation of it before the
 // others have dropped the old one, as when a restarted process rejoins
 // faster than the failure detector notices the crash: the others see the
