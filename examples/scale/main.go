@@ -82,8 +82,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | not fully replicated after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | logouts, wrong counts |\n")
-	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | not fully replicated after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
 		r, err := measure(ctx, c, bin, filepath.Join(dir, strconv.Itoa(n)), n)
@@ -140,6 +140,7 @@ type result struct {
 	converged      time.Duration
 	noticed        [2]time.Duration // from each SIGKILL until a survivor said it was not fully replicated
 	rereplicated   [2]time.Duration // from each SIGKILL until every survivor was fully replicated again
+	dropped        [2]time.Duration // from each SIGKILL until every survivor's membership had dropped the dead node
 	cpuCluster     float64          // cores used by the whole cluster while idle
 	rssMiB         float64          // mean per node
 	msgsPerNode    float64          // frames sent per second per node while idle
@@ -151,10 +152,11 @@ type result struct {
 func (r result) row() string {
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	cs := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
-	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s / %s | %s, %s | %s, %s | %d, %d |",
+	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s / %s | %s, %s | %s, %s | %s, %s | %d, %d |",
 		r.nodes, cs(r.converged), 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
 		r.msgsPerNode, r.verdicts, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
-		ms(r.noticed[0]), ms(r.noticed[1]), cs(r.rereplicated[0]), cs(r.rereplicated[1]), r.logouts, r.wrong)
+		ms(r.noticed[0]), ms(r.noticed[1]), cs(r.rereplicated[0]), cs(r.rereplicated[1]),
+		cs(r.dropped[0]), cs(r.dropped[1]), r.logouts, r.wrong)
 }
 
 // measure runs one cluster of n servers through the steps of the package
@@ -242,14 +244,14 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 			return r, err
 		}
 		survivors, live = slices.Delete(slices.Clone(survivors), i, i+1), slices.Delete(slices.Clone(live), i, i+1)
-		noticed, err := waitNotFullyReplicated(ctx, client, survivors, c.settle)
+		noticed, whole, err := watchRecovery(ctx, client, survivors, live, c.settle)
 		if err != nil {
 			return r, fmt.Errorf("SIGKILL %d: %w", k+1, err)
 		}
 		if err := waitSettled(ctx, client, survivors, live, c.settle); err != nil {
-			return r, fmt.Errorf("not re-replicated after SIGKILL %d: %w", k+1, err)
+			return r, fmt.Errorf("membership not settled after SIGKILL %d: %w", k+1, err)
 		}
-		r.noticed[k], r.rereplicated[k] = noticed.Sub(killed), time.Since(killed)
+		r.noticed[k], r.rereplicated[k], r.dropped[k] = noticed.Sub(killed), whole.Sub(killed), time.Since(killed)
 	}
 	for i, u := range users {
 		visits, status, err := u.me(ctx, survivors[i%len(survivors)])
@@ -352,22 +354,50 @@ func waitSettled(ctx context.Context, client *http.Client, urls, live []string, 
 	}
 }
 
-// waitNotFullyReplicated asks every server for its /healthz, round after
-// round, until one says it is not fully replicated, and returns when that
-// answer came (so the figure includes at most one round of asking).
-func waitNotFullyReplicated(ctx context.Context, client *http.Client, urls []string, timeout time.Duration) (time.Time, error) {
+// watchRecovery follows the survivors of a SIGKILL through their /healthz.
+// It returns when one first said it was not fully replicated (asking every
+// survivor at once, round after round, so the figure includes at most one
+// round), and when every survivor was whole again: ready, holding every
+// partition it owns, fully replicated, and either it had said it was not
+// since the kill or its membership no longer lists the dead node. (A
+// survivor that has not noticed the death still reports the fully
+// replicated state from before it.)
+func watchRecovery(ctx context.Context, client *http.Client, urls, live []string, timeout time.Duration) (noticed, whole time.Time, err error) {
+	live = slices.Sorted(slices.Values(live))
 	deadline := time.Now().Add(timeout)
+	saidNot := make([]bool, len(urls))
 	for time.Now().Before(deadline) {
-		for _, h := range healthz.GetAll(ctx, client, urls) {
-			if h.Err == nil && !h.FullyReplicated {
-				return time.Now(), nil
+		hs := healthz.GetAll(ctx, client, urls)
+		now := time.Now()
+		done := true
+		for i, h := range hs {
+			if h.Err != nil {
+				done = false
+				continue
 			}
+			if !h.FullyReplicated {
+				saidNot[i] = true
+				if noticed.IsZero() {
+					noticed = now
+				}
+			}
+			done = done && h.Status == http.StatusOK && h.Ready && h.ReadyPartitions == h.OwnedPartitions &&
+				h.FullyReplicated && (saidNot[i] || h.Sees(live))
+		}
+		if done && !noticed.IsZero() {
+			return noticed, now, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return time.Time{}, err
+			return noticed, whole, err
+		}
+		if !noticed.IsZero() {
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	return time.Time{}, fmt.Errorf("every survivor still said fully replicated after %s", timeout)
+	if noticed.IsZero() {
+		return noticed, whole, fmt.Errorf("every survivor still said fully replicated after %s", timeout)
+	}
+	return noticed, whole, fmt.Errorf("not re-replicated within %s", timeout)
 }
 
 // scrapeAll reads the unlabelled samples of every server's /metrics.
