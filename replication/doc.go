@@ -165,8 +165,20 @@
 //     connection: the kernel closes a killed process's connections at
 //     once; or a missed deadline), FullyReplicated turns false, and only a
 //     round that starts after it and finds every partition's copies ready,
-//     after the membership has dropped the dead node and re-replication
-//     is done, turns it true again.
+//     once the dead node owns nothing and re-replication is done, turns it
+//     true again.
+//
+// A peer whose address refuses a connection owns nothing from that moment
+// in this node's views: nothing listens there, so its process is gone (a
+// frozen process still accepts connections, and a cut network times out,
+// it does not refuse). Its partitions move to their new owners, which copy
+// them, without waiting for the failure detector's verdict (memberlist's
+// suspicion alone lasts SuspicionMult * log10(N) * ProbeInterval: 7 s for
+// 64 nodes with LAN timers). A broken connection to an owner starts a
+// maintenance round at once, whose poll dials it again. The peer stays a
+// peer, asked by reads and hand-offs, until the membership drops it or it
+// answers again. Each node decides from its own calls, so views differ
+// for a moment, as they do while a verdict spreads.
 //
 // Leave announces the departure to every peer, which stop giving the node
 // partitions, then hands everything over: a rolling restart that leaves
