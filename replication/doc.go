@@ -178,7 +178,12 @@
 // maintenance round at once, whose poll dials it again. The peer stays a
 // peer, asked by reads and hand-offs, until the membership drops it or it
 // answers again. Each node decides from its own calls, so views differ
-// for a moment, as they do while a verdict spreads.
+// for a moment, as they do while a verdict spreads. A firewall that
+// rejects connections between two live nodes, rather than dropping them,
+// makes one look gone to the other for as long: their views then differ,
+// and nodes answer from their copies only where they agree on the owners
+// (docs/consistency.md, rule 21), so reads stay correct and go through
+// the owners more often.
 //
 // Leave announces the departure to every peer, which stop giving the node
 // partitions, then hands everything over: a rolling restart that leaves
