@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // Tuning of the maintenance loop.
@@ -212,6 +214,13 @@ func (s *Store) poll(ctx context.Context, v *view, all bool) {
 		go func() {
 			defer wg.Done()
 			resp, err := s.callTimeout(ctx, q, req)
+			if errors.Is(err, transport.ErrUnreachable) && !errors.Is(err, transport.ErrNotSent) {
+				// The connection broke under the call (a killed
+				// process's connections break at once): a fresh dial
+				// says whether anything still listens there
+				// (peerRefused), or that the break was the link's.
+				resp, err = s.callTimeout(ctx, q, req)
+			}
 			if err != nil {
 				// Not a loss for ownerLost: this round counts q's
 				// partitions as under-replicated without its status.
