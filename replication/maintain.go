@@ -56,7 +56,40 @@ func (s *Store) maintain() {
 	})
 	s.greetPeers(s.ctx)
 	close(s.greeted)
-	s.repeat(func() time.Duration { return s.cfg.AntiEntropyInterval }, s.kick, func() { s.round(s.ctx) })
+	s.repeat(s.roundPeriod, s.kick, func() { s.round(s.ctx) })
+}
+
+// Catching up: while re-replication makes progress, rounds come every
+// catchUpInterval instead of AntiEntropyInterval. The count of partitions
+// below their copy count only reaches 0 in a round that sees the new
+// owners' statuses after they have copied, and a SIGKILL should not wait
+// AntiEntropyInterval for it. Rounds that find the same count again (a
+// frozen or cut-off owner, which no copying mends) fall back to the
+// normal pace after catchUpRounds.
+const (
+	catchUpInterval = 100 * time.Millisecond
+	catchUpRounds   = 20
+)
+
+// catchUp is what roundPeriod remembers between rounds; only the
+// maintenance loop uses it.
+type catchUp struct {
+	under int32 // the last round's count (Store.replicated)
+	left  int   // short pauses left without progress
+}
+
+// roundPeriod is the pause before the next maintenance round.
+func (s *Store) roundPeriod() time.Duration {
+	c, under := &s.catchUp, s.replicated.Load()
+	if under < 0 || c.under == 0 || under < c.under {
+		c.left = catchUpRounds // a new loss, a view change, or progress
+	}
+	c.under = under
+	if under == 0 || c.left == 0 {
+		return s.cfg.AntiEntropyInterval
+	}
+	c.left--
+	return min(s.cfg.AntiEntropyInterval, catchUpInterval)
 }
 
 // round runs one round of maintenance: it polls the peers, then carries

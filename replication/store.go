@@ -33,9 +33,10 @@ type Store struct {
 	node         uint64 // this incarnation's ID, the tie-break of its versions
 	parts        []*partition
 
-	view   atomic.Pointer[view] // written only by watchMembership
-	events chan struct{}        // membership hints
-	kick   chan struct{}        // asks the maintenance loop for a round now
+	view    atomic.Pointer[view] // written only by watchMembership
+	events  chan struct{}        // membership hints
+	kick    chan struct{}        // asks the maintenance loop for a round now
+	catchUp catchUp              // the maintenance loop's pace (roundPeriod)
 
 	eventsOut chan SessionEvent // session events waiting for OnSessionEvent
 
