@@ -346,6 +346,7 @@ type Stats struct {
 	ReadyPartitions  int              // owned partitions it holds a complete copy of
 	HeldPartitions   int              // partitions it holds records of without owning them (being handed over)
 	UnderReplicated  int              // partitions below their copy count at the last round; -1 before the first round of the current membership
+	OwnerLosses      uint64           // owners found gone (a broken or refused connection, a missed deadline), each turning FullyReplicated false
 	Zones            int              // zones the owning members span (Member.Zone; members without one count as one zone)
 	SingleZone       int              // partitions with several owners all in one zone while Zones > 1: a zone's loss would lose them
 	Ready            bool             // Ready is closed
@@ -383,6 +384,7 @@ func (s *Store) Stats() Stats {
 		MaxBytes:         s.budget.maxBytes,
 		Overloaded:       s.budget.refused.Load(),
 		UnderReplicated:  int(s.replicated.Load()),
+		OwnerLosses:      s.losses.Load(),
 		Ready:            s.IsReady(),
 		Authoritative:    now < s.leases.authority.Load(),
 		Writes:           s.stats.writes.Load(),

@@ -209,6 +209,7 @@ func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 		"problem":          problem,
 		"fully_replicated": n.store.FullyReplicated(),
 		"under_replicated": st.UnderReplicated,
+		"owner_losses":     st.OwnerLosses,
 		"mode":             n.store.Mode().String(),
 		"members":          members,
 		"sessions":         st.Sessions,
