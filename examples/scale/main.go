@@ -82,7 +82,7 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | not fully replicated after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | loss shown after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
 	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
@@ -138,7 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 type result struct {
 	nodes          int
 	converged      time.Duration
-	noticed        [2]time.Duration // from each SIGKILL until a survivor said it was not fully replicated
+	noticed        [2]time.Duration // from each SIGKILL until a survivor showed the loss (watchRecovery)
 	rereplicated   [2]time.Duration // from each SIGKILL until every survivor was fully replicated again
 	dropped        [2]time.Duration // from each SIGKILL until every survivor's membership had dropped the dead node
 	cpuCluster     float64          // cores used by the whole cluster while idle
@@ -239,12 +239,21 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 	survivors, live := urls, names
 	for k, victim := range names[1:3] {
 		i := slices.Index(live, victim)
+		var losses []uint64
+		for j, h := range healthz.GetAll(ctx, client, survivors) {
+			if h.Err != nil {
+				return r, fmt.Errorf("before SIGKILL %d: %w", k+1, h.Err)
+			}
+			if j != i {
+				losses = append(losses, h.OwnerLosses)
+			}
+		}
 		killed := time.Now()
 		if err := g.Process(victim).Kill(); err != nil {
 			return r, err
 		}
 		survivors, live = slices.Delete(slices.Clone(survivors), i, i+1), slices.Delete(slices.Clone(live), i, i+1)
-		noticed, whole, err := watchRecovery(ctx, client, survivors, live, c.settle)
+		noticed, whole, err := watchRecovery(ctx, client, survivors, live, losses, c.settle)
 		if err != nil {
 			return r, fmt.Errorf("SIGKILL %d: %w", k+1, err)
 		}
@@ -354,15 +363,18 @@ func waitSettled(ctx context.Context, client *http.Client, urls, live []string, 
 	}
 }
 
-// watchRecovery follows the survivors of a SIGKILL through their /healthz.
-// It returns when one first said it was not fully replicated (asking every
-// survivor at once, round after round, so the figure includes at most one
-// round), and when every survivor was whole again: ready, holding every
-// partition it owns, fully replicated, and either it had said it was not
-// since the kill or its membership no longer lists the dead node. (A
-// survivor that has not noticed the death still reports the fully
-// replicated state from before it.)
-func watchRecovery(ctx context.Context, client *http.Client, urls, live []string, timeout time.Duration) (noticed, whole time.Time, err error) {
+// watchRecovery follows the survivors of a SIGKILL through their /healthz;
+// losses are their owner_losses from before it. It returns when one first
+// showed the loss, saying it was not fully replicated or counting an owner
+// gone (asking every survivor at once, round after round, so the figure
+// includes at most one round; a survivor that re-replicates faster than
+// that may say fully replicated again before it is asked), and when every
+// survivor was whole again: ready, holding every partition it owns, fully
+// replicated, and either it had found an owner gone since the kill (then
+// only a maintenance round after that finds it fully replicated) or its
+// membership no longer lists the dead node. (A survivor that has not
+// noticed the death still reports the state from before it.)
+func watchRecovery(ctx context.Context, client *http.Client, urls, live []string, losses []uint64, timeout time.Duration) (noticed, whole time.Time, err error) {
 	live = slices.Sorted(slices.Values(live))
 	deadline := time.Now().Add(timeout)
 	saidNot := make([]bool, len(urls))
@@ -375,11 +387,9 @@ func watchRecovery(ctx context.Context, client *http.Client, urls, live []string
 				done = false
 				continue
 			}
-			if !h.FullyReplicated {
-				saidNot[i] = true
-				if noticed.IsZero() {
-					noticed = now
-				}
+			saidNot[i] = saidNot[i] || !h.FullyReplicated || h.OwnerLosses > losses[i]
+			if saidNot[i] && noticed.IsZero() {
+				noticed = now
 			}
 			done = done && h.Status == http.StatusOK && h.Ready && h.ReadyPartitions == h.OwnedPartitions &&
 				h.FullyReplicated && (saidNot[i] || h.Sees(live))
@@ -395,7 +405,7 @@ func watchRecovery(ctx context.Context, client *http.Client, urls, live []string
 		}
 	}
 	if noticed.IsZero() {
-		return noticed, whole, fmt.Errorf("every survivor still said fully replicated after %s", timeout)
+		return noticed, whole, fmt.Errorf("no survivor showed the loss within %s", timeout)
 	}
 	return noticed, whole, fmt.Errorf("not re-replicated within %s", timeout)
 }

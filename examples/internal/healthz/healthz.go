@@ -21,6 +21,7 @@ type Health struct {
 	Ready           bool     `json:"ready"`
 	FullyReplicated bool     `json:"fully_replicated"`
 	UnderReplicated int      `json:"under_replicated"`
+	OwnerLosses     uint64   `json:"owner_losses"` // owners it found gone, each turning fully_replicated false
 	Mode            string   `json:"mode"`
 	Members         []string `json:"members"`
 	Sessions        int      `json:"sessions"`
