@@ -108,6 +108,9 @@ func New(t testing.TB, opts Options) *Cluster {
 // Start starts a node called name (a new incarnation if one ran before)
 // and tells every node about it.
 func (c *Cluster) Start(name string) *Node {
+	// The transport listens before the node joins the others'
+	// membership, as a real node's does: a member whose address refuses
+	// connections is taken for gone.
 	var tr transport.Transport
 	addr := name
 	if c.opts.TCP {
@@ -122,6 +125,9 @@ func (c *Cluster) Start(name string) *Node {
 			_ = tr.Close()
 		}
 		c.t.Fatalf("testcluster: node %q already running", name)
+	}
+	if tr == nil {
+		tr = c.Net.Node(name)
 	}
 	c.incarnation++
 	n := &Node{
@@ -141,9 +147,6 @@ func (c *Cluster) Start(name string) *Node {
 		cfg.Logger = c.opts.Logger.With("node", name)
 	}
 	cfg.Membership = n.view
-	if tr == nil {
-		tr = c.Net.Node(name)
-	}
 	cfg.Transport = tr
 	s, err := replication.New(cfg)
 	require.NoError(c.t, err)
