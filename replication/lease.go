@@ -120,6 +120,20 @@ func (l *leases) want(now int64) {
 	}
 }
 
+// refresh asks for a renewal at once if this node's authority has lapsed,
+// without counting as a use: a status or metrics request wants a true
+// answer, not the pace of requests (a scrape every 15 s would otherwise
+// put every lease back on that pace for leaseIdleAfter leases).
+func (l *leases) refresh(now int64) {
+	if now < l.authority.Load() {
+		return
+	}
+	select {
+	case l.renew <- struct{}{}:
+	default:
+	}
+}
+
 // renewalPeriod is how long after a renewal round the next one is due.
 func (l *leases) renewalPeriod() time.Duration {
 	if l.idle() {

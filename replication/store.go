@@ -376,7 +376,7 @@ type Stats struct {
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	now := s.leases.mono()
-	s.leases.want(now) // one who asks whether it is authoritative wants it so
+	s.leases.refresh(now)
 	st := Stats{
 		Addr:             s.self.addr,
 		Bytes:            s.budget.held.bytes.Load(),
