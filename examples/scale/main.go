@@ -3,13 +3,14 @@
 // they have converged, logs users in, waits until the nodes have stopped
 // renewing leases at the pace of requests, measures the idle background cost
 // (CPU, memory and replication messages per node) and the false failure
-// verdicts while nothing happens, then SIGKILLs one server, then another,
+// verdicts while nothing happens (and, with -busy, while busy loops take
+// the cores from the servers), then SIGKILLs one server, then another,
 // and measures for each how soon the survivors stop saying "fully
 // replicated" and how long re-replication takes, and checks that nobody
 // was logged out and every count is right.
 //
 //	go run ./examples/scale                           # 3, 8 and 16 nodes, Backups(1)
-//	go run ./examples/scale -nodes 3,8,16,32,64 -idle 20s
+//	go run ./examples/scale -nodes 3,8,16,32,64 -idle 20s -busy 3 -node-args "-timers lan"
 //
 // Every figure comes from the servers themselves: process_cpu_seconds_total,
 // process_resident_memory_bytes and sessionmesh_transport_frames_sent_total
@@ -36,6 +37,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,6 +54,7 @@ type config struct {
 	users    int
 	idle     time.Duration
 	quiet    time.Duration
+	busy     int
 	settle   time.Duration
 	nodeArgs []string
 	bin      string
@@ -82,8 +85,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | visit p50 / p99 | loss shown after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
-	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | false verdicts under -busy load | visit p50 / p99 | loss shown after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
 		r, err := measure(ctx, c, bin, filepath.Join(dir, strconv.Itoa(n)), n)
@@ -114,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.users, "users", 100, "users logged in before the idle window")
 	fs.DurationVar(&c.idle, "idle", 10*time.Second, "length of the idle window")
 	fs.DurationVar(&c.quiet, "quiet", 5*time.Second, "wait after the logins before the idle window starts")
+	fs.IntVar(&c.busy, "busy", 0, "after the idle window, spin this many goroutines for as long, counting false verdicts (0: no loaded window)")
 	fs.DurationVar(&c.settle, "settle", 2*time.Minute, "longest wait for a cluster to converge")
 	fs.StringVar(&nodeArgs, "node-args", "", "extra flags for every login server, space-separated")
 	fs.StringVar(&c.bin, "bin", "", "login binary to run instead of building examples/login")
@@ -128,8 +132,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.sizes = append(c.sizes, n)
 	}
 	c.nodeArgs = strings.Fields(nodeArgs)
-	if c.users < 1 || c.idle <= 0 || c.settle <= 0 || c.quiet < 0 {
-		return c, errors.New("-users, -idle and -settle must be positive, -quiet not negative")
+	if c.users < 1 || c.idle <= 0 || c.settle <= 0 || c.quiet < 0 || c.busy < 0 {
+		return c, errors.New("-users, -idle and -settle must be positive, -quiet and -busy not negative")
 	}
 	return c, nil
 }
@@ -145,6 +149,7 @@ type result struct {
 	rssMiB         float64          // mean per node
 	msgsPerNode    float64          // frames sent per second per node while idle
 	verdicts       int              // "peer gone" log lines while idle
+	loadedVerdicts int              // the same while -busy loops took the cores; -1 without -busy
 	p50, p99       time.Duration
 	logouts, wrong int
 }
@@ -152,9 +157,13 @@ type result struct {
 func (r result) row() string {
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	cs := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
-	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s / %s | %s, %s | %s, %s | %s, %s | %d, %d |",
+	loaded := "-"
+	if r.loadedVerdicts >= 0 {
+		loaded = strconv.Itoa(r.loadedVerdicts)
+	}
+	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s | %s / %s | %s, %s | %s, %s | %s, %s | %d, %d |",
 		r.nodes, cs(r.converged), 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
-		r.msgsPerNode, r.verdicts, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
+		r.msgsPerNode, r.verdicts, loaded, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
 		ms(r.noticed[0]), ms(r.noticed[1]), cs(r.rereplicated[0]), cs(r.rereplicated[1]),
 		cs(r.dropped[0]), cs(r.dropped[1]), r.logouts, r.wrong)
 }
@@ -232,6 +241,18 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 	}
 	r.msgsPerNode = frames / window / float64(n)
 	r.rssMiB = rss / float64(n) / (1 << 20)
+
+	// A window as long, with -busy loops in this process taking the
+	// cores from the servers: the failure detector's probes then answer
+	// late, which is when false verdicts happen.
+	r.loadedVerdicts = -1
+	if c.busy > 0 {
+		gone0 := countLogLines(logDir, "peer gone")
+		if err := burn(ctx, c.busy, c.idle); err != nil {
+			return r, err
+		}
+		r.loadedVerdicts = countLogLines(logDir, "peer gone") - gone0
+	}
 
 	// Two SIGKILLs, one after the other: for each, the time until a
 	// survivor says it is not fully replicated, and the time until every
@@ -361,6 +382,24 @@ func waitSettled(ctx context.Context, client *http.Client, urls, live []string, 
 		case <-tick.C:
 		}
 	}
+}
+
+// burn keeps n goroutines spinning for d.
+func burn(ctx context.Context, n int, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+			}
+		})
+	}
+	wg.Wait()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil
+	}
+	return ctx.Err()
 }
 
 // watchRecovery follows the survivors of a SIGKILL through their /healthz;
