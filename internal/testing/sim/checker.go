@@ -114,6 +114,37 @@ type checker struct {
 	owners   [replication.Partitions][]string // guards: owners as of the last convergence
 	faulted  map[string]bool                  // guards: nodes that may have missed writes since then
 	counts   map[string]int                   // guards: operation outcomes, for the report
+	// voided are the recent faults that voided the invariants of the
+	// sessions they reached, kept for the logins in flight at the time,
+	// which the checker learns of only when they return.
+	voided []voiding // guards
+}
+
+// voiding is a fault that voided the invariants of some sessions: of those
+// in partition part, or with part -1 (an asynchronous write's node or
+// owner crashed), those written through node or of a partition in owned.
+type voiding struct {
+	at    time.Duration
+	part  int
+	node  string
+	owned *[replication.Partitions]bool
+	why   string
+}
+
+// reaches reports whether v voids the invariants of s, whose login ran on
+// node.
+func (v voiding) reaches(s *sessionModel, node string) bool {
+	if v.part >= 0 {
+		return v.part == s.part
+	}
+	return v.node == node || v.owned[s.part]
+}
+
+// voidLocked records v and forgets the faults older than any operation
+// still in flight.
+func (c *checker) voidLocked(v voiding) {
+	c.voided = slices.DeleteFunc(c.voided, func(o voiding) bool { return o.at < v.at-opTimeout })
+	c.voided = append(c.voided, v)
 }
 
 func newChecker(concern replication.WriteConcern, cfg replication.Config) *checker {
@@ -185,6 +216,12 @@ func (c *checker) record(name string, e *event) {
 			return // unknown: the user logs in again
 		}
 		s.acked(e, ackedWrite{login: true, visits: -1, w: -1})
+		for _, v := range c.voided {
+			if v.at >= e.start && s.tainted == "" && v.reaches(s, e.node) {
+				s.tainted = v.why + ", while its login was in flight"
+				c.counts["sessions tainted"]++
+			}
+		}
 		c.sessions = append(c.sessions, s)
 		u.cur = s
 	case opVisit:

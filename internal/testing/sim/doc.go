@@ -81,7 +81,8 @@
 // split brain of docs/consistency.md rules 11 and 18), and, with
 // asynchronous writes, when the node that took a write or an owner crashes
 // within two seconds of it. Those sessions are tainted and no longer
-// checked. Goroutine leaks need no checker: synctest fails a history whose
+// checked, and so is a session whose login was in flight when such a fault
+// reached it (the checker learns of a login when it returns). Goroutine leaks need no checker: synctest fails a history whose
 // goroutines outlive it.
 //
 // Anomalies whose mechanism is understood are tagged with a known issue

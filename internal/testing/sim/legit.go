@@ -73,7 +73,7 @@ func (c *checker) crashed(x string, now time.Duration, current *[replication.Par
 				all = all && c.faulted[o]
 			}
 			if all {
-				c.taintLocked(p, fmt.Sprintf("%.3fs: every owner of partition %d (%s) crashed or missed writes before re-replication",
+				c.taintLocked(p, now, fmt.Sprintf("%.3fs: every owner of partition %d (%s) crashed or missed writes before re-replication",
 					now.Seconds(), p, strings.Join(owners, ",")))
 			}
 		}
@@ -81,9 +81,14 @@ func (c *checker) crashed(x string, now time.Duration, current *[replication.Par
 	if c.concern != replication.Async {
 		return
 	}
+	var owned [replication.Partitions]bool
+	for p := range owned {
+		owned[p] = slices.Contains(c.owners[p], x) || (current != nil && slices.Contains(current[p], x))
+	}
+	c.voidLocked(voiding{at: now, part: -1, node: x, owned: &owned,
+		why: fmt.Sprintf("%.3fs: %s crashed during an asynchronous write", now.Seconds(), x)})
 	for _, s := range c.sessions {
-		owned := slices.Contains(c.owners[s.part], x) || (current != nil && slices.Contains(current[s.part], x))
-		if s.tainted == "" && s.lastAck >= now-asyncWindow && (s.lastAckNode == x || owned) {
+		if s.tainted == "" && s.lastAck >= now-asyncWindow && (s.lastAckNode == x || owned[s.part]) {
 			s.tainted = fmt.Sprintf("%.3fs: %s crashed %v after an asynchronous write through %s",
 				now.Seconds(), x, (now - s.lastAck).Round(time.Millisecond), s.lastAckNode)
 			c.counts["sessions tainted"]++
@@ -110,14 +115,17 @@ func (c *checker) unavailable(away map[string]bool, now time.Duration, current *
 				some = some || away[o]
 			}
 			if all && some {
-				c.taintLocked(p, fmt.Sprintf("%.3fs: no owner of partition %d (%s) that the serving side reaches is sure to hold it",
+				c.taintLocked(p, now, fmt.Sprintf("%.3fs: no owner of partition %d (%s) that the serving side reaches is sure to hold it",
 					now.Seconds(), p, strings.Join(owners, ",")))
 			}
 		}
 	}
 }
 
-func (c *checker) taintLocked(p int, why string) {
+// taintLocked voids the invariants of partition p's sessions, and of
+// those whose login is in flight.
+func (c *checker) taintLocked(p int, now time.Duration, why string) {
+	c.voidLocked(voiding{at: now, part: p, why: why})
 	for _, s := range c.sessions {
 		if s.part == p && s.tainted == "" {
 			s.tainted = why

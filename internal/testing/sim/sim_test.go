@@ -259,7 +259,13 @@ func formatCounts[K comparable](m map[K]int) string {
 //     owners-disagree): a login acknowledged by one node while both others
 //     were degraded there was read as missing on one of them, which
 //     reached the other and not the writer (now a read fails while an
-//     owner that said this node missed its writes is unheard).
+//     owner that said this node missed its writes is unheard);
+//   - seed 905 (about 1 in 40 runs before, 0 of 200 after): a login on a
+//     node that does not own the session, acknowledged by one owner and
+//     missed by the other over a lossy link, died with the first, which
+//     crashed 27 ms later (now an owner that missed a write is sent it
+//     again at once: replication/write.go; and the checker counts a crash
+//     during a login in flight as it counts one after it).
 func TestSim_FixedIssues(t *testing.T) {
 	fixed := map[uint64]string{
 		2:     sim.KnownUpdateDeadline,
@@ -280,6 +286,7 @@ func TestSim_FixedIssues(t *testing.T) {
 		111:   sim.KnownOwnersDisagree, // a read with a view behind the owners', which had handed the partition over
 		748:   sim.KnownOwnersDisagree,
 		18694: "", // a read answered by an owner that had missed a write, while the writer was unheard
+		905:   "", // a login one owner missed over a lossy link, on the other alone when it crashed
 	}
 	for seed, known := range fixed {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
