@@ -58,10 +58,12 @@ type config struct {
 	settle   time.Duration
 	nodeArgs []string
 	bin      string
+	progress io.Writer // where a slow wait says what it waits for
 }
 
 func mainExit(args []string, stdout, stderr io.Writer) int {
 	c, err := parseFlags(args, stderr)
+	c.progress = stderr
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -195,7 +197,7 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 		urls, names = append(urls, "http://"+httpAddrs[i]), append(names, name)
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	if err := waitSettled(ctx, client, urls, names, c.settle); err != nil {
+	if err := waitSettled(ctx, c, client, urls, names); err != nil {
 		return r, fmt.Errorf("not converged: %w", err)
 	}
 	r.converged = time.Since(start)
@@ -205,7 +207,7 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 		return r, err
 	}
 	r.p50, r.p99 = percentile(lat, 50), percentile(lat, 99)
-	if err := waitSettled(ctx, client, urls, names, c.settle); err != nil {
+	if err := waitSettled(ctx, c, client, urls, names); err != nil {
 		return r, fmt.Errorf("not settled after the logins: %w", err)
 	}
 
@@ -278,7 +280,7 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 		if err != nil {
 			return r, fmt.Errorf("SIGKILL %d: %w", k+1, err)
 		}
-		if err := waitSettled(ctx, client, survivors, live, c.settle); err != nil {
+		if err := waitSettled(ctx, c, client, survivors, live); err != nil {
 			return r, fmt.Errorf("membership not settled after SIGKILL %d: %w", k+1, err)
 		}
 		r.noticed[k], r.rereplicated[k], r.dropped[k] = noticed.Sub(killed), whole.Sub(killed), time.Since(killed)
@@ -356,25 +358,30 @@ func post(ctx context.Context, c *http.Client, u string, form url.Values) error 
 }
 
 // waitSettled polls every server's /healthz until each is settled for the
-// live names (healthz.Settled), or timeout passes.
-func waitSettled(ctx context.Context, client *http.Client, urls, live []string, timeout time.Duration) error {
+// live names (healthz.Settled), or c.settle passes.
+func waitSettled(ctx context.Context, c config, client *http.Client, urls, live []string) error {
 	live = slices.Sorted(slices.Values(live))
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline, report := start.Add(c.settle), start.Add(settleReport)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		why := ""
+		var why []string
 		for i, h := range healthz.GetAll(ctx, client, urls) {
 			if ok, reason := h.Settled(live); !ok {
-				why = urls[i] + ": " + reason
-				break
+				why = append(why, urls[i]+": "+reason)
 			}
 		}
-		if why == "" {
+		if len(why) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New(why)
+			return errors.New(why[0])
+		}
+		if time.Now().After(report) && c.progress != nil {
+			report = time.Now().Add(settleReport)
+			fmt.Fprintf(c.progress, "scale: %d nodes not settled after %v, %d of them; first: %s\n",
+				len(live), time.Since(start).Round(time.Second), len(why), why[0])
 		}
 		select {
 		case <-ctx.Done():
@@ -383,6 +390,10 @@ func waitSettled(ctx context.Context, client *http.Client, urls, live []string, 
 		}
 	}
 }
+
+// settleReport is how often a wait for a cluster to settle says what it
+// still waits for.
+const settleReport = 5 * time.Second
 
 // burn keeps n goroutines spinning for d.
 func burn(ctx context.Context, n int, d time.Duration) error {
