@@ -57,6 +57,7 @@ type Cluster struct {
 
 	joinAttempts atomic.Uint64
 	joinFailures atomic.Uint64
+	syncs        atomic.Uint64
 }
 
 // Stats are counters of a Cluster, for metrics and tests.
@@ -68,6 +69,9 @@ type Stats struct {
 	JoinAttempts uint64
 	// JoinFailures counts the join attempts that failed.
 	JoinFailures uint64
+	// StateSyncs counts the full state exchanges with a random member made
+	// while the membership changes (see Config.JoinRetryInterval).
+	StateSyncs uint64
 	// DeliveredEvents counts events sent to subscribed channels.
 	DeliveredEvents uint64
 	// DroppedEvents counts events not sent because the channel was full.
@@ -140,12 +144,12 @@ func New(cfg Config) (*Cluster, error) {
 	c.self = newSelfAddrs(net.ParseIP(mlc.BindAddr), mlc.BindPort, ln.Addr, int(ln.Port))
 	logger.Info("cluster: started", "addr", c.local.Addr, "incarnation", incarnation, "seeds", len(cfg.Seeds))
 
-	if len(cfg.Seeds) == 0 && cfg.Discover == nil {
+	joins := len(cfg.Seeds) > 0 || cfg.Discover != nil
+	if !joins {
 		c.settle()
-		return c, nil
 	}
 	c.wg.Add(1)
-	go c.runJoiner()
+	go c.runJoiner(joins)
 	return c, nil
 }
 
@@ -351,6 +355,7 @@ func (c *Cluster) Stats() Stats {
 	s := Stats{
 		JoinAttempts:    c.joinAttempts.Load(),
 		JoinFailures:    c.joinFailures.Load(),
+		StateSyncs:      c.syncs.Load(),
 		DeliveredEvents: c.events.delivered.Load(),
 		DroppedEvents:   c.events.dropped.Load(),
 	}

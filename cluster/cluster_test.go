@@ -505,3 +505,24 @@ func drain(ch <-chan Event) []Event {
 		}
 	}
 }
+
+// A node that missed the gossip of a join learns of it from the state
+// exchanges it makes while the membership changes, not at the next periodic
+// push/pull. Here nothing gossips at all (the gossip, probe and push/pull
+// periods are an hour), so a learns of c, which joined through b, only that
+// way.
+func TestCluster_StateSyncWhileMembershipChanges(t *testing.T) {
+	deaf := func(name string, seeds ...string) Config {
+		cfg := testConfig(name, seeds...)
+		cfg.GossipInterval, cfg.ProbeInterval, cfg.PushPullInterval = time.Hour, time.Hour, time.Hour
+		cfg.JoinRetryInterval = time.Second // syncs every second, for 5 s after a change
+		return cfg
+	}
+	a := start(t, deaf("a"))
+	b := start(t, deaf("b", a.LocalMember().Addr))
+	waitFor(t, "a and b to see each other", sees([]string{"a", "b"}, a, b))
+	c := start(t, deaf("c", b.LocalMember().Addr))
+	waitFor(t, "b and c to see all three", sees([]string{"a", "b", "c"}, b, c))
+	waitFor(t, "a to learn of c", sees([]string{"a", "b", "c"}, a))
+	assert.NotZero(t, a.Stats().StateSyncs)
+}

@@ -98,7 +98,11 @@ type Config struct {
 	// has no other member: it was started before its seeds, or all seeds are
 	// down. Each attempt dials every seed once. It is also the pause between
 	// re-joins of a seed that still knows a previous life of this node at
-	// another address (see DeadNodeReclaimTime). Default: 2s; local: 200ms.
+	// another address (see DeadNodeReclaimTime), and between the full
+	// state exchanges with a random member that a node makes while the
+	// membership changes (for 5 intervals after the last join, leave or
+	// failure it sees), so that a node that missed the gossip of a change
+	// learns of it within seconds. Default: 2s; local: 200ms.
 	JoinRetryInterval time.Duration
 
 	// RejoinInterval is how often a node that has other members re-joins the

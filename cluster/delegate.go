@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -71,6 +72,12 @@ type eventDelegate struct {
 
 	delivered atomic.Uint64
 	dropped   atomic.Uint64
+
+	// changed is signalled (without blocking) when a member joins, leaves
+	// or fails, and lastChange is when (Unix nanoseconds): the joiner
+	// exchanges state with a member while the membership changes.
+	changed    chan struct{}
+	lastChange atomic.Int64
 }
 
 func newEventDelegate(local string, logger *slog.Logger) *eventDelegate {
@@ -79,7 +86,26 @@ func newEventDelegate(local string, logger *slog.Logger) *eventDelegate {
 		logger:  logger,
 		members: make(map[string]Member),
 		subs:    make(map[chan<- Event]struct{}),
+		changed: make(chan struct{}, 1),
 	}
+}
+
+// noteChange records a join, leave or failure of another member.
+func (e *eventDelegate) noteChange(name string) {
+	if name == e.local {
+		return
+	}
+	e.lastChange.Store(time.Now().UnixNano())
+	select {
+	case e.changed <- struct{}{}:
+	default:
+	}
+}
+
+// changedSince reports whether another member joined, left or failed
+// after t.
+func (e *eventDelegate) changedSince(t time.Time) bool {
+	return e.lastChange.Load() > t.UnixNano()
 }
 
 // NotifyJoin is called by memberlist under its node lock.
@@ -88,6 +114,7 @@ func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
 	e.mu.Lock()
 	e.members[m.Name] = m
 	e.mu.Unlock()
+	e.noteChange(m.Name)
 	e.emit(EventJoin, m)
 }
 
@@ -117,6 +144,7 @@ func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	e.mu.Lock()
 	delete(e.members, m.Name)
 	e.mu.Unlock()
+	e.noteChange(m.Name)
 	e.emit(typ, m)
 }
 

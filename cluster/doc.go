@@ -53,7 +53,14 @@
 //     so a node started before its seeds joins as soon as one is up;
 //   - once it has members it re-joins, every RejoinInterval, the seeds whose
 //     address is not among its members. This merges two groups that formed
-//     apart (nodes that all started alone, or a healed network partition).
+//     apart (nodes that all started alone, or a healed network partition);
+//   - while the membership changes, it exchanges the full state with one
+//     random member every JoinRetryInterval, until five intervals after the
+//     last join, leave or failure it saw (also on a node without seeds). A
+//     node that missed the gossip of a change learns of it within seconds,
+//     not at the next periodic push/pull (PushPullInterval, which memberlist
+//     doubles from 64 members): when 64 servers started at once on one
+//     2-core machine, one of them listed two of the others only 50 s later.
 //
 // A seed may be a host name; it is resolved again on every attempt. A seed
 // host that drops packets costs TCPTimeout per attempt.

@@ -2,21 +2,25 @@ package cluster
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"time"
 )
 
-// runJoiner is the background joiner, started by New when there are seeds
-// or a Discover function (called before every attempt, see seeds).
-// memberlist itself never retries a join, so a node started before its
+// runJoiner is the background joiner, started by New. When there are seeds
+// or a Discover function (called before every attempt, see seeds), joins
+// is true: memberlist itself never retries a join, so a node started before its
 // seeds would stay alone for ever. The joiner tries the seeds at once, then
 // every JoinRetryInterval while the node has no other member, and every
 // RejoinInterval otherwise, each time dialling only the seed addresses that
 // are not already members, plus the seeds that do not know this node as it
-// is now (see mergeDelegate), every JoinRetryInterval until they do. It
-// returns when Close or Leave is called.
-func (c *Cluster) runJoiner() {
+// is now (see mergeDelegate), every JoinRetryInterval until they do.
+//
+// While the membership changes it also exchanges state with one random
+// member every JoinRetryInterval, until syncWindow after the last change
+// (syncState). It returns when Close or Leave is called.
+func (c *Cluster) runJoiner(joins bool) {
 	defer c.wg.Done()
 	defer c.settle()
 
@@ -25,36 +29,91 @@ func (c *Cluster) runJoiner() {
 	first := true
 	pending := make(map[string]bool) // seeds with a stale view of this node
 	var disc discovery
+	nextJoin := time.Now()
+	var nextSync time.Time // zero: none due
 	for {
 		select {
 		case <-c.stopCtx.Done():
 			return
 		case <-c.leaving:
 			return
+		case <-c.events.changed:
+			if nextSync.IsZero() {
+				nextSync = time.Now().Add(c.cfg.JoinRetryInterval)
+			}
 		case <-t.C:
 		}
-
-		alone := c.events.count() <= 1
-		tried, joined := c.joinSeeds(c.seeds(&disc), pending)
-		switch {
-		case alone && joined > 0:
-			c.logger.Info("cluster: joined", "seeds_answered", joined, "members", c.events.count())
-		case first && alone && tried == 0:
-			c.logger.Info("cluster: no seed other than this node; running alone")
-		case first && alone:
-			c.logger.Info("cluster: no seed answered; running alone and retrying", "every", c.cfg.JoinRetryInterval)
-		}
-		if first {
+		if now := time.Now(); joins && !now.Before(nextJoin) {
+			c.joinRound(&disc, pending, first)
 			first = false
-			c.settle()
+			wait := c.cfg.RejoinInterval
+			if c.events.count() <= 1 || len(pending) > 0 {
+				wait = c.cfg.JoinRetryInterval
+			}
+			nextJoin = now.Add(wait)
 		}
-
-		wait := c.cfg.RejoinInterval
-		if c.events.count() <= 1 || len(pending) > 0 {
-			wait = c.cfg.JoinRetryInterval
+		if now := time.Now(); !nextSync.IsZero() && !now.Before(nextSync) {
+			c.syncState(pending)
+			nextSync = time.Time{}
+			if c.events.changedSince(now.Add(-c.syncWindow())) {
+				nextSync = now.Add(c.cfg.JoinRetryInterval)
+			}
 		}
-		t.Reset(wait)
+		switch {
+		case !nextSync.IsZero() && (!joins || nextSync.Before(nextJoin)):
+			t.Reset(time.Until(nextSync))
+		case joins:
+			t.Reset(time.Until(nextJoin))
+		}
 	}
+}
+
+// joinRound is one attempt to join the seeds (runJoiner).
+func (c *Cluster) joinRound(disc *discovery, pending map[string]bool, first bool) {
+	alone := c.events.count() <= 1
+	tried, joined := c.joinSeeds(c.seeds(disc), pending)
+	switch {
+	case alone && joined > 0:
+		c.logger.Info("cluster: joined", "seeds_answered", joined, "members", c.events.count())
+	case first && alone && tried == 0:
+		c.logger.Info("cluster: no seed other than this node; running alone")
+	case first && alone:
+		c.logger.Info("cluster: no seed answered; running alone and retrying", "every", c.cfg.JoinRetryInterval)
+	}
+	if first {
+		c.settle()
+	}
+}
+
+// syncWindow is how long after the last join, leave or failure of a member
+// the joiner keeps exchanging state (syncState): five exchanges.
+func (c *Cluster) syncWindow() time.Duration { return 5 * c.cfg.JoinRetryInterval }
+
+// syncState exchanges the full membership state with one random other
+// member (memberlist's push/pull, which a join makes), so that a node that
+// missed the gossip of a join or a failure learns of it within moments
+// rather than at the next periodic push/pull: PushPullInterval (30 s on a
+// LAN), which memberlist doubles at 64 members. When many nodes start at
+// once their gossip packets compete for the CPU and the sockets' buffers:
+// in a start of 64 servers on one 2-core machine, one node missed two
+// joins and listed them only 50 s later.
+func (c *Cluster) syncState(pending map[string]bool) {
+	var others []string
+	for addr := range c.events.addrs() {
+		if addr != c.local.Addr {
+			others = append(others, addr)
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	addr := others[rand.IntN(len(others))]
+	c.syncs.Add(1)
+	if err := c.join(addr); err != nil {
+		c.logger.Debug("cluster: state exchange", "member", addr, "err", err)
+		return
+	}
+	c.checkSeedView(addr, pending)
 }
 
 // joinSeeds makes one join attempt to every address of seeds that is not
@@ -87,6 +146,7 @@ func (c *Cluster) joinSeeds(seeds []string, pending map[string]bool) (tried, joi
 				return tried, joined
 			}
 			tried++
+			c.joinAttempts.Add(1)
 			if err := c.join(addr); err != nil {
 				c.joinFailures.Add(1)
 				c.logger.Debug("cluster: join seed", "seed", addr, "err", err)
@@ -125,7 +185,6 @@ func (c *Cluster) join(addr string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	c.joinAttempts.Add(1)
 	_, err := c.ml.Join([]string{addr})
 	return err
 }

@@ -26,7 +26,7 @@ type descs struct {
 	snapshots, snapshotFailures                   *prometheus.Desc
 	snapshotBytes, snapshotSeconds                *prometheus.Desc
 	// cluster
-	members, joinAttempts, joinFailures, clusterDroppedEvents *prometheus.Desc
+	members, joinAttempts, joinFailures, stateSyncs, clusterDroppedEvents *prometheus.Desc
 	// transport
 	openConns, queuedFrames                       *prometheus.Desc
 	dials, dialFailures, accepted, rejectedConns  *prometheus.Desc
@@ -84,6 +84,7 @@ func newDescs() descs {
 		members:              d("cluster_members", "Live members of the cluster as this node sees them, itself included, by state (alive, suspect).", "state"),
 		joinAttempts:         d("cluster_join_attempts_total", "Join attempts, one per seed address tried."),
 		joinFailures:         d("cluster_join_failures_total", "Join attempts that failed."),
+		stateSyncs:           d("cluster_state_syncs_total", "Full membership state exchanges with a random member while the membership changes."),
 		clusterDroppedEvents: d("cluster_events_dropped_total", "Membership events dropped because a subscriber's channel was full."),
 
 		openConns:         d("transport_open_connections", "Replication connections open now, inbound and outbound."),
@@ -116,7 +117,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses, d.zones, d.singleZone,
 		d.sessionBytes, d.budgetSessions, d.budgetBytes, d.budgetUsed, d.refusedSessions,
 		d.snapshots, d.snapshotFailures, d.snapshotBytes, d.snapshotSeconds,
-		d.members, d.joinAttempts, d.joinFailures, d.clusterDroppedEvents,
+		d.members, d.joinAttempts, d.joinFailures, d.stateSyncs, d.clusterDroppedEvents,
 		d.openConns, d.queuedFrames, d.dials, d.dialFailures, d.accepted, d.rejectedConns,
 		d.handshakeFailures, d.retiredConns, d.connFailures,
 		d.framesSent, d.bytesSent, d.flushes, d.framesReceived, d.bytesReceived,

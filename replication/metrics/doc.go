@@ -95,6 +95,7 @@
 //	                                                       v0.7.0 reports suspects as alive, so suspect stays 0 for now)
 //	sessionmesh_cluster_join_attempts_total       counter  join attempts, one per seed address tried
 //	sessionmesh_cluster_join_failures_total       counter  join attempts that failed
+//	sessionmesh_cluster_state_syncs_total         counter  full state exchanges while the membership changes
 //	sessionmesh_cluster_events_dropped_total      counter  membership events dropped because a subscriber was full
 //
 // The replication transport (tcp.Transport), when

@@ -247,6 +247,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		cs := cl.Stats()
 		counter(d.joinAttempts, cs.JoinAttempts)
 		counter(d.joinFailures, cs.JoinFailures)
+		counter(d.stateSyncs, cs.StateSyncs)
 		counter(d.clusterDroppedEvents, cs.DroppedEvents)
 	}
 
