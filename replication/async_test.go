@@ -91,6 +91,35 @@ func TestAsync_ReadYourWritesAcrossNodes(t *testing.T) {
 	}
 }
 
+// An asynchronous write carries the recent attributes it builds on: a
+// replica that gets it before an earlier write made elsewhere (on another
+// sender, over a slower link) does not pass GetAtLeast for its version
+// without them. Found by the cluster simulator: a login's attributes were
+// missing from a copy that already held the next write.
+func TestAsync_WriteCarriesTheRecentWritesItBuildsOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := asyncCluster(t, 24, replication.AllToAll, "a", "b", "c")
+		ctx := context.Background()
+		a, b, cs := c.Node("a").Store, c.Node("b").Store, c.Node("c").Store
+		c.Net.Delay("a", "c", time.Second) // the login reaches c late
+		login, err := a.Save(ctx, "s", put("user", "u1"))
+		require.NoError(t, err)
+		_, ok, err := b.GetAtLeast(ctx, "s", login)
+		require.NoError(t, err)
+		require.True(t, ok)
+		next, err := b.Save(ctx, "s", put("w", "1"))
+		require.NoError(t, err)
+		synctest.Wait() // b's write is on c; a's login is not
+		sess, ok, err := cs.GetAtLeast(ctx, "s", next)
+		require.NoError(t, err)
+		require.True(t, ok)
+		user, _ := sess.Value("user")
+		assert.Equal(t, "u1", string(user), "c answered at the version of b's write without the login it built on")
+		c.Net.Heal()
+		c.WaitConverged(t)
+	})
+}
+
 func TestAsync_ReadWaitIsBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := testcluster.New(t, testcluster.Options{Seed: 23, Config: func(string) replication.Config {

@@ -79,8 +79,7 @@ const maxWaitingReads = 64
 func (s *Store) worthWaitingFor(want Version) bool {
 	wall := toTimestamp(want).Time()
 	now := s.clock.Now()
-	horizon := 2*s.cfg.MaxReadWait + 2*s.cfg.WriteTimeout
-	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-horizon)) {
+	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-s.arrivalHorizon())) {
 		return false
 	}
 	if s.waitingReads.Add(1) > maxWaitingReads {
@@ -88,6 +87,14 @@ func (s *Store) worthWaitingFor(want Version) bool {
 		return false
 	}
 	return true
+}
+
+// arrivalHorizon is how old a write can be and still be on its way to an
+// owner on a working network: its sender's queue, a batch in flight, a
+// retry. A reader does not wait for an older version, and an asynchronous
+// write carries its base's attributes younger than that (recentAttrs).
+func (s *Store) arrivalHorizon() time.Duration {
+	return 2*s.cfg.MaxReadWait + 2*s.cfg.WriteTimeout
 }
 
 // catchUpRead waits for id to reach version want: it merges the copies of

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sessionmesh/sessionmesh/internal/hlc"
 	"github.com/sessionmesh/sessionmesh/transport"
 )
 
@@ -78,7 +79,33 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 		}
 		defer release()
 	}
-	return writtenVersion(cur, delta), s.write(ctx, v, delta)
+	written := writtenVersion(cur, delta)
+	if s.cfg.WriteConcern == Async && cur != nil {
+		delta = merge(delta, recentAttrs(cur, s.clock.Now().Add(-s.arrivalHorizon())))
+	}
+	return written, s.write(ctx, v, delta)
+}
+
+// recentAttrs returns a record of id with the attributes of cur written
+// after since, or nil when there are none. An asynchronous write carries
+// them: the writes it builds on may still be on their way to some owners,
+// from other nodes and on other senders, and a replica that got this write
+// first would pass GetAtLeast for its version without them (found by the
+// cluster simulator: a login's attributes, delayed on one link, were
+// missing from a copy that already held the next write, made elsewhere).
+// Older attributes have arrived everywhere, or anti-entropy brings them.
+func recentAttrs(cur *record, since time.Time) *record {
+	after := hlc.FromTime(since)
+	var as []attr
+	for _, a := range cur.attrs {
+		if a.version.time > after {
+			as = append(as, a)
+		}
+	}
+	if as == nil {
+		return nil
+	}
+	return &record{id: cur.id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs, attrs: as}
 }
 
 // saveBase returns the record a write of id builds on: this node's own

@@ -77,7 +77,10 @@ const (
 	// (read.go reached compares the record's newest version only; writes
 	// of one session travel on different senders, in no order). The update
 	// copy now carries the session the update was built on, applied first
-	// (update.go replicateUpdate).
+	// (update.go replicateUpdate), and an asynchronous Save carries the
+	// attributes of its base written within the arrival horizon (seed 2064:
+	// a login delayed on one link was missing from a copy that held the
+	// next write, made on another node; write.go recentAttrs).
 	KnownScalarVersion = "scalar-version"
 	// KnownUnmetLease (fixed; the tag names a recurrence): a node started
 	// (a new incarnation) did not need the lease of a peer that answered,
