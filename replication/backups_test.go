@@ -446,39 +446,6 @@ func testWriteThatReachesNoOwnerFails(t *testing.T, wc replication.WriteConcern)
 	assert.Equal(t, "kept", v)
 }
 
-// A write that an owner missed is sent to it once more at once, not left
-// to anti-entropy or to the fence it learns of later: on a node that does
-// not own the session, the write is otherwise on the owner that took it
-// alone, and lost if that owner crashes at once (found by the cluster
-// simulator: a login missed over a lossy link, then the other owner's
-// crash).
-func TestBackups_WriteAnOwnerMissedIsSentAgain(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		c := modeCluster(t, 9, replication.Backups(1), nodeNames(4)...)
-		writer := c.Node("n03").Store
-		var id string
-		var owners []string
-		for i := 0; len(owners) == 0 || slices.Contains(owners, "n03"); i++ {
-			id = fmt.Sprint("new", i)
-			owners = ownersOf(t, writer, id)
-		}
-		synctest.Wait() // nothing else in flight on the link
-		c.Net.DropNext("n03", owners[1], 1)
-		go func() {
-			time.Sleep(time.Millisecond) // the write has been acknowledged
-			c.KillUnnoticed(owners[0])
-		}()
-		require.NoError(t, errOf(writer.Save(context.Background(), id, put("n", "1"))))
-		require.Equal(t, uint64(1), c.Net.Stats()[memnet.Link{From: "n03", To: owners[1]}].DroppedRequests,
-			"the first request to %s was lost", owners[1])
-		survivor := c.Node(owners[1]).Store
-		require.Eventually(t, survivor.FullyReplicated, 20*time.Second, time.Millisecond)
-		v, ok := value(t, survivor, id, "n")
-		require.True(t, ok, "the write died with %s", owners[0])
-		assert.Equal(t, "1", v)
-	})
-}
-
 // sessionNotOwnedBy writes sessions from another node until one is owned
 // by others than node, and returns it with its owners.
 func sessionNotOwnedBy(t *testing.T, c *testcluster.Cluster, node string) (string, []string) {

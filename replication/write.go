@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sessionmesh/sessionmesh/internal/hlc"
-	"github.com/sessionmesh/sessionmesh/transport"
 )
 
 // touchFraction sets how far a read must move the idle deadline before the
@@ -528,18 +527,6 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		missed = append(missed, r)
 	}
 	s.fenceMissed(missed)
-	// Send each owner that missed the write its records once more, in the
-	// background: a lossy link loses one message, not the next, and a
-	// write on a node that does not own the session is otherwise on the
-	// owners that took it alone until anti-entropy runs (found by the
-	// cluster simulator: a login that one owner missed over a lossy link
-	// was lost with the other, which crashed moments later).
-	for _, r := range missed {
-		lost := errors.Is(r.err, context.DeadlineExceeded) || errors.Is(r.err, ErrUnreachable)
-		if sd := byPeer[r.q]; sd != nil && lost && !errors.Is(r.err, transport.ErrRefused) {
-			s.enqueue(sd.q, sd.rs)
-		}
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

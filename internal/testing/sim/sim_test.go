@@ -263,8 +263,7 @@ func formatCounts[K comparable](m map[K]int) string {
 //   - seed 905 (about 1 in 40 runs before, 0 of 200 after): a login on a
 //     node that does not own the session, acknowledged by one owner and
 //     missed by the other over a lossy link, died with the first, which
-//     crashed 27 ms later (now an owner that missed a write is sent it
-//     again at once: replication/write.go; and the checker counts a crash
+//     crashed 27 ms later: a double fault (the checker now counts a crash
 //     during a login in flight as it counts one after it);
 //   - scalar-version (seed 2064, 3 of 3000 histories before): with
 //     asynchronous writes, a write made on one node after a login made on
