@@ -63,9 +63,12 @@ func (s *Store) maintain() {
 // catchUpInterval instead of AntiEntropyInterval. The count of partitions
 // below their copy count only reaches 0 in a round that sees the new
 // owners' statuses after they have copied, and a SIGKILL should not wait
-// AntiEntropyInterval for it. Rounds that find the same count again (a
-// frozen or cut-off owner, which no copying mends) fall back to the
-// normal pace after catchUpRounds.
+// AntiEntropyInterval for it. After catchUpRounds rounds that find the same
+// count again, the pause doubles each round up to AntiEntropyInterval: a
+// frozen or cut-off owner, which no copying mends, is soon polled at the
+// normal pace, while peers that are only slow to copy (64 servers starting
+// on 2 cores) are not left for a whole AntiEntropyInterval after their last
+// copy (that wait was most of the time a 64-node cluster took to converge).
 const (
 	catchUpInterval = 100 * time.Millisecond
 	catchUpRounds   = 20
@@ -74,22 +77,28 @@ const (
 // catchUp is what roundPeriod remembers between rounds; only the
 // maintenance loop uses it.
 type catchUp struct {
-	under int32 // the last round's count (Store.replicated)
-	left  int   // short pauses left without progress
+	under int32         // the last round's count (Store.replicated)
+	left  int           // short pauses left without progress
+	pause time.Duration // the last pause after those
 }
 
 // roundPeriod is the pause before the next maintenance round.
 func (s *Store) roundPeriod() time.Duration {
 	c, under := &s.catchUp, s.replicated.Load()
 	if under < 0 || c.under == 0 || under < c.under {
-		c.left = catchUpRounds // a new loss, a view change, or progress
+		// a new loss, a view change, or progress
+		c.left, c.pause = catchUpRounds, catchUpInterval
 	}
 	c.under = under
-	if under == 0 || c.left == 0 {
+	switch {
+	case under == 0:
 		return s.cfg.AntiEntropyInterval
+	case c.left > 0:
+		c.left--
+		return min(s.cfg.AntiEntropyInterval, catchUpInterval)
 	}
-	c.left--
-	return min(s.cfg.AntiEntropyInterval, catchUpInterval)
+	c.pause = min(2*c.pause, s.cfg.AntiEntropyInterval)
+	return c.pause
 }
 
 // round runs one round of maintenance: it polls the peers, then carries
