@@ -89,13 +89,18 @@ func (f fleet) check(t *testing.T, c *testcluster.Cluster) {
 	}
 }
 
-// waitSnapshots waits until every node has written a snapshot after now.
+// waitSnapshots waits until every node has written a snapshot after now,
+// which holds every write acknowledged before. It first writes a session
+// on every node (all-to-all): a snapshot is skipped when nothing changed,
+// so a node whose last snapshot already held everything would write no
+// other.
 func waitSnapshots(t *testing.T, c *testcluster.Cluster) {
 	t.Helper()
 	base := map[string]uint64{}
 	for _, n := range c.Nodes() {
 		base[n.Name] = n.Store.Stats().Snapshots
 	}
+	require.NoError(t, errOf(c.Nodes()[0].Store.Save(context.Background(), "snapshot-trigger", put("user", "x"))))
 	require.Eventually(t, func() bool {
 		for _, n := range c.Nodes() {
 			if n.Store.Stats().Snapshots <= base[n.Name] {
