@@ -286,7 +286,11 @@ func testSlowPeerDelaysWritesOnlyOnce(t *testing.T) {
 	c.WaitReady(t)
 	ctx := context.Background()
 	a := c.Node("a").Store
-	c.Net.Delay("a", "b", time.Hour) // b is frozen, as far as a can tell
+	// b is frozen: nothing it sends reaches a, nothing a sends reaches it.
+	// (With only a's calls delayed, b's own anti-entropy pulls the writes
+	// from a and a rightly stops counting b degraded.)
+	c.Net.Delay("a", "b", time.Hour)
+	c.Net.Delay("b", "a", time.Hour)
 
 	elapsed := replication.SystemClock().Monotonic
 	require.NoError(t, errOf(a.Save(ctx, "s0", put("n", "0"))))
