@@ -23,9 +23,12 @@ import (
 )
 
 // start starts a cluster of the named nodes with ownership mode, waits
-// until they are ready, and returns it with one limiter per node, in the
+// until they are settled, and returns it with one limiter per node, in the
 // order of names, all with opts (Now fixed at the start, so that the test
-// stays in one window).
+// stays in one window). Ready is not enough: the joins fence the nodes
+// that started first, and a node that is ready but still merging with the
+// others (resync) passes updates to the next owner, so a burst that starts
+// then can meet two coordinators, and updates fail with ErrConflict.
 func start(t *testing.T, mode replication.Mode, limit int, window time.Duration, opts throttle.Options, names ...string) (*testcluster.Cluster, []*throttle.Limiter) {
 	t.Helper()
 	c := testcluster.New(t, testcluster.Options{Seed: 1, Config: func(string) replication.Config {
@@ -41,7 +44,7 @@ func start(t *testing.T, mode replication.Mode, limit int, window time.Duration,
 		require.NoError(t, err)
 		ls = append(ls, l)
 	}
-	c.WaitReady(t)
+	waitSettled(t, c, len(names))
 	return c, ls
 }
 
