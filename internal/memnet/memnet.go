@@ -68,7 +68,6 @@ type LinkStats struct {
 
 // fault is the faults configured on one link.
 type fault struct {
-	dropNext          int // requests still to drop before dropReq applies again
 	dropReq, dropResp float64
 	delay             time.Duration
 	refuse            string // why the destination refuses the source's handshake; empty: it does not
@@ -142,13 +141,6 @@ func (n *Network) Drop(from, to string, p float64) {
 	n.setFault(from, to, func(f *fault) { f.dropReq = p })
 }
 
-// DropNext makes the next k requests from one address to another lost, as
-// Drop does, whatever Drop's probability: a test that must lose exactly
-// one message calls it when nothing else is in flight on the link.
-func (n *Network) DropNext(from, to string, k int) {
-	n.setFault(from, to, func(f *fault) { f.dropNext = k })
-}
-
 // DropResponses makes each response on the link lost with probability p:
 // the handler runs, then the call fails with an unreachable error. It is the
 // case a caller cannot tell from a lost request, and the reason writes must
@@ -176,10 +168,7 @@ func (n *Network) Refuse(from, to, why string) {
 func (n *Network) setFault(from, to string, set func(*fault)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.setFaultLocked(Link{from, to}, set)
-}
-
-func (n *Network) setFaultLocked(l Link, set func(*fault)) {
+	l := Link{from, to}
 	f := n.faults[l]
 	set(&f)
 	if f == (fault{}) {
@@ -241,10 +230,6 @@ func (n *Network) route(from, to string) plan {
 	f := n.faults[l]
 	p.delay = f.delay
 	p.dropReq = f.dropReq > 0 && n.rng.Float64() < f.dropReq
-	if f.dropNext > 0 {
-		p.dropReq = true
-		n.setFaultLocked(l, func(f *fault) { f.dropNext-- })
-	}
 	p.dropResp = !p.dropReq && f.dropResp > 0 && n.rng.Float64() < f.dropResp
 	return p
 }

@@ -199,26 +199,6 @@ func TestNetwork_Drop(t *testing.T) {
 	})
 }
 
-func TestNetwork_DropNext(t *testing.T) {
-	n := newNet(1)
-	a := n.Node("a")
-	var runs atomic.Int64
-	served(n, "b", &runs)
-	n.Delay("a", "b", time.Nanosecond) // another fault on the link stays
-	n.DropNext("a", "b", 2)
-	for i := range 4 {
-		_, err := a.Call(context.Background(), "b", []byte("x"))
-		if i < 2 {
-			assert.ErrorIs(t, err, errUnreachable, "call %d", i)
-		} else {
-			assert.NoError(t, err, "call %d", i)
-		}
-	}
-	assert.Equal(t, int64(2), runs.Load())
-	st := n.Stats()[memnet.Link{From: "a", To: "b"}]
-	assert.Equal(t, uint64(2), st.DroppedRequests)
-}
-
 func TestNetwork_DropResponses(t *testing.T) {
 	n := newNet(1)
 	a := n.Node("a")
