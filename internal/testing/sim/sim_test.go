@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"flag"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -26,7 +27,15 @@ var (
 	knownFail = flag.String("sim.known", "", "comma-separated known issues to fail on too, or \"all\" (see sim.KnownIssues)")
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the tests with the garbage collector at a quarter of its
+// default pace: a history allocates a lot and keeps little (the run stays
+// under 120 MB), and collections took about a fifth of the CPU. 300
+// histories, alternating runs on 2 cores: 44 and 40 s of wall time at the
+// default pace, 33 and 29 s at this one.
+func TestMain(m *testing.M) {
+	debug.SetGCPercent(400)
+	goleak.VerifyTestMain(m)
+}
 
 // TestSim runs seeded histories of a simulated cluster in virtual time
 // and fails on every anomaly the checker finds, except those of the known
