@@ -358,7 +358,7 @@ func (s *Store) resync(ctx context.Context, v *view) {
 	// A poll of its own: statuses from before the lease that asked for
 	// this may predate the writes it stands for.
 	since := s.clock.Monotonic()
-	s.pollPeers(ctx, resyncPeers(v, s.partStates()), true)
+	s.poll(ctx, v, true)
 	plan := planResync(v, s.partStates(), freshStatuses(v, since))
 	if !plan.complete {
 		s.log.Debug("resync: an owner did not answer; retrying next round")

@@ -242,15 +242,12 @@ func (s *Store) greetAgain(ctx context.Context, v *view) {
 // of the status it sent before is not asked: it is alive and its status
 // is the same. An idle cluster then polls nobody, and one under load only
 // the peers whose partitions changed.
-func (s *Store) poll(ctx context.Context, v *view, all bool) { s.pollPeers(ctx, v.peers, all) }
-
-// pollPeers is poll of the given peers only.
-func (s *Store) pollPeers(ctx context.Context, peers []*peer, all bool) {
+func (s *Store) poll(ctx context.Context, v *view, all bool) {
 	req, _ := encodeStatusRequest()
 	now := s.clock.Monotonic()
 	since := now - s.leases.renewalPeriod() - s.cfg.ReadLease/2
 	var wg sync.WaitGroup
-	for _, q := range peers {
+	for _, q := range v.peers {
 		if st := q.unchangedStatus(since, now); st != nil && !all {
 			q.status.Store(st)
 			continue

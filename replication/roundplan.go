@@ -97,30 +97,6 @@ type exchangePlan struct {
 	partition int
 }
 
-// resyncPeers returns the peers planResync needs statuses of: the other
-// owners of each partition this node owns and holds completely, in the
-// view's order. In backup mode they are a few peers whatever the cluster
-// size; polling every peer for each resync made a start of 64 nodes, in
-// which every view change asks every node to resync, cost 63 status polls
-// a resync.
-func resyncPeers(v *view, local []partState) []*peer {
-	need := map[*peer]bool{}
-	for pi, p := range local {
-		if v.owns(pi) && p.ready {
-			for _, q := range v.targets(pi) {
-				need[q] = true
-			}
-		}
-	}
-	var out []*peer
-	for _, q := range v.peers {
-		if need[q] {
-			out = append(out, q)
-		}
-	}
-	return out
-}
-
 func planResync(v *view, local []partState, st statuses) resyncPlan {
 	var plan resyncPlan
 	for pi, p := range local {

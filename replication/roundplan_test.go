@@ -103,16 +103,6 @@ func TestPlanResync(t *testing.T) {
 	assert.Empty(t, plan.exchanges)
 }
 
-func TestResyncPeers(t *testing.T) {
-	v, q := planView(t, []string{"b", "self"}, "a", "b", "c")
-	v.owners[1], v.owned[1] = nil, false // only partition 0 is this node's
-	assert.Equal(t, []*peer{q["b"]}, resyncPeers(v, local(1, nil)), "the other owner of partition 0, not every peer")
-	assert.Empty(t, resyncPeers(v, local(1, map[int]partState{0: {}})), "a partition not held completely is not resynced")
-
-	w, q := planView(t, []string{"self", "a"}, "a", "b")
-	assert.Equal(t, []*peer{q["a"], q["b"]}, resyncPeers(w, local(1, nil)), "partition 1 is everyone's")
-}
-
 func TestPlanHandOffs(t *testing.T) {
 	v, q := planView(t, []string{"a", "b"}, "a", "b")
 	v.owned[1] = true
