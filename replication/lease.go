@@ -82,13 +82,20 @@ type leases struct {
 	authority  atomic.Int64
 	fenceUntil atomic.Int64
 	renew      chan struct{} // asks renewLeases for a round now
+	// writes counts the writes this node has started (Save, Touch,
+	// Destroy, Retire, Rename, Update), from before each loads the view
+	// it sends by; inFlight those that have not returned. async: writes
+	// are asynchronous, and their sends outlive them. See writeMark.
+	writes   atomic.Uint64
+	inFlight atomic.Int64
+	async    bool
 
 	mu    sync.Mutex
 	table *leaseTable // guards: the decisions
 }
 
-func newLeases(self uint64, d time.Duration, clock Clock) *leases {
-	l := &leases{clock: clock, d: d, renew: make(chan struct{}, 1), table: newLeaseTable(self, d)}
+func newLeases(self uint64, d time.Duration, clock Clock, async bool) *leases {
+	l := &leases{clock: clock, d: d, renew: make(chan struct{}, 1), table: newLeaseTable(self, d), async: async}
 	l.authority.Store(math.MaxInt64) // alone: nobody can write behind its back
 	return l
 }
@@ -98,6 +105,23 @@ const (
 	leaseIdleAfter = 2 // ReadLeases without a request asking for authority before the node is idle
 	idleRenewal    = 8 // ReadLeases between the renewals of an idle node
 )
+
+// beginWrite marks the start of a write, before it loads the view it
+// sends by; endWrite its return.
+func (l *leases) beginWrite() {
+	l.inFlight.Add(1)
+	l.writes.Add(1)
+}
+
+func (l *leases) endWrite() { l.inFlight.Add(-1) }
+
+// writeMark returns the mark of this node's writes now. It reads the count
+// before the writes in flight, which beginWrite raises first: a write that
+// starts meanwhile shows in one or the other.
+func (l *leases) writeMark() writeMark {
+	started := l.writes.Load()
+	return writeMark{started: started, busy: l.async || l.inFlight.Load() > 0}
+}
 
 // mono returns the monotonic time in nanoseconds.
 func (l *leases) mono() int64 { return int64(l.clock.Monotonic()) }
@@ -176,7 +200,7 @@ func (s *Store) leasesViewChanged(prev, next *view) {
 		lost = lostPartitions(prev, next)
 	}
 	keep := peerKeys(next.peers)
-	l.table.viewChanged(before, keep, peerKeys(lost))
+	l.table.viewChanged(before, keep, peerKeys(lost), l.writeMark())
 	l.publish()
 	l.mu.Unlock()
 	s.peerClocks.forget(keep)
@@ -273,7 +297,7 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 	defer l.mu.Unlock()
 	// degraded is read under l.mu: fence sets it there, after the table
 	// fenced q, so no lease is granted between the two.
-	reply := l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono())
+	reply := l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono(), l.writeMark())
 	l.publish() // the holder's view fence may have ended
 	reply.wall = s.clock.Now().UnixNano()
 	reply.statusGen = s.statusGen()

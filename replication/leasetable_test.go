@@ -14,6 +14,9 @@ const testLease = time.Second
 var (
 	peerA = memberKey{"a", 1}
 	peerB = memberKey{"b", 1}
+	// wrote is the mark of a node that has sent a write since the leases
+	// it granted (none in flight now).
+	wrote = writeMark{started: 1}
 )
 
 // granted is a reply granting a lease of the test duration at epoch.
@@ -72,7 +75,7 @@ func TestLeaseTable_Authority(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lt := newLeaseTable(9, testLease)
-			lt.viewChanged(nil, tc.peers, nil)
+			lt.viewChanged(nil, tc.peers, nil, wrote)
 			for _, k := range tc.peers {
 				for i, a := range tc.answers[k] {
 					lt.answered(k, int64(i)*sec, a)
@@ -85,7 +88,7 @@ func TestLeaseTable_Authority(t *testing.T) {
 
 func TestLeaseTable_ResyncRestoresAuthority(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	lt.viewChanged(nil, []memberKey{peerA}, nil)
+	lt.viewChanged(nil, []memberKey{peerA}, nil, wrote)
 	require.False(t, lt.answered(peerA, 0, granted(0)))
 	_, due := lt.resyncDue()
 	require.False(t, due)
@@ -104,42 +107,67 @@ func TestLeaseTable_ResyncRestoresAuthority(t *testing.T) {
 
 func TestLeaseTable_Grant(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	assert.Equal(t, leaseNotYou, lt.grant(peerA, 8, true, true, false, 0).outcome, "addressed to an earlier incarnation")
-	assert.Equal(t, leaseUnknown, lt.grant(peerA, 9, false, true, false, 0).outcome)
-	assert.Equal(t, leaseBehind, lt.grant(peerA, 9, true, true, true, 0).outcome)
-	assert.Equal(t, leaseOtherView, lt.grant(peerA, 9, true, false, false, 0).outcome, "the asker's view has other owners")
-	r := lt.grant(peerA, 9, true, true, false, 5)
+	assert.Equal(t, leaseNotYou, lt.grant(peerA, 8, true, true, false, 0, writeMark{}).outcome, "addressed to an earlier incarnation")
+	assert.Equal(t, leaseUnknown, lt.grant(peerA, 9, false, true, false, 0, writeMark{}).outcome)
+	assert.Equal(t, leaseBehind, lt.grant(peerA, 9, true, true, true, 0, writeMark{}).outcome)
+	assert.Equal(t, leaseOtherView, lt.grant(peerA, 9, true, false, false, 0, writeMark{}).outcome, "the asker's view has other owners")
+	r := lt.grant(peerA, 9, true, true, false, 5, writeMark{})
 	assert.Equal(t, leaseReply{outcome: leaseGranted, epoch: 0, duration: testLease}, r)
 	assert.Equal(t, 5+int64(testLease), lt.granted[peerA].until)
 }
 
 func TestLeaseTable_FenceWaitsOutTheLeasesGranted(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil)
-	lt.grant(peerA, 9, true, true, false, 100)
+	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil, wrote)
+	lt.grant(peerA, 9, true, true, false, 100, writeMark{})
 	assert.LessOrEqual(t, lt.fenceWait(100), time.Duration(0), "nothing fenced yet")
 	lt.fence(peerA)
 	assert.Equal(t, testLease, lt.fenceWait(100))
-	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 200).epoch, "the view change and the fence each bumped the epoch")
+	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 200, writeMark{}).epoch, "the view change and the fence each bumped the epoch")
 	lt.fence(peerB) // never granted anything: adds no wait
 	assert.Equal(t, testLease, lt.fenceWait(100))
 }
 
 func TestLeaseTable_ViewChange(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil)
-	lt.grant(peerA, 9, true, true, false, 0)
-	lt.grant(peerB, 9, true, true, false, 0)
+	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil, wrote)
+	lt.grant(peerA, 9, true, true, false, 0, writeMark{})
+	lt.grant(peerB, 9, true, true, false, 0, writeMark{})
 	lt.answered(peerA, 0, granted(0))
 
 	restartedA := memberKey{"a", 2}
-	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{restartedA}, nil)
+	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{restartedA}, nil, wrote)
 	assert.Equal(t, []memberKey{peerB}, fenced, "b left: fenced; a restarted: its old process is gone")
 	assert.Equal(t, int64(testLease), int64(lt.fenceWait(0)), "b's lease must run out before the next acknowledgement")
 	assert.NotContains(t, lt.held, peerA, "what a's old incarnation granted is forgotten")
 	assert.NotContains(t, lt.granted, peerA)
 	assert.Contains(t, lt.granted, peerB, "b's fence outlives its departure")
 	assert.Zero(t, lt.authority(), "the new incarnation has not been asked yet")
+}
+
+// A view change tells a peer to merge only when this node may have sent a
+// write since its last grant to it: one started since, or one in flight
+// at the grant.
+func TestLeaseTable_ViewChangeBumpsEpochOnlyAfterWrites(t *testing.T) {
+	lt := newLeaseTable(9, testLease)
+	peers := []memberKey{peerA, peerB}
+	lt.viewChanged(nil, peers, nil, writeMark{})
+	assert.Zero(t, lt.grant(peerA, 9, true, true, false, 0, writeMark{}).epoch, "no write ever: nothing to merge")
+
+	lt.grant(peerB, 9, true, true, false, 0, writeMark{started: 3, busy: true})
+	lt.viewChanged(peers, peers, nil, writeMark{started: 3})
+	assert.Equal(t, uint64(1), lt.grant(peerA, 9, true, true, false, 0, writeMark{started: 3}).epoch,
+		"a write started after a's grant")
+	assert.Equal(t, uint64(1), lt.grant(peerB, 9, true, true, false, 0, writeMark{started: 3}).epoch,
+		"a write was in flight at b's grant")
+
+	lt.viewChanged(peers, peers, nil, writeMark{started: 3})
+	assert.Equal(t, uint64(1), lt.grant(peerA, 9, true, true, false, 0, writeMark{started: 3}).epoch,
+		"no write since the grants: the epoch stays")
+
+	lt.fence(peerA)
+	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 0, writeMark{started: 3}).epoch,
+		"a fence bumps the epoch whatever the writes")
 }
 
 // While views differ, nodes may disagree on a partition's owners: a view
@@ -150,24 +178,24 @@ func TestLeaseTable_ViewChange(t *testing.T) {
 // leases granted by peers that still wrote to the old owners.
 func TestLeaseTable_ViewChangeWhileViewsDiffer(t *testing.T) {
 	lt := newLeaseTable(9, testLease)
-	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil)
+	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil, wrote)
 	lt.answered(peerA, 0, granted(1))
 	lt.answered(peerB, 0, granted(1))
 	mark, _ := lt.resyncDue()
 	lt.resynced(mark)
 	require.Equal(t, int64(testLease), lt.authority())
-	lt.grant(peerA, 9, true, true, false, 0)
-	lt.grant(peerB, 9, true, true, false, 0)
+	lt.grant(peerA, 9, true, true, false, 0, writeMark{})
+	lt.grant(peerB, 9, true, true, false, 0, writeMark{})
 
-	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{peerA, peerB}, []memberKey{peerB})
+	fenced := lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{peerA, peerB}, []memberKey{peerB}, wrote)
 	assert.Equal(t, []memberKey{peerB}, fenced, "b lost a partition to the new view")
 	assert.Equal(t, testLease, lt.fenceWait(0), "the next write waits out b's lease...")
 	assert.Zero(t, lt.authority(), "the leases held under the old view ended")
-	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 0).epoch, "a is told to merge")
+	assert.Equal(t, uint64(2), lt.grant(peerA, 9, true, true, false, 0, writeMark{}).epoch, "a is told to merge")
 
-	assert.Equal(t, leaseOtherView, lt.grant(peerB, 9, true, false, false, 0).outcome, "b still has the old view")
+	assert.Equal(t, leaseOtherView, lt.grant(peerB, 9, true, false, false, 0, writeMark{}).outcome, "b still has the old view")
 	assert.Equal(t, testLease, lt.fenceWait(0))
-	lt.grant(peerB, 9, true, true, false, 0)
+	lt.grant(peerB, 9, true, true, false, 0, writeMark{})
 	assert.LessOrEqual(t, lt.fenceWait(0), time.Duration(0), "...or until b asks with the new owners: its view changed, which ended its leases")
 
 	lt.answered(peerA, 0, outcome(leaseOtherView))

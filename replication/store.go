@@ -124,7 +124,7 @@ func New(cfg Config) (*Store, error) {
 		readyCh:     make(chan struct{}),
 		greeted:     make(chan struct{}),
 		done:        make(chan struct{}),
-		leases:      newLeases(local.Incarnation, cfg.ReadLease, cfg.Clock),
+		leases:      newLeases(local.Incarnation, cfg.ReadLease, cfg.Clock, cfg.WriteConcern == Async),
 		peerClocks:  newPeerClocks(),
 		wallOffsets: newWallOffsets(),
 	}

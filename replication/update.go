@@ -66,6 +66,8 @@ func (s *Store) UpdateAtLeast(ctx context.Context, id, key string, want Version,
 	if err := s.Health(); err != nil {
 		return nil, 0, err
 	}
+	s.leases.beginWrite()
+	defer s.leases.endWrite()
 	pi := partitionOf(id)
 	v := s.view.Load()
 	cur, err := s.current(ctx, v, pi, id)

@@ -35,6 +35,8 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 	if !validID(id) {
 		return 0, fmt.Errorf("save session: %w", ErrInvalidID)
 	}
+	s.leases.beginWrite()
+	defer s.leases.endWrite()
 	v, pi := s.view.Load(), partitionOf(id)
 	cur, local, err := s.saveBase(ctx, v, pi, id, c.Base)
 	if err != nil {
@@ -195,6 +197,8 @@ func (s *Store) Touch(ctx context.Context, sess Session) error {
 		return nil
 	}
 	delta := &record{id: id, created: cur.created, expires: cur.expires, idleMs: cur.idleMs, idleUntil: until}
+	s.leases.beginWrite()
+	defer s.leases.endWrite()
 	return s.write(ctx, s.view.Load(), delta)
 }
 
@@ -234,6 +238,8 @@ func (s *Store) end(ctx context.Context, id string, renewed bool) error {
 	if !validID(id) {
 		return nil
 	}
+	s.leases.beginWrite()
+	defer s.leases.endWrite()
 	v, pi := s.view.Load(), partitionOf(id)
 	var cur *record
 	if p := s.parts[pi]; p.ready.Load() {
@@ -285,6 +291,8 @@ func (s *Store) Rename(ctx context.Context, oldID, newID string, c Changes) (Ver
 	if !validID(oldID) || !validID(newID) || oldID == newID {
 		return 0, fmt.Errorf("rename session: %w", ErrInvalidID)
 	}
+	s.leases.beginWrite()
+	defer s.leases.endWrite()
 	v := s.view.Load()
 	cur, err := s.current(ctx, v, partitionOf(oldID), oldID)
 	if err != nil {
