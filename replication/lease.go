@@ -82,16 +82,19 @@ type leases struct {
 	authority  atomic.Int64
 	fenceUntil atomic.Int64
 	renew      chan struct{} // asks renewLeases for a round now
-	// writes counts the writes this node has started (Save, Touch,
-	// Destroy, Retire, Rename, Update), from before each loads the view
-	// it sends by; inFlight those that have not returned. async: writes
-	// are asynchronous, and their sends outlive them. See writeMark.
-	writes   atomic.Uint64
-	inFlight atomic.Int64
-	async    bool
+	async      bool          // writes are asynchronous: their sends outlive them
 
 	mu    sync.Mutex
 	table *leaseTable // guards: the decisions
+
+	// writes counts the writes this node has started (Save, Touch,
+	// Destroy, Retire, Rename, Update), from before each loads the view
+	// it sends by; inFlight those that have not returned. See writeMark.
+	// On a cache line of their own: every write changes them, and every
+	// read loads authority.
+	_        [64]byte
+	writes   atomic.Uint64
+	inFlight atomic.Int64
 }
 
 func newLeases(self uint64, d time.Duration, clock Clock, async bool) *leases {
