@@ -62,6 +62,23 @@ func TestCodec_RejectsHugeCountsWithoutAllocating(t *testing.T) {
 	require.ErrorIs(t, err, errMalformed)
 }
 
+func TestCodec_GetReplyRoundTrip(t *testing.T) {
+	r := &record{id: "s", attrs: []attr{{name: "a", value: []byte("b"), version: version{1, 1}}}}
+	msg, err := encodeGetReply(getReply{disowned: true, behind: true, r: r})
+	require.NoError(t, err)
+	g, err := decodeGetReply(msg)
+	require.NoError(t, err)
+	assert.False(t, g.ready)
+	assert.True(t, g.disowned)
+	assert.True(t, g.behind)
+	requireSame(t, r, g.r)
+
+	// A build from before the behind field: [ready, no record, disowned].
+	g, err = decodeGetReply([]byte{respOK, 0x93, 0xc2, 0xc0, 0xc2})
+	require.NoError(t, err)
+	assert.False(t, g.behind, "an older replier says nothing of missed writes")
+}
+
 func TestCodec_RemoteError(t *testing.T) {
 	_, err := decodeRecordsReply(errorResponse(assert.AnError))
 	var re *remoteError

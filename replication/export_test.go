@@ -10,3 +10,7 @@ var PartitionOf = partitionOf
 // WriteSnapshot writes a snapshot now (Config.SnapshotDir), for tests that
 // time it.
 func (s *Store) WriteSnapshot() error { return s.writeSnapshot() }
+
+// MissedWrites reports whether the store knows it missed writes (what its
+// read answers say as behind).
+func (s *Store) MissedWrites() bool { return s.leases.behind.Load() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -174,4 +175,43 @@ func TestLease_NodeThatCannotReachItsPeersIsNotAuthoritative(t *testing.T) {
 			assert.Equal(t, "3", string(v), "session %s on %s: an update was computed from c's stale copy", id, n.Name)
 		}
 	}
+}
+
+// A read through the owners must not take the copy of an owner that knows
+// it missed writes when another owner does not answer. Found by the
+// cluster simulator: the owners of a session were its writer and an owner
+// degraded there over a lossy link; the writer acknowledged a write
+// without it, and a read on the third node lost the writer's answer and
+// returned the degraded owner's copy, without that write.
+func TestLease_ReadDoesNotTakeDegradedOwnersCopyWhenWriterIsUnheard(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, ids := leaseCluster(t)
+		// A session owned by a and c: b reads it through them.
+		var id string
+		for _, s := range ids {
+			owners := c.Node("a").Store.Partitions()[replication.PartitionOf(s)].Owners
+			if slices.Contains(owners, "a") && slices.Contains(owners, "c") {
+				id = s
+				break
+			}
+		}
+		require.NotEmpty(t, id, "no session owned by a and c among %d", len(ids))
+		ctx := context.Background()
+
+		c.Net.Drop("a", "c", 1) // c misses a's write; a fences it and acknowledges
+		_, err := c.Node("a").Store.Save(ctx, id, replication.Changes{Set: map[string][]byte{"n": []byte("2")}})
+		require.NoError(t, err)
+		require.Eventually(t, c.Node("c").Store.MissedWrites, 10*time.Second, 10*time.Millisecond,
+			"c learns from a lease answer that it is degraded at a")
+
+		c.Net.Drop("b", "a", 1) // b does not hear the writer
+		s, ok, err := c.Node("b").Store.Get(ctx, id)
+		if err != nil {
+			assert.ErrorIs(t, err, replication.ErrUnreachable)
+			return
+		}
+		require.True(t, ok)
+		v, _ := s.Value("n")
+		assert.Equal(t, "2", string(v), "b answered with the copy of an owner that missed the write")
+	})
 }

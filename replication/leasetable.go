@@ -304,6 +304,20 @@ func (t *leaseTable) resyncDue() (mark uint64, due bool) {
 	return t.behind, t.behind != t.synced
 }
 
+// missedWrites reports whether this node knows it missed writes: a peer's
+// last answer said it is degraded there, or a resync is due.
+func (t *leaseTable) missedWrites() bool {
+	if t.behind != t.synced {
+		return true
+	}
+	for _, h := range t.held {
+		if h.behind {
+			return true
+		}
+	}
+	return false
+}
+
 // resynced records that a resync started at mark has merged this node's
 // partitions with the other owners.
 func (t *leaseTable) resynced(mark uint64) { t.synced = mark }

@@ -42,6 +42,8 @@ const (
 	// built on after an update copy (msgUpdateCopy). Appended to replies:
 	// how long the owner's fences still run, in a write's acknowledgement,
 	// and whether the replier owns the partition, in a read's answer.
+	// Appended since, within version 2: whether the replier knows it
+	// missed writes, in a read's answer (read.go, askAll).
 	protocolV2 uint64 = 2
 
 	// protocolVersion is the highest version this build speaks, and

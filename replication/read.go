@@ -251,7 +251,8 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 	answered, unheard, handedOver := false, false, false
 	// unheardAhead: an owner that acknowledged writes without this node
 	// did not answer; the others may have missed those writes too.
-	unheardAhead := false
+	// answeredBehind: an owner that answered knows it missed writes.
+	unheardAhead, answeredBehind := false, false
 	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
 			g, err := s.get(ctx, q, id, timeout)
@@ -272,6 +273,7 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 				handedOver = true
 			default:
 				answered = true
+				answeredBehind = answeredBehind || g.behind && !g.ready
 			}
 			if err := learn(g.r); err != nil { // a partial copy is still true
 				s.log.Warn("refused record from peer", "peer", q.name, "err", err)
@@ -330,6 +332,13 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 		}
 	}
 	switch {
+	case answeredBehind && (unheard || notAsked):
+		// Found by the cluster simulator: the owners of a session were a
+		// writer and an owner degraded there over a lossy link; the
+		// writer acknowledged a write without it, and a read on a third
+		// node lost the writer's answer and took the degraded owner's
+		// copy, without that write.
+		return nil, errNoAnswer
 	case unheardAhead:
 		// Found by the cluster simulator: a login acknowledged by one node
 		// while both others were degraded there was read as missing on

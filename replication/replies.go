@@ -76,12 +76,18 @@ type getReply struct {
 	// builds). What it holds, if anything, is what it has not handed over
 	// yet.
 	disowned bool
-	r        *record // the session, or nil
+	// behind: the replying node knows it missed writes (a peer answered
+	// its lease request with "degraded here", or it has not merged since
+	// a lease told it so), so its copy may lack writes that another owner
+	// alone acknowledged (appended after disowned; false from earlier
+	// builds, and skipped by them).
+	behind bool
+	r      *record // the session, or nil
 }
 
 func encodeGetReply(g getReply) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(3)
+	e.arrayLen(4)
 	e.boolean(g.ready)
 	if g.r == nil {
 		e.check(e.enc.EncodeNil())
@@ -89,6 +95,7 @@ func encodeGetReply(g getReply) ([]byte, error) {
 		e.record(g.r)
 	}
 	e.boolean(g.disowned)
+	e.boolean(g.behind)
 	return e.finish()
 }
 
@@ -107,6 +114,9 @@ func decodeGetReply(resp []byte) (getReply, error) {
 	read := 2
 	if n > read {
 		g.disowned, read = d.boolean(), 3
+	}
+	if n > read {
+		g.behind, read = d.boolean(), 4
 	}
 	d.skip(n - read)
 	return g, d.done()
