@@ -304,14 +304,15 @@ func (t *leaseTable) resyncDue() (mark uint64, due bool) {
 	return t.behind, t.behind != t.synced
 }
 
-// missedWrites reports whether this node knows it missed writes: a peer's
-// last answer said it is degraded there, or a resync is due.
+// missedWrites reports whether this node knows it missed writes: the last
+// answer of a peer in the view said it is degraded there, or a resync is
+// due. (A departed peer's last answer never changes again.)
 func (t *leaseTable) missedWrites() bool {
 	if t.behind != t.synced {
 		return true
 	}
-	for _, h := range t.held {
-		if h.behind {
+	for _, k := range t.peers {
+		if h := t.held[k]; h != nil && h.behind {
 			return true
 		}
 	}

@@ -202,3 +202,16 @@ func TestLeaseTable_ViewChangeWhileViewsDiffer(t *testing.T) {
 	lt.answered(peerB, 0, granted(3))
 	assert.Zero(t, lt.authority(), "a has not changed its view yet: not renewed")
 }
+
+func TestLeaseTable_MissedWrites(t *testing.T) {
+	lt := newLeaseTable(9, testLease)
+	lt.viewChanged(nil, []memberKey{peerA, peerB}, nil, wrote)
+	lt.answered(peerA, 0, granted(0))
+	assert.False(t, lt.missedWrites())
+	lt.answered(peerB, 0, outcome(leaseBehind))
+	assert.True(t, lt.missedWrites(), "degraded at b")
+	lt.viewChanged([]memberKey{peerA, peerB}, []memberKey{peerA}, nil, wrote)
+	assert.False(t, lt.missedWrites(), "b left the view: its last answer no longer counts")
+	lt.answered(peerA, 0, granted(1))
+	assert.True(t, lt.missedWrites(), "a new epoch from a: a resync is due")
+}
