@@ -607,7 +607,11 @@ func benchBackupWrite(b *testing.B, nodes int, withBase bool) {
 		parts := st.Partitions()
 		for _, id := range ids {
 			info := parts[replication.PartitionOf(id)]
-			copies[n] = append(copies[n], len(info.Owners)-map[bool]int{false: 0, true: 1}[info.Owned])
+			k := len(info.Owners)
+			if info.Owned {
+				k-- // this store holds one copy itself
+			}
+			copies[n] = append(copies[n], k)
 		}
 	}
 	ctx := context.Background()

@@ -13,4 +13,4 @@ func (s *Store) WriteSnapshot() error { return s.writeSnapshot() }
 
 // MissedWrites reports whether the store knows it missed writes (what its
 // read answers say as behind).
-func (s *Store) MissedWrites() bool { return s.leases.behind.Load() }
+func (s *Store) MissedWrites() bool { return s.leases.missedWrites.Load() }

@@ -79,11 +79,11 @@ type leases struct {
 	// authoritative (0: not at all); fenceUntil the time before which a
 	// write that skipped an owner may not be acknowledged. Both are
 	// copies of the table's, stored after every change.
-	authority  atomic.Int64
-	fenceUntil atomic.Int64
-	behind     atomic.Bool   // the table's missedWrites, for read replies
-	renew      chan struct{} // asks renewLeases for a round now
-	async      bool          // writes are asynchronous: their sends outlive them
+	authority    atomic.Int64
+	fenceUntil   atomic.Int64
+	missedWrites atomic.Bool   // the table's missedWrites, for read replies
+	renew        chan struct{} // asks renewLeases for a round now
+	async        bool          // writes are asynchronous: their sends outlive them
 
 	mu    sync.Mutex
 	table *leaseTable // guards: the decisions
@@ -179,7 +179,7 @@ func (l *leases) idle() bool { return l.mono()-l.used.Load() >= int64(leaseIdleA
 func (l *leases) publish() {
 	l.authority.Store(l.table.authority())
 	l.fenceUntil.Store(l.table.fenceDeadline())
-	l.behind.Store(l.table.missedWrites())
+	l.missedWrites.Store(l.table.missedWrites())
 }
 
 // authoritative reports whether this node may answer reads of p from its
