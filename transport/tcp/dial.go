@@ -137,6 +137,14 @@ func (t *Transport) dial(ctx context.Context, p *peer) (*conn, error) {
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
 	raw, err := t.dialer.DialContext(dctx, "tcp", p.addr)
+	if errors.Is(err, syscall.ECONNRESET) {
+		// The peer's kernel reset the connection as it completed: its
+		// listening socket closed with the connection queued (a process
+		// being killed), or a live process reset it at once. A second
+		// connect tells the two apart, now rather than after
+		// RedialBackoff: the first is refused.
+		raw, err = t.dialer.DialContext(dctx, "tcp", p.addr)
+	}
 	if err != nil {
 		if t.ctx.Err() != nil {
 			return nil, transport.ErrClosed
