@@ -241,14 +241,18 @@ func (s *Store) greetAgain(ctx context.Context, v *view) {
 // last lease answer, from the last renewal round, carried the generation
 // of the status it sent before is not asked: it is alive and its status
 // is the same. An idle cluster then polls nobody, and one under load only
-// the peers whose partitions changed.
+// the peers whose partitions changed. An owner whose last status said it
+// did not hold one of its partitions yet is asked all the same: it is
+// copying (a join, or re-replication after a loss), and an idle node
+// renews its leases, which would carry the news, only every few seconds.
 func (s *Store) poll(ctx context.Context, v *view, all bool) {
 	req, _ := encodeStatusRequest()
 	now := s.clock.Monotonic()
 	since := now - s.leases.renewalPeriod() - s.cfg.ReadLease/2
+	copying := copyingOwners(v)
 	var wg sync.WaitGroup
 	for _, q := range v.peers {
-		if st := q.unchangedStatus(since, now); st != nil && !all {
+		if st := q.unchangedStatus(since, now); st != nil && !all && !copying[q] {
 			q.status.Store(st)
 			continue
 		}
@@ -280,6 +284,23 @@ func (s *Store) poll(ctx context.Context, v *view, all bool) {
 		}()
 	}
 	wg.Wait()
+}
+
+// copyingOwners returns the peers that own a partition in v which their
+// last status did not report ready.
+func copyingOwners(v *view) map[*peer]bool {
+	out := map[*peer]bool{}
+	for pi := range v.owners {
+		for _, q := range v.owners[pi] {
+			if q.self || out[q] {
+				continue
+			}
+			if st := q.status.Load(); st == nil || pi >= len(st.ready) || !st.ready[pi] {
+				out[q] = true
+			}
+		}
+	}
+	return out
 }
 
 // fresh returns the status q reported in the current round, or nil.
