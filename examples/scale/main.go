@@ -1,7 +1,8 @@
 // Command scale measures what a cluster costs as it grows: for each size it
 // starts that many examples/login servers on this machine, waits until
-// they have converged, logs users in, waits until the nodes have stopped
-// renewing leases at the pace of requests, measures the idle background cost
+// they have converged (and counts the CPU the whole cluster used until
+// then), logs users in, waits until the nodes have stopped renewing leases
+// at the pace of requests, measures the idle background cost
 // (CPU, memory and replication messages per node) and the false failure
 // verdicts while nothing happens (and, with -busy, while busy loops take
 // the cores from the servers), then SIGKILLs one server, then another,
@@ -14,10 +15,11 @@
 //
 // Every figure comes from the servers themselves: process_cpu_seconds_total,
 // process_resident_memory_bytes and sessionmesh_transport_frames_sent_total
-// from GET /metrics before and after the idle window, "peer gone" lines in
-// the logs for verdicts, and GET /healthz for convergence. All servers share
-// this machine's cores, so the per-node cost of a big cluster includes the
-// contention of its neighbours. docs/benchmarks.md has a run.
+// from GET /metrics at convergence and before and after the idle window,
+// "peer gone" lines in the logs for verdicts, and GET /healthz for
+// convergence. All servers share this machine's cores, so the per-node cost
+// of a big cluster includes the contention of its neighbours.
+// docs/benchmarks.md has a run.
 package main
 
 import (
@@ -87,8 +89,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "| nodes | converged | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | false verdicts under -busy load | visit p50 / p99 | loss shown after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
-	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(stdout, "| nodes | converged | CPU to converge, whole cluster | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | false verdicts under -busy load | visit p50 / p99 | loss shown after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
 		r, err := measure(ctx, c, bin, filepath.Join(dir, strconv.Itoa(n)), n)
@@ -144,6 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 type result struct {
 	nodes          int
 	converged      time.Duration
+	convergeCPU    float64          // CPU seconds the whole cluster used from the start until converged
 	noticed        [2]time.Duration // from each SIGKILL until a survivor showed the loss (watchRecovery)
 	rereplicated   [2]time.Duration // from each SIGKILL until every survivor was fully replicated again
 	dropped        [2]time.Duration // from each SIGKILL until every survivor's membership had dropped the dead node
@@ -163,8 +166,8 @@ func (r result) row() string {
 	if r.loadedVerdicts >= 0 {
 		loaded = strconv.Itoa(r.loadedVerdicts)
 	}
-	return fmt.Sprintf("| %d | %s | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s | %s / %s | %s, %s | %s, %s | %s, %s | %d, %d |",
-		r.nodes, cs(r.converged), 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
+	return fmt.Sprintf("| %d | %s | %.1fs | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s | %s / %s | %s, %s | %s, %s | %s, %s | %d, %d |",
+		r.nodes, cs(r.converged), r.convergeCPU, 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
 		r.msgsPerNode, r.verdicts, loaded, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
 		ms(r.noticed[0]), ms(r.noticed[1]), cs(r.rereplicated[0]), cs(r.rereplicated[1]),
 		cs(r.dropped[0]), cs(r.dropped[1]), r.logouts, r.wrong)
@@ -201,6 +204,13 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 		return r, fmt.Errorf("not converged: %w", err)
 	}
 	r.converged = time.Since(start)
+	atConvergence, err := scrapeAll(ctx, client, urls)
+	if err != nil {
+		return r, err
+	}
+	for _, m := range atConvergence {
+		r.convergeCPU += m["process_cpu_seconds_total"]
+	}
 
 	users, lat, err := loginAndVisit(ctx, urls, c.users)
 	if err != nil {

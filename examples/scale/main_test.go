@@ -38,5 +38,5 @@ func TestScale(t *testing.T) {
 	code := mainExit([]string{"-nodes", "3", "-idle", "1s", "-quiet", "0s", "-busy", "2", "-users", "10"}, &out, &out)
 	t.Log("\n" + out.String())
 	require.Equal(t, 0, code)
-	assert.Regexp(t, `\| 3 \| [0-9.]+m?s \| [0-9.]+% \| [0-9.]+% \| [0-9.]+ MiB \| [0-9]+ \| 0 \| [0-9]+ \| .* \| [0-9.]+m?s, [0-9.]+m?s \| [0-9.]+m?s, [0-9.]+m?s \| [0-9.]+m?s, [0-9.]+m?s \| 0, 0 \|`, out.String())
+	assert.Regexp(t, `\| 3 \| [0-9.]+m?s \| [0-9.]+s \| [0-9.]+% \| [0-9.]+% \| [0-9.]+ MiB \| [0-9]+ \| 0 \| [0-9]+ \| .* \| [0-9.]+m?s, [0-9.]+m?s \| [0-9.]+m?s, [0-9.]+m?s \| [0-9.]+m?s, [0-9.]+m?s \| 0, 0 \|`, out.String())
 }
