@@ -50,27 +50,14 @@ func (m Mode) String() string {
 // zone without one remains (see spreadZones). The result is a new slice;
 // members is not modified.
 func ownersOf(p int, members []*peer, m Mode) []*peer {
-	type weighted struct {
-		q *peer
-		w uint64
-	}
 	ws := make([]weighted, len(members))
 	for i, q := range members {
 		ws[i] = weighted{q, rendezvousWeight(p, q.name)}
 	}
-	slices.SortFunc(ws, func(a, b weighted) int {
-		switch {
-		case a.w > b.w:
-			return -1
-		case a.w < b.w:
-			return 1
-		case a.q.name < b.q.name:
-			return -1
-		case a.q.name > b.q.name:
-			return 1
-		}
-		return 0
-	})
+	if m.owners > 0 && m.owners < len(ws) {
+		ws = heaviestPerZone(ws, m.owners)
+	}
+	slices.SortFunc(ws, byWeight)
 	ordered := make([]*peer, len(ws))
 	for i := range ws {
 		ordered[i] = ws[i].q
@@ -79,6 +66,62 @@ func ownersOf(p int, members []*peer, m Mode) []*peer {
 		return ordered
 	}
 	return spreadZones(ordered, m.owners)
+}
+
+// weighted is a member with its rendezvous weight for one partition.
+type weighted struct {
+	q *peer
+	w uint64
+}
+
+// heavier orders members by weight, then name.
+func heavier(a, b weighted) bool {
+	return a.w > b.w || a.w == b.w && a.q.name < b.q.name
+}
+
+// byWeight compares for sorting, heaviest first.
+func byWeight(a, b weighted) int {
+	switch {
+	case heavier(a, b):
+		return -1
+	case heavier(b, a):
+		return 1
+	}
+	return 0
+}
+
+// heaviestPerZone keeps, of each zone's members, the n heaviest: the only
+// ones spreadZones can pick for n owners, since it takes each zone's
+// members in weight order and stops at n. Sorting those few instead of
+// every member makes a view of 64 members several times cheaper to build,
+// and a starting cluster builds one at every join.
+func heaviestPerZone(ws []weighted, n int) []weighted {
+	type zoneTop struct {
+		zone string
+		top  []weighted // heaviest first, at most n
+	}
+	var zones []zoneTop
+	for _, w := range ws {
+		i := slices.IndexFunc(zones, func(z zoneTop) bool { return z.zone == w.q.zone })
+		if i < 0 {
+			zones = append(zones, zoneTop{zone: w.q.zone, top: make([]weighted, 0, n+1)})
+			i = len(zones) - 1
+		}
+		z := &zones[i]
+		j := len(z.top)
+		for j > 0 && heavier(w, z.top[j-1]) {
+			j--
+		}
+		if j < n {
+			z.top = slices.Insert(z.top, j, w)
+			z.top = z.top[:min(len(z.top), n)]
+		}
+	}
+	out := ws[:0]
+	for _, z := range zones {
+		out = append(out, z.top...)
+	}
+	return out
 }
 
 // spreadZones picks n owners from members ordered by weight: the heaviest

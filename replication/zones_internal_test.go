@@ -2,6 +2,7 @@ package replication
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -86,4 +87,42 @@ func names(qs []*peer) []string {
 		out[i] = q.name + "@" + q.zone
 	}
 	return out
+}
+
+// TestOwnersOf_SameAsSortingEveryMember checks that picking owners from
+// each zone's heaviest members gives what ordering every member by weight
+// and spreading that over the zones gives.
+func TestOwnersOf_SameAsSortingEveryMember(t *testing.T) {
+	reference := func(p int, members []*peer, n int) []*peer {
+		ws := make([]weighted, len(members))
+		for i, q := range members {
+			ws[i] = weighted{q, rendezvousWeight(p, q.name)}
+		}
+		slices.SortFunc(ws, byWeight)
+		ordered := make([]*peer, len(ws))
+		for i := range ws {
+			ordered[i] = ws[i].q
+		}
+		return spreadZones(ordered, n)
+	}
+	for _, shape := range [][2]int{{1, 64}, {3, 5}, {2, 1}, {5, 2}, {4, 16}} {
+		members := zoned(shape[0], shape[1])
+		members = append(members, newPeer("odd", 1, "odd", "zone-0")) // zones of different sizes
+		for _, backups := range []int{0, 1, 2, 3} {
+			for p := range numPartitions {
+				want := reference(p, members, backups+1)
+				assert.Equal(t, names(want), names(ownersOf(p, members, Backups(backups))),
+					"%d zones x %d, backups %d, partition %d", shape[0], shape[1], backups, p)
+			}
+		}
+	}
+}
+
+func BenchmarkOwnersOf(b *testing.B) {
+	members := zoned(1, 64)
+	for b.Loop() {
+		for p := range numPartitions {
+			ownersOf(p, members, Backups(1))
+		}
+	}
 }
