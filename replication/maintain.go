@@ -166,44 +166,58 @@ func (s *Store) allOwnedReady(v *view) bool {
 // greetPeers says hello to every peer until each lists this node as a
 // member (from then on their writes reach it too), or helloTimeout passes.
 // Copying partitions before that could miss a write a peer sends to the
-// old owners only.
+// old owners only. The peers are greeted all at once: one after another,
+// 63 round trips to peers that are starting too took seconds.
 func (s *Store) greetPeers(ctx context.Context) {
 	deadline := s.clock.Monotonic() + helloTimeout
-	pending := map[*peer]bool{}
+	var pending []*peer
 	for _, q := range s.view.Load().peers {
 		q.version.elder.Store(true) // in the cluster before this node: see negotiate.go
-		pending[q] = true
+		pending = append(pending, q)
 	}
 	for len(pending) > 0 && s.clock.Monotonic() < deadline {
-		for q := range pending {
-			h, err := s.greet(ctx, q)
-			if ctx.Err() != nil {
-				return
-			}
-			var re *remoteError
-			switch {
-			case errors.Is(err, ErrUnreachable):
-				delete(pending, q) // gone or refusing: it will not send writes anyway
-				continue
-			case errors.As(err, &re): // refused: logged by helloAnswered
-				delete(pending, q)
-				continue
-			case err != nil:
-				s.log.Warn("bad hello reply", "peer", q.name, "err", err)
-				delete(pending, q)
-				continue
-			}
-			if h.seesYou {
-				delete(pending, q)
+		again := make([]bool, len(pending))
+		var wg sync.WaitGroup
+		for i, q := range pending {
+			wg.Go(func() { again[i] = s.greetOnce(ctx, q) })
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+		var left []*peer
+		for i, q := range pending {
+			if again[i] {
+				left = append(left, q)
 			}
 		}
+		pending = left
 		if len(pending) > 0 && !s.sleep(50*time.Millisecond) {
 			return
 		}
 	}
-	for q := range pending {
+	for _, q := range pending {
 		s.log.Warn("peer does not list this node yet; going on", "peer", q.name)
 	}
+}
+
+// greetOnce says hello to q for greetPeers and reports whether to say it
+// again: q answered but does not list this node yet.
+func (s *Store) greetOnce(ctx context.Context, q *peer) bool {
+	h, err := s.greet(ctx, q)
+	var re *remoteError
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case errors.Is(err, ErrUnreachable): // gone or refusing: it will not send writes anyway
+		return false
+	case errors.As(err, &re): // refused: logged by helloAnswered
+		return false
+	case err != nil:
+		s.log.Warn("bad hello reply", "peer", q.name, "err", err)
+		return false
+	}
+	return !h.seesYou
 }
 
 // greet says hello to q and records its answer (negotiate.go).
@@ -227,14 +241,16 @@ func (s *Store) greet(ctx context.Context, q *peer) (helloReply, error) {
 // false suspicion or a partition) is a new peer to this node, and what a
 // version adds is only sent once the version is known. Peers that do not
 // answer lease requests are left for a later round: a frozen one would
-// hold the round up for WriteTimeout.
+// hold the round up for WriteTimeout. Like greetPeers, all at once.
 func (s *Store) greetAgain(ctx context.Context, v *view) {
+	var wg sync.WaitGroup
 	for _, q := range v.peers {
 		refused := q.version.refusal.Load()
 		if (refused != nil && refused.hello || q.version.protocol.Load() == 0) && !q.silent.Load() {
-			_, _ = s.greet(ctx, q)
+			wg.Go(func() { _, _ = s.greet(ctx, q) })
 		}
 	}
+	wg.Wait()
 }
 
 // poll asks the peers for their status. With all false, a peer whose
