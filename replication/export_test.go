@@ -14,3 +14,6 @@ func (s *Store) WriteSnapshot() error { return s.writeSnapshot() }
 // MissedWrites reports whether the store knows it missed writes (what its
 // read answers say as behind).
 func (s *Store) MissedWrites() bool { return s.leases.missedWrites.Load() }
+
+// LeaseRequests counts the lease requests the store has sent.
+func (s *Store) LeaseRequests() uint64 { return s.stats.leaseRequests.Load() }

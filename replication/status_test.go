@@ -83,3 +83,39 @@ func calls(c *testcluster.Cluster) uint64 {
 	}
 	return n
 }
+
+// TestIdle_ViewChangeAsksNoLeases checks that a view change in an idle
+// cluster (a SIGKILL, a join) costs no lease renewals, and that the first
+// request after it still finds the leases and answers right.
+func TestIdle_ViewChangeAsksNoLeases(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := testcluster.New(t, testcluster.Options{Seed: 2}) // ReadLease 1 s
+		for _, n := range []string{"a", "b", "c", "d"} {
+			c.Start(n)
+		}
+		c.WaitReady(t)
+		const id = "view-change-session-xxxxxxxxxxxxxxxxxxxx"
+		_, err := c.Node("a").Store.Save(context.Background(), id, put("n", "1"))
+		require.NoError(t, err)
+		c.WaitConverged(t)
+		time.Sleep(3 * time.Second) // idle from 2 ReadLeases after the last request
+
+		asked := func() (n uint64) { // by the nodes that stay
+			for _, name := range []string{"a", "b", "c"} {
+				n += c.Node(name).Store.LeaseRequests()
+			}
+			return n
+		}
+		before := asked()
+		c.Kill("d")
+		time.Sleep(time.Second)
+		assert.Zero(t, asked()-before, "lease requests after a view change in an idle cluster")
+
+		v, ok := value(t, c.Node("b").Store, id, "n")
+		assert.True(t, ok)
+		assert.Equal(t, "1", v)
+		require.Eventually(t, func() bool { return c.Node("b").Store.Stats().Authoritative }, time.Second, time.Millisecond,
+			"leases did not come back after a request")
+		assert.Positive(t, asked()-before)
+	})
+}

@@ -85,6 +85,7 @@ type storeCounters struct {
 	behindReads, staleReads                           atomic.Uint64
 	droppedEvents                                     atomic.Uint64
 	updateConflicts                                   atomic.Uint64
+	leaseRequests                                     atomic.Uint64 // asked of peers (askLease)
 	snapshots, snapshotFailures                       atomic.Uint64
 	writeLatency                                      latencyHistogram
 }
