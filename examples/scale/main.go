@@ -89,8 +89,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "| nodes | converged | CPU to converge, whole cluster | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | false verdicts under -busy load | visit p50 / p99 | loss shown after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
-	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(stdout, "| nodes | converged | CPU to converge, whole cluster | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | false verdicts under -busy load | visit p50 / p99 | loss shown after SIGKILL 1, 2 | loss logged by the slowest survivor after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
 		r, err := measure(ctx, c, bin, filepath.Join(dir, strconv.Itoa(n)), n)
@@ -148,6 +148,8 @@ type result struct {
 	converged      time.Duration
 	convergeCPU    float64          // CPU seconds the whole cluster used from the start until converged
 	noticed        [2]time.Duration // from each SIGKILL until a survivor showed the loss (watchRecovery)
+	lossLogged     [2]time.Duration // from each SIGKILL until the slowest survivor logged that it is not fully replicated
+	lossUnlogged   [2]int           // survivors that logged no such line
 	rereplicated   [2]time.Duration // from each SIGKILL until every survivor was fully replicated again
 	dropped        [2]time.Duration // from each SIGKILL until every survivor's membership had dropped the dead node
 	cpuCluster     float64          // cores used by the whole cluster while idle
@@ -166,10 +168,16 @@ func (r result) row() string {
 	if r.loadedVerdicts >= 0 {
 		loaded = strconv.Itoa(r.loadedVerdicts)
 	}
-	return fmt.Sprintf("| %d | %s | %.1fs | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s | %s / %s | %s, %s | %s, %s | %s, %s | %d, %d |",
+	logged := func(k int) string {
+		if r.lossUnlogged[k] > 0 {
+			return fmt.Sprintf("%s (%d unlogged)", ms(r.lossLogged[k]), r.lossUnlogged[k])
+		}
+		return ms(r.lossLogged[k]).String()
+	}
+	return fmt.Sprintf("| %d | %s | %.1fs | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s | %s / %s | %s, %s | %s, %s | %s, %s | %s, %s | %d, %d |",
 		r.nodes, cs(r.converged), r.convergeCPU, 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
 		r.msgsPerNode, r.verdicts, loaded, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
-		ms(r.noticed[0]), ms(r.noticed[1]), cs(r.rereplicated[0]), cs(r.rereplicated[1]),
+		ms(r.noticed[0]), ms(r.noticed[1]), logged(0), logged(1), cs(r.rereplicated[0]), cs(r.rereplicated[1]),
 		cs(r.dropped[0]), cs(r.dropped[1]), r.logouts, r.wrong)
 }
 
@@ -294,6 +302,7 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 			return r, fmt.Errorf("membership not settled after SIGKILL %d: %w", k+1, err)
 		}
 		r.noticed[k], r.rereplicated[k], r.dropped[k] = noticed.Sub(killed), whole.Sub(killed), time.Since(killed)
+		r.lossLogged[k], r.lossUnlogged[k] = lossLogged(logDir, live, victim, killed)
 	}
 	for i, u := range users {
 		visits, status, err := u.me(ctx, survivors[i%len(survivors)])
@@ -511,6 +520,61 @@ func parseMetrics(r io.Reader) map[string]float64 {
 }
 
 // countLogLines counts the lines containing s in the logs of dir.
+// lossLine is what a store logs when an owner's loss turns it not fully
+// replicated.
+const lossLine = `msg="an owner is unreachable`
+
+// lossLogged reads when each survivor logged lossLine about victim after
+// killed, and returns the latest delay, and how many logged none (one that
+// was not fully replicated already has nothing to say). These are the
+// servers' own clocks, to the millisecond, free of the round of asking
+// every survivor that watchRecovery's figure includes.
+func lossLogged(dir string, survivors []string, victim string, killed time.Time) (latest time.Duration, unlogged int) {
+	for _, name := range survivors {
+		at, ok := firstLogLine(filepath.Join(dir, name+".log"), killed, lossLine, " peer="+victim+" ")
+		if !ok {
+			unlogged++
+			continue
+		}
+		latest = max(latest, at.Sub(killed))
+	}
+	return latest, unlogged
+}
+
+// firstLogLine returns the time of the first line of the log file that is
+// stamped after since and contains every one of parts.
+func firstLogLine(file string, since time.Time, parts ...string) (time.Time, bool) {
+	f, err := os.Open(file)
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		stamp, rest, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if !ok || !strings.HasPrefix(line, "time=") || !containsAll(rest, parts) {
+			continue
+		}
+		// The stamp has milliseconds: a line from the kill's millisecond
+		// reads as before it.
+		if at, err := time.Parse(time.RFC3339Nano, stamp); err == nil && !at.Before(since.Truncate(time.Millisecond)) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
 func countLogLines(dir, s string) int {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 	n := 0
