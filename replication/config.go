@@ -43,7 +43,7 @@ type Config struct {
 	// ReadLease is how long a node may answer reads from its own copies
 	// after its peers last confirmed that it has missed none of their
 	// writes; it asks them every ReadLease/4 while requests use its leases
-	// and every 8 ReadLeases once none has for 2 ReadLeases (the first
+	// and every 16 ReadLeases once none has for 2 ReadLeases (the first
 	// request after that reads through the owners and renews them). A
 	// write that a peer failed to acknowledge is acknowledged only once
 	// that peer's lease has expired (usually already the case after

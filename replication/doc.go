@@ -108,7 +108,7 @@
 // A peer that missed writes must not answer from its copies when it comes
 // back (a thawed process, a healed partition). So a node answers a read
 // locally only while it holds a read lease from each peer that answers it
-// (renewed every ReadLease/4 while requests use them, every 8 ReadLeases
+// (renewed every ReadLease/4 while requests use them, every 16 ReadLeases
 // when the node is idle, measured on the monotonic clock); otherwise it
 // reads through the owners. A writer that acknowledges a write without
 // an owner fences that owner first: no more leases until anti-entropy has

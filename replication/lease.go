@@ -106,8 +106,8 @@ func newLeases(self uint64, d time.Duration, clock Clock, async bool) *leases {
 
 // Pace of lease renewals while the node is idle.
 const (
-	leaseIdleAfter = 2 // ReadLeases without a request asking for authority before the node is idle
-	idleRenewal    = 8 // ReadLeases between the renewals of an idle node
+	leaseIdleAfter = 2  // ReadLeases without a request asking for authority before the node is idle
+	idleRenewal    = 16 // ReadLeases between the renewals of an idle node
 )
 
 // beginWrite marks the start of a write, before it loads the view it
