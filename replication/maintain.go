@@ -105,6 +105,9 @@ func (s *Store) roundPeriod() time.Duration {
 // out what the round planner (roundplan.go) decides from their answers,
 // step by step, each step deciding on what the previous one left.
 func (s *Store) round(ctx context.Context) {
+	if !s.settleAfterLoss() {
+		return
+	}
 	v := s.view.Load()
 	losses := s.losses.Load()
 	since := s.clock.Monotonic()
