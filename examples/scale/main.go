@@ -529,7 +529,6 @@ func parseMetrics(r io.Reader) map[string]float64 {
 	return m
 }
 
-// countLogLines counts the lines containing s in the logs of dir.
 // lossLine is what a store logs when an owner's loss turns it not fully
 // replicated.
 const lossLine = `msg="an owner is unreachable`
@@ -585,6 +584,7 @@ func containsAll(s string, parts []string) bool {
 	return true
 }
 
+// countLogLines counts the lines containing s in the logs of dir.
 func countLogLines(dir, s string) int {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 	n := 0
