@@ -78,7 +78,10 @@ func newRecordingProxy(t *testing.T, target string) *recordingProxy {
 			conns.Store(c, u)
 			for _, pair := range [][2]net.Conn{{c, u}, {u, c}} {
 				p.wg.Go(func() {
-					_, _ = io.Copy(io.MultiWriter(pair[1], p), pair[0])
+					// Record before forwarding: bytes are then recorded
+					// in the order they crossed, since an answer can only
+					// follow what it answers.
+					_, _ = io.Copy(io.MultiWriter(p, pair[1]), pair[0])
 					_ = pair[1].Close()
 				})
 			}
