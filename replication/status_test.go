@@ -42,10 +42,11 @@ func TestIdle_NoPollsAndRareLeaseRenewals(t *testing.T) {
 		assert.LessOrEqual(t, idle, uint64(6*3), "calls in an idle cluster")
 
 		// Asking every node for its counters each 5 s, as a metrics
-		// scraper does, costs a renewal from the node asked when its
-		// authority has lapsed, not the pace of requests: that would be
-		// 4 renewals a ReadLease on every link for 2 ReadLeases after
-		// each scrape, 48 calls per scrape.
+		// scraper or a rollout script does, costs nothing: the leases keep
+		// the idle pace (at most 2 renewals a link in these 15 s). It used
+		// to cost a renewal from every peer of each node asked whose
+		// authority had lapsed, 6 calls per scrape; before that, the busy
+		// pace, 48.
 		before = calls(c)
 		for range 3 {
 			for _, n := range c.Nodes() {
@@ -54,7 +55,7 @@ func TestIdle_NoPollsAndRareLeaseRenewals(t *testing.T) {
 			time.Sleep(5 * time.Second)
 		}
 		scraped := calls(c) - before
-		assert.LessOrEqual(t, scraped, uint64(3*(6+6)), "calls in an idle cluster scraped every 5 s")
+		assert.LessOrEqual(t, scraped, uint64(6*2), "calls in an idle cluster scraped every 5 s")
 
 		// The first read after it is right, and asks for leases again.
 		v, ok := value(t, a.Store, id, "n")

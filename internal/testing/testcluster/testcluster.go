@@ -312,10 +312,10 @@ func (c *Cluster) converged() string {
 }
 
 // Converged returns why stores, the live stores of one cluster, have not
-// converged, or "" when they have: every store is ready and fully
-// replicated, holds records only of partitions it owns, and the owners of
-// every partition (as the first store sees them) hold it completely with
-// equal digests. It does not check that the stores' views agree.
+// converged, or "" when they have: every store is ready, fully
+// replicated and, unless idle, authoritative, holds records only of
+// partitions it owns, and the owners of every partition (as the first
+// store sees them) hold it completely with equal digests. It does not check that the stores' views agree.
 func Converged(stores []*replication.Store) string {
 	if len(stores) == 0 {
 		return ""
@@ -332,10 +332,10 @@ func Converged(stores []*replication.Store) string {
 		switch {
 		case !st.Ready:
 			return st.Addr + " is not ready"
-		case !st.Authoritative:
-			return st.Addr + " does not answer from its copies yet (leases, or a merge after a view change)"
 		case !s.FullyReplicated():
 			return fmt.Sprintf("%s reports %d partitions under-replicated", st.Addr, st.UnderReplicated)
+		case !st.Authoritative && !st.Idle:
+			return st.Addr + " does not answer from its copies yet (leases, or a merge after a view change)"
 		case st.HeldPartitions > 0:
 			return fmt.Sprintf("%s still holds %d partitions it does not own", st.Addr, st.HeldPartitions)
 		}
