@@ -315,8 +315,13 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 	defer l.mu.Unlock()
 	// degraded is read under l.mu: fence sets it there, after the table
 	// fenced q, so no lease is granted between the two.
-	reply := l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono(), l.writeMark())
-	l.publish() // the holder's view fence may have ended
+	var reply leaseReply
+	if member && s.withholdsLeaseFrom(v, q) {
+		reply = leaseReply{outcome: leaseOtherView} // not yet: see unshared.go
+	} else {
+		reply = l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono(), l.writeMark())
+		l.publish() // the holder's view fence may have ended
+	}
 	reply.wall = s.clock.Now().UnixNano()
 	reply.statusGen = s.statusGen()
 	return reply

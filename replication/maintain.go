@@ -116,6 +116,7 @@ func (s *Store) round(ctx context.Context) {
 	st := freshStatuses(v, since)
 	s.transfer(ctx, planTransfers(v, s.partStates(), st))
 	s.resync(ctx, v)
+	s.shareLoaded(ctx, v)
 	if s.allOwnedReady(v) {
 		s.readyOnce.Do(func() {
 			close(s.readyCh)

@@ -50,6 +50,10 @@ type partition struct {
 	// to a peer that is ready.
 	ready atomic.Bool
 
+	// unshared is set while this partition holds records loaded from the
+	// snapshot that its other owners may lack (unshared.go).
+	unshared atomic.Bool
+
 	// usage is shared by the node's partitions: what they hold in all.
 	usage *usage
 }

@@ -432,6 +432,7 @@ func (s *Store) loadSnapshot() {
 	// With old keys, the snapshot may be sealed with one of them: write
 	// the next one, under the current key, even if nothing changes.
 	s.snap.written, s.snap.count, s.snap.digest = len(s.snap.readKeys) == 1, loaded, s.digest()
+	s.markUnshared()
 	s.log.Info("snapshot loaded", "path", path, "records", loaded, "expired", expired,
 		"age", time.Duration(now-written)*time.Millisecond, "took", s.snap.loaded.Took.Round(time.Millisecond))
 	if refused > 0 {

@@ -72,6 +72,7 @@ type Store struct {
 	budget *budget // Config.MaxSessions and MaxBytes against what the partitions hold
 
 	replicated atomic.Int32  // partitions with fewer ready copies than the mode wants, as of the last round; -1 before
+	unshared   atomic.Int32  // partitions marked unshared (unshared.go)
 	losses     atomic.Uint64 // calls to owners that failed as a gone peer's do (see ownerLost)
 	lostAt     atomic.Int64  // monotonic time of the last such loss, in nanoseconds
 	stats      storeCounters
