@@ -364,7 +364,7 @@ type Stats struct {
 	SingleZone       int              // partitions with several owners all in one zone while Zones > 1: a zone's loss would lose them
 	Ready            bool             // Ready is closed
 	Authoritative    bool             // answers reads of its complete partitions from its own copy now: a lease from every peer, merged since it last missed writes (see Stats)
-	Idle             bool             // no read asked for Authoritative for 2 ReadLeases: the leases lapse between renewals
+	Idle             bool             // no read has used the leases for 2 ReadLeases: they lapse between renewals
 	Writes           uint64           // writes applied and replicated
 	WriteErrors      uint64           // writes a peer refused
 	DegradedWrites   uint64           // writes that stopped waiting for a peer at WriteTimeout

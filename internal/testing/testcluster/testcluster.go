@@ -315,7 +315,8 @@ func (c *Cluster) converged() string {
 // converged, or "" when they have: every store is ready, fully
 // replicated and, unless idle, authoritative, holds records only of
 // partitions it owns, and the owners of every partition (as the first
-// store sees them) hold it completely with equal digests. It does not check that the stores' views agree.
+// store sees them) hold it completely with equal digests. It does not
+// check that the stores' views agree.
 func Converged(stores []*replication.Store) string {
 	if len(stores) == 0 {
 		return ""
