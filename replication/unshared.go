@@ -1,6 +1,9 @@
 package replication
 
-import "context"
+import (
+	"context"
+	"slices"
+)
 
 // Records loaded from a snapshot may be the only copies there are: after
 // a stop of every node, the nodes that handed their sessions to the last
@@ -41,7 +44,7 @@ func (s *Store) withholdsLeaseFrom(v *view, q *peer) bool {
 		return false
 	}
 	for pi, p := range s.parts {
-		if p.unshared.Load() && v.ownedBy(pi, q) {
+		if p.unshared.Load() && slices.Contains(v.owners[pi], q) {
 			return true
 		}
 	}
@@ -75,14 +78,4 @@ func (s *Store) shareLoaded(ctx context.Context, v *view) {
 			s.log.Info("pushed the sessions loaded from the snapshot to their other owners; granting them leases")
 		}
 	}
-}
-
-// ownedBy reports whether q owns partition pi in v.
-func (v *view) ownedBy(pi int, q *peer) bool {
-	for _, o := range v.owners[pi] {
-		if o == q {
-			return true
-		}
-	}
-	return false
 }
