@@ -112,6 +112,7 @@ func TestDecodeRequest_RoundTrip(t *testing.T) {
 			updateRequest{id: "s", key: "visits", value: []byte("3"), atLeast: 99}},
 		{must(encodeUpdateCopy(updateCopyRequest{expected: version{time: 5, node: 6}, delta: r})), updateCopyRequest{expected: version{time: 5, node: 6}, delta: r}},
 		{must(encodeUpdateCopy(updateCopyRequest{delta: r, base: r})), updateCopyRequest{delta: r, base: r}},
+		{must(encodeUpdateCopy(updateCopyRequest{delta: r, from: memberKey{"n3", 9}})), updateCopyRequest{delta: r, from: memberKey{"n3", 9}}},
 	} {
 		got, err := decodeRequest(tc.frame)
 		require.NoError(t, err, "%T", tc.want)
@@ -126,6 +127,7 @@ func TestDecodeRequest_RoundTrip(t *testing.T) {
 		if u, ok := tc.want.(updateCopyRequest); ok {
 			b := got.(updateCopyRequest)
 			assert.Equal(t, u.expected, b.expected)
+			assert.Equal(t, u.from, b.from)
 			requireSame(t, r, b.delta)
 			continue
 		}

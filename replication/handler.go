@@ -98,6 +98,9 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		if err := s.admit("update copy", r.delta); err != nil {
 			return nil, err
 		}
+		if !s.view.Load().listsSender(r.from) {
+			return nil, errCopyNotListed
+		}
 		if r.base != nil {
 			if err := s.applyRecords([]*record{r.base}, true, "update copy"); err != nil {
 				return nil, err

@@ -117,6 +117,10 @@ type updateCopyRequest struct {
 	// version holds every write before it (GetAtLeast). Appended in
 	// protocol version 2; earlier builds skip it.
 	base *record
+	// from is the coordinator; a replica that does not list it as a
+	// member refuses the copy (errCopyNotListed). Appended after base;
+	// empty from builds that do not send it, and earlier builds skip it.
+	from memberKey
 }
 
 func (helloRequest) requestType() byte      { return msgHello }
@@ -278,6 +282,9 @@ func decodeUpdateCopy(d *decoder) updateCopyRequest {
 		}
 		read++
 	}
+	if n >= 6 && d.err == nil {
+		u.from, read = memberKey{name: d.str(maxIDLen), incarnation: d.uint64()}, 6
+	}
 	d.skip(n - read)
 	switch {
 	case d.err != nil:
@@ -406,7 +413,7 @@ func encodeUpdate(u updateRequest) ([]byte, error) {
 
 func encodeUpdateCopy(u updateCopyRequest) ([]byte, error) {
 	e := newEncoder(msgUpdateCopy)
-	e.arrayLen(4)
+	e.arrayLen(6)
 	e.uint64(uint64(u.expected.time))
 	e.uint64(u.expected.node)
 	e.record(u.delta)
@@ -415,5 +422,7 @@ func encodeUpdateCopy(u updateCopyRequest) ([]byte, error) {
 	} else {
 		e.check(e.enc.EncodeNil())
 	}
+	e.str(u.from.name)
+	e.uint64(u.from.incarnation)
 	return e.finish()
 }
