@@ -18,6 +18,7 @@
 package testcluster
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -311,12 +312,22 @@ func (c *Cluster) converged() string {
 	return Converged(stores)
 }
 
+// askForLeases makes s, an idle store, ask its peers for leases again:
+// a read does, before it goes to the owners. The read is given up at once;
+// its answer does not matter.
+func askForLeases(s *replication.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, _ = s.Get(ctx, "testcluster-lease-probe-xxxxxxxxxxxxxxx")
+}
+
 // Converged returns why stores, the live stores of one cluster, have not
 // converged, or "" when they have: every store is ready, fully
-// replicated and, unless idle, authoritative, holds records only of
-// partitions it owns, and the owners of every partition (as the first
+// replicated and authoritative, holds records only of partitions it owns, and the owners of every partition (as the first
 // store sees them) hold it completely with equal digests. It does not
-// check that the stores' views agree.
+// check that the stores' views agree. An idle store's leases lapse between
+// its renewals, and Stats asks for none: Converged asks for them with a
+// read, as a user's first request would, and a later call sees them.
 func Converged(stores []*replication.Store) string {
 	if len(stores) == 0 {
 		return ""
@@ -335,7 +346,10 @@ func Converged(stores []*replication.Store) string {
 			return st.Addr + " is not ready"
 		case !s.FullyReplicated():
 			return fmt.Sprintf("%s reports %d partitions under-replicated", st.Addr, st.UnderReplicated)
-		case !st.Authoritative && !st.Idle:
+		case !st.Authoritative:
+			if st.Idle {
+				askForLeases(s)
+			}
 			return st.Addr + " does not answer from its copies yet (leases, or a merge after a view change)"
 		case st.HeldPartitions > 0:
 			return fmt.Sprintf("%s still holds %d partitions it does not own", st.Addr, st.HeldPartitions)
