@@ -34,11 +34,17 @@ func TestSnapshot_LoadedSessionsAreFoundBeforeTheirOwnersHaveThem(t *testing.T) 
 		c.Net.Delay("a", "c", time.Minute)
 		c.Start("a")
 		synctest.Wait()
-		// Reads on b and c, so that they ask a for leases at the busy pace.
+		// Reads on b and c, so that they ask a for leases at the busy
+		// pace; then wait until each has asked, and had its answer.
+		asked := map[string]uint64{}
 		for _, n := range []string{"b", "c"} {
+			asked[n] = c.Node(n).Store.LeaseRequests()
 			value(t, c.Node(n).Store, "probe-session-xxxxxxxxxxxxxxxxxxxxxxx", "user")
 		}
-		time.Sleep(time.Second)
+		require.Eventually(t, func() bool {
+			return c.Node("b").Store.LeaseRequests() > asked["b"] && c.Node("c").Store.LeaseRequests() > asked["c"]
+		}, 5*time.Second, 10*time.Millisecond, "b and c asked a for no lease")
+		synctest.Wait()
 		require.Equal(t, 30, c.Node("a").Store.Stats().Sessions, "a loaded its snapshot")
 		for _, n := range []string{"b", "c"} {
 			require.Zero(t, c.Node(n).Store.Stats().Sessions, "%s got a's sessions already", n)

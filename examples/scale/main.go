@@ -290,10 +290,9 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 			}
 		}
 		// Then the quiet spell: a crash comes at a random time, not
-		// right after a scrape or a poll of every server (each asks a
-		// node whose leases lapsed for a renewal from every peer: see
-		// Store.Stats), and such a round of 64 servers on 2 cores delays
-		// the survivors' noticing by a hundred milliseconds and more.
+		// right after the poll of every server above, whose requests
+		// and lease renewals on 64 servers sharing 2 cores would delay
+		// the survivors' noticing by tens of milliseconds.
 		select {
 		case <-ctx.Done():
 			return r, ctx.Err()

@@ -326,9 +326,9 @@ func askForLeases(s *replication.Store) {
 // replicated and authoritative, holds records only of partitions it owns,
 // and the owners of every partition (as the first store sees them) hold
 // it completely with equal digests. It does not check that the stores'
-// views agree. An idle store's leases lapse between
-// its renewals, and Stats asks for none: Converged asks for them with a
-// read, as a user's first request would, and a later call sees them.
+// views agree. An idle store's leases lapse between its renewals, and
+// Stats asks for none: Converged asks for them with a read, as a user's
+// first request would, and a later call sees them.
 func Converged(stores []*replication.Store) string {
 	if len(stores) == 0 {
 		return ""
