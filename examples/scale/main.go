@@ -60,6 +60,7 @@ type config struct {
 	settle   time.Duration
 	nodeArgs []string
 	bin      string
+	logs     string    // keep the servers' logs here ("": in a temporary directory, removed at the end)
 	progress io.Writer // where a slow wait says what it waits for
 }
 
@@ -81,6 +82,10 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	logDir := dir
+	if c.logs != "" {
+		logDir = c.logs
+	}
 	bin := c.bin
 	if bin == "" {
 		bin = filepath.Join(dir, "login")
@@ -93,7 +98,7 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
-		r, err := measure(ctx, c, bin, filepath.Join(dir, strconv.Itoa(n)), n)
+		r, err := measure(ctx, c, bin, filepath.Join(logDir, strconv.Itoa(n)), n)
 		if err != nil {
 			fmt.Fprintf(stderr, "scale: %d nodes: %v\n", n, err)
 			failed = true
@@ -125,6 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.settle, "settle", 2*time.Minute, "longest wait for a cluster to converge")
 	fs.StringVar(&nodeArgs, "node-args", "", "extra flags for every login server, space-separated")
 	fs.StringVar(&c.bin, "bin", "", "login binary to run instead of building examples/login")
+	fs.StringVar(&c.logs, "logs", "", "keep the servers' logs in this directory, one subdirectory per cluster size (default: removed at the end)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -444,18 +450,34 @@ func burn(ctx context.Context, n int, d time.Duration) error {
 // watchRecovery follows the survivors of a SIGKILL through their /healthz;
 // losses are their owner_losses from before it. It returns when one first
 // showed the loss, saying it was not fully replicated or counting an owner
-// gone (asking every survivor at once, round after round, so the figure
-// includes at most one round; a survivor that re-replicates faster than
-// that may say fully replicated again before it is asked), and when every
-// survivor was whole again: ready, holding every partition it owns, fully
-// replicated, and either it had found an owner gone since the kill (then
-// only a maintenance round after that finds it fully replicated) or its
-// membership no longer lists the dead node. (A survivor that has not
-// noticed the death still reports the state from before it.)
+// gone, and when every survivor was whole again: ready, holding every
+// partition it owns, fully replicated, and either it had found an owner
+// gone since the kill (then only a maintenance round after that finds it
+// fully replicated) or its membership no longer lists the dead node. (A
+// survivor that has not noticed the death still reports the state from
+// before it.)
+//
+// Until one shows the loss it asks one survivor at a time, in turn, as a
+// rollout script asks the node it is about to stop: asking all of them at
+// once is a burst of 63 requests on 64 servers sharing 2 cores, landing
+// while they are noticing the death, and it delayed the last of them by
+// tens of milliseconds. Then it asks every survivor at once, round after
+// round, so "whole" includes at most one round; a survivor that
+// re-replicates faster than that may say fully replicated again before it
+// is asked.
 func watchRecovery(ctx context.Context, client *http.Client, urls, live []string, losses []uint64, timeout time.Duration) (noticed, whole time.Time, err error) {
 	live = slices.Sorted(slices.Values(live))
 	deadline := time.Now().Add(timeout)
 	saidNot := make([]bool, len(urls))
+	for i := 0; noticed.IsZero() && time.Now().Before(deadline); i = (i + 1) % len(urls) {
+		if err := ctx.Err(); err != nil {
+			return noticed, whole, err
+		}
+		h := healthz.Get(ctx, client, urls[i])
+		if h.Err == nil && (!h.FullyReplicated || h.OwnerLosses > losses[i]) {
+			saidNot[i], noticed = true, time.Now()
+		}
+	}
 	for time.Now().Before(deadline) {
 		hs := healthz.GetAll(ctx, client, urls)
 		now := time.Now()
