@@ -52,11 +52,16 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		})
 
 	case applyRequest:
-		if err := s.applyRecords(r.records, r.write, "apply"); err != nil {
+		outranked, err := s.applyRecords(r.records, r.write, "apply")
+		if err != nil {
 			return nil, err
 		}
 		if r.from.name != "" { // the writer wants to know whether this node counts it
-			return encodeWriteAck(s.view.Load().listsSender(r.from), s.fenceRemaining())
+			v := s.view.Load()
+			if q := v.byName[r.from.name]; q == nil || q.version.protocol.Load() < protocolV3 {
+				outranked = version{}
+			}
+			return encodeWriteAck(writeAck{notListed: !v.listsSender(r.from), fence: s.fenceRemaining(), outranked: outranked})
 		}
 		return []byte{respOK}, nil
 
@@ -102,7 +107,7 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 			return nil, errCopyNotListed
 		}
 		if r.base != nil {
-			if err := s.applyRecords([]*record{r.base}, true, "update copy"); err != nil {
+			if _, err := s.applyRecords([]*record{r.base}, true, "update copy"); err != nil {
 				return nil, err
 			}
 		}
@@ -152,21 +157,27 @@ func (s *Store) updateLate(r updateRequest) bool {
 
 // applyRemote merges records from a peer that are not a write: state
 // transfer, repair, hand-off (path says which, for logs).
-func (s *Store) applyRemote(rs []*record, path string) error { return s.applyRecords(rs, false, path) }
+func (s *Store) applyRemote(rs []*record, path string) error {
+	_, err := s.applyRecords(rs, false, path)
+	return err
+}
 
 // applyRecords admits records from a peer and merges them; fromWrite says
 // they are a write (which may report session events) rather than a copy.
-func (s *Store) applyRecords(rs []*record, fromWrite bool, path string) error {
+// It returns the newest version this node held of an attribute the records
+// set, where it won over theirs (see rewrite).
+func (s *Store) applyRecords(rs []*record, fromWrite bool, path string) (outranked version, err error) {
 	if err := s.admit(path, rs...); err != nil {
-		return err
+		return outranked, err
 	}
 	now := s.now()
 	for _, r := range rs {
 		pi := partitionOf(r.id)
 		out, old, _ := s.parts[pi].apply(r, now)
 		s.sessionEvent(pi, old, out, fromWrite)
+		outranked = newest(outranked, outrankedBy(old, r))
 	}
-	return nil
+	return outranked, nil
 }
 
 // fetchRange returns the records of p after the ID after, up to about

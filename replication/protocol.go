@@ -45,11 +45,16 @@ const (
 	// Appended since, within version 2: whether the replier knows it
 	// missed writes, in a read's answer (read.go, askAll).
 	protocolV2 uint64 = 2
+	// protocolV3 appends to a write's acknowledgement the newest version
+	// the owner holds of an attribute the write set, where it won over the
+	// write's, so that the writer writes again above it (write.go,
+	// rewrite). Its fence is then always present, zero if none.
+	protocolV3 uint64 = 3
 
 	// protocolVersion is the highest version this build speaks, and
 	// minProtocolVersion the lowest: peers that speak only older ones are
 	// refused, with an error that says so.
-	protocolVersion    = protocolV2
+	protocolVersion    = protocolV3
 	minProtocolVersion = protocolV1
 )
 

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bytes"
+	"slices"
 	"sync/atomic"
 
 	"github.com/sessionmesh/sessionmesh/internal/hlc"
@@ -194,6 +195,43 @@ func newerAttr(x, y attr) attr {
 	default:
 		return y
 	}
+}
+
+// outrankedBy returns the newest version among the attributes of held that
+// win over the same attribute of in (a write of in lost to them where held
+// is the copy), or the zero version when there are none.
+func outrankedBy(held, in *record) version {
+	var v version
+	if held == nil {
+		return v
+	}
+	for _, a := range in.attrs {
+		if i := held.find(a.name); i >= 0 && a.version.less(held.attrs[i].version) && v.less(held.attrs[i].version) {
+			v = held.attrs[i].version
+		}
+	}
+	return v
+}
+
+// newest returns the later of two versions.
+func newest(a, b version) version {
+	if a.less(b) {
+		return b
+	}
+	return a
+}
+
+// restamped returns a copy of the write r in which the attributes of
+// version from have version to instead.
+func restamped(r *record, from, to version) *record {
+	out := &record{id: r.id, created: r.created, expires: r.expires, idleMs: r.idleMs, idleUntil: r.idleUntil,
+		attrs: slices.Clone(r.attrs)}
+	for i := range out.attrs {
+		if out.attrs[i].version == from {
+			out.attrs[i].version = to
+		}
+	}
+	return out
 }
 
 // sameRecord reports whether a and b hold the same replicated state

@@ -257,45 +257,64 @@ func decodeRangeReply(resp []byte) (rangeReply, error) {
 	return r, d.done()
 }
 
-// encodeWriteAck answers a write whose writer said who it is: a plain
-// acknowledgement, one saying that this node does not list the writer as
-// a member, or one asking the writer to wait fence before it acknowledges
-// the write (a fence of this node's: see Store.fenceRemaining).
-func encodeWriteAck(listed bool, fence time.Duration) ([]byte, error) {
-	if listed && fence <= 0 {
+// writeAck is an owner's acknowledgement of a write whose writer said who
+// it is.
+type writeAck struct {
+	// notListed: the owner does not list the writer as a member.
+	notListed bool
+	// fence is how long the writer must wait before it acknowledges the
+	// write (a fence of the owner's: see Store.fenceRemaining).
+	fence time.Duration
+	// outranked is the newest version the owner holds of an attribute the
+	// write set, where it won over the write's; zero when none did. Only
+	// for writers of protocol version 3 or later (see rewrite).
+	outranked version
+}
+
+// encodeWriteAck encodes a: a plain acknowledgement when there is nothing
+// else to say.
+func encodeWriteAck(a writeAck) ([]byte, error) {
+	if !a.notListed && a.fence <= 0 && a.outranked.isZero() {
 		return []byte{respOK}, nil
 	}
 	e := okResponse()
-	e.boolean(!listed)
-	if fence > 0 {
-		e.int64(int64(fence))
+	e.boolean(a.notListed)
+	if a.fence > 0 || !a.outranked.isZero() {
+		e.int64(int64(max(a.fence, 0)))
+	}
+	if !a.outranked.isZero() {
+		e.uint64(uint64(a.outranked.time))
+		e.uint64(a.outranked.node)
 	}
 	return e.finish()
 }
 
-// decodeWriteAck decodes an answer to encodeWrite: how long the writer
-// must wait before it acknowledges the write, and nil, errNotListed, or
-// the peer's error.
-func decodeWriteAck(resp []byte) (fence time.Duration, err error) {
+// decodeWriteAck decodes an answer to encodeWrite: the acknowledgement
+// and nil, errNotListed, or the peer's error.
+func decodeWriteAck(resp []byte) (writeAck, error) {
+	var a writeAck
 	d, err := openResponse(resp)
 	if err != nil {
-		return 0, err
+		return a, err
 	}
 	defer d.release()
 	if d.r.Len() == 0 {
-		return 0, nil
+		return a, nil
 	}
-	notListed := d.boolean()
+	a.notListed = d.boolean()
 	if d.r.Len() > 0 {
-		fence = max(time.Duration(d.int64()), 0)
+		a.fence = max(time.Duration(d.int64()), 0)
+	}
+	if d.r.Len() > 0 {
+		a.outranked = version{time: hlc.Timestamp(d.uint64()), node: d.uint64()}
 	}
 	if err := d.done(); err != nil {
-		return 0, err
+		return writeAck{}, err
 	}
-	if notListed {
-		return 0, errNotListed
+	if a.notListed {
+		return writeAck{}, errNotListed
 	}
-	return fence, nil
+	return a, nil
 }
 
 func decodeAckReply(resp []byte) error {

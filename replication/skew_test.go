@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,9 +18,15 @@ import (
 // skewedCluster starts nodes whose wall clocks are off the manual clock
 // it returns by the given offsets.
 func skewedCluster(t *testing.T, offsets map[string]time.Duration) (*testcluster.Cluster, *hlc.ManualClock) {
+	return skewedClusterMode(t, replication.AllToAll, offsets)
+}
+
+// skewedClusterMode is skewedCluster in the given replication mode.
+func skewedClusterMode(t *testing.T, mode replication.Mode, offsets map[string]time.Duration) (*testcluster.Cluster, *hlc.ManualClock) {
 	clock := hlc.NewManualClock(replication.SystemClock().Now())
 	c := testcluster.New(t, testcluster.Options{Seed: 41, Config: func(name string) replication.Config {
 		cfg := replication.DefaultLocalConfig()
+		cfg.Mode = mode
 		off := offsets[name]
 		cfg.Clock = replication.WallClock(func() time.Time { return clock.Now().Add(off) })
 		return cfg
@@ -223,5 +230,45 @@ func TestSkew_NodeFarAheadIsNoProofThatASessionEnded(t *testing.T) {
 			_, _, err = s.Update(ctx, id+writer, "visits", increment)
 			require.NoError(t, err, "%s counts on %s", writer, id+writer)
 		}
+	}
+}
+
+// A write acknowledged after another write of the same attribute stays,
+// although its node's clock is behind and it never saw the other write
+// (made on a node whose clock is ahead, after the writer read the session):
+// an owner holding the other write says that its version won, and the
+// writer writes again above it. Without that, the earlier write wins on
+// every replica (found by the cluster simulator).
+func TestSkew_WriteAfterAnUnseenWriteFromAClockAheadStays(t *testing.T) {
+	c, clock := skewedClusterMode(t, replication.Backups(1), map[string]time.Duration{
+		"ahead": 2 * time.Second, "behind": 0, "o1": 0, "o2": 0})
+	c.WaitConverged(t)
+	ahead, behind := c.Node("ahead").Store, c.Node("behind").Store
+	ctx := context.Background()
+	var id string
+	for i := 0; ; i++ {
+		id = fmt.Sprint("s", i)
+		if owners := ownersOf(t, behind, id); !slices.Contains(owners, "ahead") && !slices.Contains(owners, "behind") {
+			break
+		}
+	}
+	_, err := behind.Save(ctx, id, put("w", "5"))
+	require.NoError(t, err)
+	base, ok, err := behind.Get(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	clock.Advance(100 * time.Millisecond)
+	_, err = ahead.Save(ctx, id, put("w", "6"))
+	require.NoError(t, err)
+	c7 := put("w", "7")
+	c7.Base = base // read before w=6: behind's clock has not seen w=6's version
+	_, err = behind.Save(ctx, id, c7)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), behind.Stats().RewrittenWrites, "behind wrote again above ahead's version")
+	c.WaitConverged(t)
+	for _, n := range c.Nodes() {
+		got, _ := value(t, n.Store, id, "w")
+		assert.Equal(t, "7", got, "%s lost the acknowledged write to an earlier one", n.Name)
 	}
 }

@@ -80,16 +80,16 @@ type Store struct {
 
 // storeCounters are the store's running totals; see Stats.
 type storeCounters struct {
-	writes, writeErrors, degradedWrites, skippedSends atomic.Uint64
-	remoteReads, repairs, repairedRecords             atomic.Uint64
-	transferred, handedOff                            atomic.Uint64
-	rejected, expired                                 atomic.Uint64
-	behindReads, staleReads                           atomic.Uint64
-	droppedEvents                                     atomic.Uint64
-	updateConflicts                                   atomic.Uint64
-	leaseRequests                                     atomic.Uint64 // asked of peers (askLease)
-	snapshots, snapshotFailures                       atomic.Uint64
-	writeLatency                                      latencyHistogram
+	writes, writeErrors, degradedWrites, skippedSends, rewrites atomic.Uint64
+	remoteReads, repairs, repairedRecords                       atomic.Uint64
+	transferred, handedOff                                      atomic.Uint64
+	rejected, expired                                           atomic.Uint64
+	behindReads, staleReads                                     atomic.Uint64
+	droppedEvents                                               atomic.Uint64
+	updateConflicts                                             atomic.Uint64
+	leaseRequests                                               atomic.Uint64 // asked of peers (askLease)
+	snapshots, snapshotFailures                                 atomic.Uint64
+	writeLatency                                                latencyHistogram
 }
 
 // New starts a store on cfg.Membership and cfg.Transport. It returns at
@@ -368,6 +368,7 @@ type Stats struct {
 	Writes           uint64           // writes applied and replicated
 	WriteErrors      uint64           // writes a peer refused
 	DegradedWrites   uint64           // writes that stopped waiting for a peer at WriteTimeout
+	RewrittenWrites  uint64           // writes sent again above a newer version of one of their attributes that an owner held (an older write from a node whose clock is ahead)
 	SkippedSends     uint64           // sends to degraded peers dropped to bound memory
 	RemoteReads      uint64           // reads answered by a peer
 	Transferred      uint64           // records copied in by state transfer
@@ -405,6 +406,7 @@ func (s *Store) Stats() Stats {
 		Writes:           s.stats.writes.Load(),
 		WriteErrors:      s.stats.writeErrors.Load(),
 		DegradedWrites:   s.stats.degradedWrites.Load(),
+		RewrittenWrites:  s.stats.rewrites.Load(),
 		SkippedSends:     s.stats.skippedSends.Load(),
 		RemoteReads:      s.stats.remoteReads.Load(),
 		Transferred:      s.stats.transferred.Load(),

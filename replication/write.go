@@ -84,7 +84,34 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 	if s.cfg.WriteConcern == Async && cur != nil {
 		delta = merge(delta, recentAttrs(cur, s.clock.Now().Add(-s.arrivalHorizon())))
 	}
-	return written, s.write(ctx, v, delta)
+	outranked, err := s.writeRecords(ctx, v, delta)
+	if err != nil || outranked.isZero() || len(c.Set)+len(c.Delete) == 0 {
+		return written, err
+	}
+	return s.rewrite(ctx, v, delta, outranked)
+}
+
+// rewrite writes delta again above outranked, the version of another write
+// of one of its attributes that an owner holds and that won over delta's
+// there. The other write is older (its writer's clock is ahead of this
+// node's, and this write's base did not hold it: a write that failed but
+// took effect on some owners, a base read from an owner that had not got
+// it yet) or concurrent; either way this write, acknowledged after it, must
+// be the one that stays (found by the cluster simulator: a user's failed
+// write, applied on one owner, won over their next, acknowledged write,
+// made on a node whose clock was a second behind). One more round trip, on
+// writes that would otherwise be lost. When outranked is further ahead of
+// this node's clock than MaxClockOffset allows, the write stays as it is.
+func (s *Store) rewrite(ctx context.Context, v *view, delta *record, outranked version) (Version, error) {
+	was := version{time: hlc.Timestamp(writtenVersion(nil, delta)), node: s.node}
+	if err := s.hlc.Update(outranked.time); err != nil {
+		s.log.Warn("a newer write of the same attribute is too far ahead of this node's clock to write above it", "err", err)
+		return Version(was.time), nil
+	}
+	s.stats.rewrites.Add(1)
+	now := version{time: s.hlc.Now(), node: s.node}
+	_, err := s.writeRecords(ctx, v, restamped(delta, was, now))
+	return Version(now.time), err
 }
 
 // recentAttrs returns a record of id with the attributes of cur written
@@ -372,11 +399,19 @@ func endedError(cur *record) error {
 // owner the records it owns, all of them in one message, so a peer applies
 // them together. It waits as Save documents.
 func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
+	_, err := s.writeRecords(ctx, v, rs...)
+	return err
+}
+
+// writeRecords is write; it also returns the newest version that an owner
+// (this node included) holds of an attribute the records set, where that
+// version won over the write's (see rewrite), or the zero version.
+func (s *Store) writeRecords(ctx context.Context, v *view, rs ...*record) (outranked version, err error) {
 	if err := s.Health(); err != nil {
-		return err
+		return outranked, err
 	}
 	if err := s.awaitGreeted(ctx); err != nil {
-		return err
+		return outranked, err
 	}
 	start := s.clock.Monotonic()
 	defer func() { s.stats.writeLatency.observe(s.clock.Monotonic() - start) }()
@@ -396,6 +431,7 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		if v.owns(pi) {
 			out, old, _ := s.parts[pi].apply(r, now)
 			s.sessionEvent(pi, old, out, true)
+			outranked = newest(outranked, outrankedBy(old, r))
 		} else {
 			elsewhere = append(elsewhere, v.targets(pi))
 		}
@@ -446,12 +482,12 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	sends = waitFor
 	if len(sends) == 0 {
 		if async {
-			return nil
+			return outranked, nil
 		}
 		if len(elsewhere) > 0 {
-			return errNoOwnerAcked // no owner at all: a view without members
+			return outranked, errNoOwnerAcked // no owner at all: a view without members
 		}
-		return s.awaitFence(ctx)
+		return outranked, s.awaitFence(ctx)
 	}
 	// Encode each distinct set of records once per protocol: a peer of
 	// protocol version 2 or later is told who writes, and answers whether
@@ -473,7 +509,7 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 				msg, err = encodeApply(sd.rs...)
 			}
 			if err != nil {
-				return fmt.Errorf("encode write: %w", err)
+				return outranked, fmt.Errorf("encode write: %w", err)
 			}
 			sd.msg = msg
 		}
@@ -483,11 +519,11 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		defer cancel()
 		resp, err := s.call(cctx, sd.q, sd.msg)
-		var fence time.Duration
+		var ack writeAck
 		if err == nil {
-			fence, err = decodeWriteAck(resp)
+			ack, err = decodeWriteAck(resp)
 		}
-		results <- ackResult{q: sd.q, err: err, fenceUntil: s.leases.mono() + int64(fence)}
+		results <- ackResult{q: sd.q, err: err, fenceUntil: s.leases.mono() + int64(ack.fence), outranked: ack.outranked}
 	}
 	// The first peer is called on this goroutine, the others on their
 	// own, so the common case (one other owner) starts no goroutine.
@@ -507,6 +543,7 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 		switch {
 		case r.err == nil:
 			fenceUntil = max(fenceUntil, r.fenceUntil)
+			outranked = newest(outranked, r.outranked)
 			if acked != nil {
 				acked[r.q] = true
 			}
@@ -536,7 +573,7 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	}
 	s.fenceMissed(missed)
 	if err := ctx.Err(); err != nil {
-		return err
+		return outranked, err
 	}
 	// An owner that missed the write and, at its last lease exchange, did
 	// not list this node is not fenced by it: it answers from its copy
@@ -546,16 +583,16 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 	// answered as unknown).
 	notListed = notListed || slices.ContainsFunc(missed, func(r ackResult) bool { return r.q.unlisting.Load() })
 	if notListed {
-		return errNotListed
+		return outranked, errNotListed
 	}
 	for _, owners := range elsewhere {
 		if !slices.ContainsFunc(owners, func(q *peer) bool { return acked[q] }) {
 			// This node holds no copy: acknowledged, the write would be on
 			// no node. Resending it is harmless (writes merge).
-			return errNoOwnerAcked
+			return outranked, errNoOwnerAcked
 		}
 	}
-	return s.awaitFenceUntil(ctx, fenceUntil)
+	return outranked, s.awaitFenceUntil(ctx, fenceUntil)
 }
 
 // awaitGreeted holds a write of a node that has just started until its
@@ -605,6 +642,7 @@ type ackResult struct {
 	// fenceUntil is the monotonic time (nanoseconds) before which the
 	// write may not be acknowledged, by the owner's fences.
 	fenceUntil int64
+	outranked  version // see writeAck
 }
 
 // fenceMissed fences the owners that may have missed a write, once every

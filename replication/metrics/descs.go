@@ -9,22 +9,22 @@ const namespace = "sessionmesh"
 // two in step.
 type descs struct {
 	// store
-	info, ready, fullyReplicated, underReplicated *prometheus.Desc
-	partitions, sessions, peers                   *prometheus.Desc
-	writes, writeErrors, degradedWrites           *prometheus.Desc
-	ownerLosses                                   *prometheus.Desc
-	skippedSends, remoteReads                     *prometheus.Desc
-	behindReads, staleReads                       *prometheus.Desc
-	transferred, handedOff                        *prometheus.Desc
-	repairs, repairedRecords                      *prometheus.Desc
-	rejected, expired, droppedEvents              *prometheus.Desc
-	writeDuration                                 *prometheus.Desc
-	peerClockOffset, healthy, peerRefuses         *prometheus.Desc
-	zones, singleZone                             *prometheus.Desc
-	sessionBytes, budgetSessions, budgetBytes     *prometheus.Desc
-	budgetUsed, refusedSessions                   *prometheus.Desc
-	snapshots, snapshotFailures                   *prometheus.Desc
-	snapshotBytes, snapshotSeconds                *prometheus.Desc
+	info, ready, fullyReplicated, underReplicated        *prometheus.Desc
+	partitions, sessions, peers                          *prometheus.Desc
+	writes, writeErrors, degradedWrites, rewrittenWrites *prometheus.Desc
+	ownerLosses                                          *prometheus.Desc
+	skippedSends, remoteReads                            *prometheus.Desc
+	behindReads, staleReads                              *prometheus.Desc
+	transferred, handedOff                               *prometheus.Desc
+	repairs, repairedRecords                             *prometheus.Desc
+	rejected, expired, droppedEvents                     *prometheus.Desc
+	writeDuration                                        *prometheus.Desc
+	peerClockOffset, healthy, peerRefuses                *prometheus.Desc
+	zones, singleZone                                    *prometheus.Desc
+	sessionBytes, budgetSessions, budgetBytes            *prometheus.Desc
+	budgetUsed, refusedSessions                          *prometheus.Desc
+	snapshots, snapshotFailures                          *prometheus.Desc
+	snapshotBytes, snapshotSeconds                       *prometheus.Desc
 	// cluster
 	members, joinAttempts, joinFailures, stateSyncs, clusterDroppedEvents *prometheus.Desc
 	// transport
@@ -52,6 +52,7 @@ func newDescs() descs {
 		writes:          d("writes_total", "Writes applied and replicated by this node."),
 		writeErrors:     d("write_errors_total", "Writes a peer refused."),
 		degradedWrites:  d("writes_degraded_total", "Writes that stopped waiting for a peer at the write timeout."),
+		rewrittenWrites: d("writes_rewritten_total", "Writes sent again above a newer version of one of their attributes that an owner held."),
 		ownerLosses:     d("owner_losses_total", "Owners found gone (a broken or refused connection, a missed deadline), each turning sessionmesh_fully_replicated to 0."),
 		skippedSends:    d("sends_skipped_total", "Sends to degraded peers dropped to bound memory (anti-entropy repairs them)."),
 		remoteReads:     d("remote_reads_total", "Reads answered by a peer."),
@@ -111,7 +112,7 @@ func (d *descs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		d.info, d.ready, d.fullyReplicated, d.underReplicated,
 		d.partitions, d.sessions, d.peers,
-		d.writes, d.writeErrors, d.degradedWrites, d.ownerLosses, d.skippedSends, d.remoteReads,
+		d.writes, d.writeErrors, d.degradedWrites, d.rewrittenWrites, d.ownerLosses, d.skippedSends, d.remoteReads,
 		d.behindReads, d.staleReads, d.transferred, d.handedOff,
 		d.repairs, d.repairedRecords, d.rejected, d.expired, d.droppedEvents,
 		d.writeDuration, d.peerClockOffset, d.healthy, d.peerRefuses, d.zones, d.singleZone,

@@ -54,6 +54,7 @@
 //	sessionmesh_writes_total                      counter  writes applied and replicated
 //	sessionmesh_write_errors_total                counter  writes a peer refused
 //	sessionmesh_writes_degraded_total             counter  writes that stopped waiting for a peer at WriteTimeout
+//	sessionmesh_writes_rewritten_total            counter  writes sent again above a newer version an owner held (an older write from a clock ahead)
 //	sessionmesh_owner_losses_total                counter  owners found gone (broken or refused connection, missed deadline)
 //	sessionmesh_sends_skipped_total               counter  sends to degraded peers dropped to bound memory (repaired later)
 //	sessionmesh_write_duration_seconds            histogram time writes took, replication to the other owners included

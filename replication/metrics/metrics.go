@@ -208,6 +208,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.writes, st.Writes)
 	counter(d.writeErrors, st.WriteErrors)
 	counter(d.degradedWrites, st.DegradedWrites)
+	counter(d.rewrittenWrites, st.RewrittenWrites)
 	counter(d.ownerLosses, st.OwnerLosses)
 	counter(d.skippedSends, st.SkippedSends)
 	counter(d.remoteReads, st.RemoteReads)
