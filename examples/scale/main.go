@@ -4,8 +4,10 @@
 // then), logs users in, waits until the nodes have stopped renewing leases
 // at the pace of requests, measures the idle background cost
 // (CPU, memory and replication messages per node) and the false failure
-// verdicts while nothing happens (and, with -busy, while busy loops take
-// the cores from the servers), then SIGKILLs one server, then another,
+// verdicts while nothing happens, the messages per node while every node
+// answers a few reads a second (a node in use renews its read leases with
+// every peer), the false verdicts while busy loops take the cores from the
+// servers (with -busy), then SIGKILLs one server, then another,
 // and measures for each how soon the survivors stop saying "fully
 // replicated" and how long re-replication takes, and checks that nobody
 // was logged out and every count is right.
@@ -55,6 +57,7 @@ type config struct {
 	backups  int
 	users    int
 	idle     time.Duration
+	inUse    time.Duration
 	quiet    time.Duration
 	busy     int
 	settle   time.Duration
@@ -94,8 +97,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "| nodes | converged | CPU to converge, whole cluster | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | false verdicts while idle | false verdicts under -busy load | visit p50 / p99 | loss shown after SIGKILL 1, 2 | loss logged by the slowest survivor after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
-	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(stdout, "| nodes | converged | CPU to converge, whole cluster | idle CPU, whole cluster (%% of a core) | idle CPU per node | RSS per node | messages/s per node | messages/s per node, every node in use | false verdicts while idle | false verdicts under -busy load | visit p50 / p99 | loss shown after SIGKILL 1, 2 | loss logged by the slowest survivor after SIGKILL 1, 2 | re-replicated after SIGKILL 1, 2 | membership dropped it after SIGKILL 1, 2 | logouts, wrong counts |\n")
+	fmt.Fprintf(stdout, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	failed := false
 	for _, n := range c.sizes {
 		r, err := measure(ctx, c, bin, filepath.Join(logDir, strconv.Itoa(n)), n)
@@ -125,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.backups, "backups", 1, "backup copies of each session (-1: every node holds every session)")
 	fs.IntVar(&c.users, "users", 100, "users logged in before the idle window")
 	fs.DurationVar(&c.idle, "idle", 10*time.Second, "length of the idle window")
+	fs.DurationVar(&c.inUse, "in-use", 10*time.Second, "length of the window in which every server answers two reads a second, for the background messages of nodes in use (0: none)")
 	fs.DurationVar(&c.quiet, "quiet", 5*time.Second, "wait after the logins before the idle window starts, and before each SIGKILL")
 	fs.IntVar(&c.busy, "busy", 0, "after the idle window, spin this many goroutines for as long, counting false verdicts (0: no loaded window)")
 	fs.DurationVar(&c.settle, "settle", 2*time.Minute, "longest wait for a cluster to converge")
@@ -142,8 +146,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.sizes = append(c.sizes, n)
 	}
 	c.nodeArgs = strings.Fields(nodeArgs)
-	if c.users < 1 || c.idle <= 0 || c.settle <= 0 || c.quiet < 0 || c.busy < 0 {
-		return c, errors.New("-users, -idle and -settle must be positive, -quiet and -busy not negative")
+	if c.users < 1 || c.idle <= 0 || c.settle <= 0 || c.quiet < 0 || c.busy < 0 || c.inUse < 0 {
+		return c, errors.New("-users, -idle and -settle must be positive, -quiet, -busy and -in-use not negative")
 	}
 	return c, nil
 }
@@ -161,6 +165,7 @@ type result struct {
 	cpuCluster     float64          // cores used by the whole cluster while idle
 	rssMiB         float64          // mean per node
 	msgsPerNode    float64          // frames sent per second per node while idle
+	inUseMsgs      float64          // the same while every node answered reads; -1 without -in-use
 	verdicts       int              // "peer gone" log lines while idle
 	loadedVerdicts int              // the same while -busy loops took the cores; -1 without -busy
 	p50, p99       time.Duration
@@ -170,9 +175,12 @@ type result struct {
 func (r result) row() string {
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	cs := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
-	loaded := "-"
+	loaded, inUse := "-", "-"
 	if r.loadedVerdicts >= 0 {
 		loaded = strconv.Itoa(r.loadedVerdicts)
+	}
+	if r.inUseMsgs >= 0 {
+		inUse = fmt.Sprintf("%.0f", r.inUseMsgs)
 	}
 	logged := func(k int) string {
 		if r.lossUnlogged[k] > 0 {
@@ -180,9 +188,9 @@ func (r result) row() string {
 		}
 		return ms(r.lossLogged[k]).String()
 	}
-	return fmt.Sprintf("| %d | %s | %.1fs | %.1f%% | %.2f%% | %.1f MiB | %.0f | %d | %s | %s / %s | %s, %s | %s, %s | %s, %s | %s, %s | %d, %d |",
+	return fmt.Sprintf("| %d | %s | %.1fs | %.1f%% | %.2f%% | %.1f MiB | %.0f | %s | %d | %s | %s / %s | %s, %s | %s, %s | %s, %s | %s, %s | %d, %d |",
 		r.nodes, cs(r.converged), r.convergeCPU, 100*r.cpuCluster, 100*r.cpuCluster/float64(r.nodes), r.rssMiB,
-		r.msgsPerNode, r.verdicts, loaded, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
+		r.msgsPerNode, inUse, r.verdicts, loaded, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
 		ms(r.noticed[0]), ms(r.noticed[1]), logged(0), logged(1), cs(r.rereplicated[0]), cs(r.rereplicated[1]),
 		cs(r.dropped[0]), cs(r.dropped[1]), r.logouts, r.wrong)
 }
@@ -259,16 +267,34 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 	}
 	window := time.Since(windowStart).Seconds()
 	r.verdicts = countLogLines(logDir, "peer gone") - gone0
-	var frames, rss float64
+	var rss float64
 	for i := range urls {
 		r.cpuCluster += (after[i]["process_cpu_seconds_total"] - before[i]["process_cpu_seconds_total"]) / window
-		frames += after[i]["sessionmesh_transport_frames_sent_total"] - before[i]["sessionmesh_transport_frames_sent_total"]
 		rss += after[i]["process_resident_memory_bytes"]
 	}
-	r.msgsPerNode = frames / window / float64(n)
+	r.msgsPerNode = framesPerNode(before, after, time.Since(windowStart))
 	r.rssMiB = rss / float64(n) / (1 << 20)
 
-	// A window as long, with -busy loops in this process taking the
+	// Then a window in which every node is in use: it renews its leases
+	// at the pace of requests, with every peer.
+	r.inUseMsgs = -1
+	if c.inUse > 0 {
+		before, err := scrapeAll(ctx, client, urls)
+		if err != nil {
+			return r, err
+		}
+		start := time.Now()
+		if err := readEverywhere(ctx, users, urls, c.inUse); err != nil {
+			return r, err
+		}
+		after, err := scrapeAll(ctx, client, urls)
+		if err != nil {
+			return r, err
+		}
+		r.inUseMsgs = framesPerNode(before, after, time.Since(start))
+	}
+
+	// A window as long as the idle one, with -busy loops in this process taking the
 	// cores from the servers: the failure detector's probes then answer
 	// late, which is when false verdicts happen.
 	r.loadedVerdicts = -1
@@ -349,6 +375,36 @@ func (u user) me(ctx context.Context, base string) (visits, status int, err erro
 	var body struct{ Visits int }
 	_ = decodeJSON(resp.Body, &body)
 	return body.Visits, resp.StatusCode, nil
+}
+
+// framesPerNode returns the replication frames each server sent per
+// second, on average, between two scrapes d apart.
+func framesPerNode(before, after []map[string]float64, d time.Duration) float64 {
+	var frames float64
+	for i := range after {
+		frames += after[i]["sessionmesh_transport_frames_sent_total"] - before[i]["sessionmesh_transport_frames_sent_total"]
+	}
+	return frames / d.Seconds() / float64(len(after))
+}
+
+// readEverywhere has the users read their sessions (GET /me) for d, one
+// request at a time, two a second on each server in turn, so that every
+// server is in use and none is busy.
+func readEverywhere(ctx context.Context, users []user, urls []string, d time.Duration) error {
+	tick := time.NewTicker(500 * time.Millisecond / time.Duration(len(urls)))
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for i := 0; time.Now().Before(end); i++ {
+		if _, status, err := users[i%len(users)].me(ctx, urls[i%len(urls)]); err != nil || status != http.StatusOK {
+			return fmt.Errorf("GET /me while every node is in use: status %d, %v", status, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // loginAndVisit logs n users in, each on another server, and has each

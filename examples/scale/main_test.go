@@ -59,8 +59,8 @@ func TestScale(t *testing.T) {
 		t.Skip("builds examples/login and runs real processes")
 	}
 	var out bytes.Buffer
-	code := mainExit([]string{"-nodes", "3", "-idle", "1s", "-quiet", "0s", "-busy", "2", "-users", "10"}, &out, &out)
+	code := mainExit([]string{"-nodes", "3", "-idle", "1s", "-in-use", "1s", "-quiet", "0s", "-busy", "2", "-users", "10"}, &out, &out)
 	t.Log("\n" + out.String())
 	require.Equal(t, 0, code)
-	assert.Regexp(t, `\| 3 \| [0-9.]+m?s \| [0-9.]+s \| [0-9.]+% \| [0-9.]+% \| [0-9.]+ MiB \| [0-9]+ \| 0 \| [0-9]+ \| .* \| [0-9.]+m?s, [0-9.]+m?s \| [^|]+, [^|]+ \| [0-9.]+m?s, [0-9.]+m?s \| [0-9.]+m?s, [0-9.]+m?s \| 0, 0 \|`, out.String())
+	assert.Regexp(t, `\| 3 \| [0-9.]+m?s \| [0-9.]+s \| [0-9.]+% \| [0-9.]+% \| [0-9.]+ MiB \| [0-9]+ \| [0-9]+ \| 0 \| [0-9]+ \| .* \| [0-9.]+m?s, [0-9.]+m?s \| [^|]+, [^|]+ \| [0-9.]+m?s, [0-9.]+m?s \| [0-9.]+m?s, [0-9.]+m?s \| 0, 0 \|`, out.String())
 }
