@@ -320,7 +320,19 @@ func (c *Cluster) leave() error {
 			c.logger.Debug("cluster: leave announcement", "err", err)
 		}
 	}
-	if err := c.ml.Leave(c.leaveTimeout); err != nil {
+	timeout := c.leaveTimeout
+	if c.events.everyPeerLeaving() {
+		// A stop of every node at once: the peers go away while the leave
+		// broadcast waits to reach them, and memberlist would wait its full
+		// timeout for a broadcast that nobody is left to hear. A few gossip
+		// rounds are enough for the peers still there.
+		timeout = min(timeout, 5*c.cfg.GossipInterval)
+	}
+	if err := c.ml.Leave(timeout); err != nil {
+		if timeout < c.leaveTimeout {
+			c.logger.Info("cluster: left; every peer was leaving too", "err", err)
+			return nil
+		}
 		c.logger.Warn("cluster: leave", "err", err)
 		return fmt.Errorf("cluster: leave: %w", err)
 	}

@@ -528,3 +528,30 @@ func TestCluster_StateSyncWhileMembershipChanges(t *testing.T) {
 	// tells a of c: its own, or one that b or c started with it.
 	assert.NotZero(t, a.Stats().StateSyncs+b.Stats().StateSyncs+c.Stats().StateSyncs)
 }
+
+// A node tells when every peer is leaving too (a stop of the whole fleet),
+// from their leaving flags: its Leave then does not wait out memberlist's
+// full timeout for a leave broadcast that the departing peers may never
+// hear.
+func TestCluster_LeaveSeesEveryPeerLeaving(t *testing.T) {
+	a := start(t, testConfig("a"))
+	b := start(t, testConfig("b", a.LocalMember().Addr))
+	c := start(t, testConfig("c", a.LocalMember().Addr))
+	waitFor(t, "joined", sees([]string{"a", "b", "c"}, a, b, c))
+	assert.False(t, a.events.everyPeerLeaving())
+
+	for i, p := range []*Cluster{b, c} {
+		md, err := nodeMeta{flags: metaFlagLeaving, incarnation: p.local.Incarnation, tags: p.cfg.Tags}.encode()
+		require.NoError(t, err)
+		p.delegate.setMeta(md)
+		require.NoError(t, p.ml.UpdateNode(p.leaveTimeout))
+		if i == 0 {
+			waitFor(t, "b's flag", func() bool { return a.events.peerLeaving("b") })
+			assert.False(t, a.events.everyPeerLeaving(), "c is not leaving")
+		}
+	}
+	waitFor(t, "every peer's flag", a.events.everyPeerLeaving)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, a.Leave(ctx))
+}

@@ -66,6 +66,7 @@ type eventDelegate struct {
 
 	mu      sync.RWMutex
 	members map[string]Member // guards: live (alive or suspect) members by name, the local node included
+	leaving map[string]bool   // guards: the live members whose metadata says they are leaving
 
 	subsMu sync.RWMutex
 	subs   map[chan<- Event]struct{} // guards: subscribed channels; nil once closed
@@ -85,6 +86,7 @@ func newEventDelegate(local string, logger *slog.Logger) *eventDelegate {
 		local:   local,
 		logger:  logger,
 		members: make(map[string]Member),
+		leaving: make(map[string]bool),
 		subs:    make(map[chan<- Event]struct{}),
 		changed: make(chan struct{}, 1),
 	}
@@ -110,9 +112,10 @@ func (e *eventDelegate) changedSince(t time.Time) bool {
 
 // NotifyJoin is called by memberlist under its node lock.
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
-	m, _ := e.member(n, StateAlive)
+	m, md := e.member(n, StateAlive)
 	e.mu.Lock()
 	e.members[m.Name] = m
+	e.leaving[m.Name] = md.leaving()
 	e.mu.Unlock()
 	e.noteChange(m.Name)
 	e.emit(EventJoin, m)
@@ -123,6 +126,7 @@ func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
 	m, md := e.member(n, StateAlive)
 	e.mu.Lock()
 	e.members[m.Name] = m
+	e.leaving[m.Name] = md.leaving()
 	e.mu.Unlock()
 	if md.leaving() {
 		// The leave itself follows; it is the event that matters.
@@ -143,9 +147,31 @@ func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	}
 	e.mu.Lock()
 	delete(e.members, m.Name)
+	delete(e.leaving, m.Name)
 	e.mu.Unlock()
 	e.noteChange(m.Name)
 	e.emit(typ, m)
+}
+
+// everyPeerLeaving reports whether every other live member has said that
+// it is leaving; true when there is none.
+func (e *eventDelegate) everyPeerLeaving() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for name := range e.members {
+		if name != e.local && !e.leaving[name] {
+			return false
+		}
+	}
+	return true
+}
+
+// peerLeaving reports whether the live member name has said that it is
+// leaving.
+func (e *eventDelegate) peerLeaving(name string) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.leaving[name]
 }
 
 // member converts a memberlist node. Undecodable metadata gives a member
