@@ -184,7 +184,8 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		defer ps.Close()
 		log.Info("serving pprof", "addr", "http://"+ps.Addr()+"/debug/pprof/")
 	}
-	srv := &http.Server{Addr: o.httpAddr, Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	var fresh unusedConns
+	srv := &http.Server{Addr: o.httpAddr, Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ConnState: fresh.track}
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		n.close()
@@ -210,11 +211,14 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	// Graceful exit: stop accepting requests and finish those in flight
 	// (a load balancer retries refused connections elsewhere), then hand
-	// over and leave. Connections that never sent a request are not waited
-	// for beyond a short bound.
+	// over and leave. Connections that never sent a request are closed
+	// (Shutdown would wait up to 5 s for each: a proxy may have just dialed
+	// one), and the requests in flight are not waited for beyond a short
+	// bound.
 	log.Info("leaving the cluster", "node", n.name)
 	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer hcancel()
+	srv.RegisterOnShutdown(fresh.closeAll) // called once the listener is closed
 	if err := srv.Shutdown(hctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 		_ = srv.Close()
