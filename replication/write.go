@@ -85,15 +85,15 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 		delta = merge(delta, recentAttrs(cur, s.clock.Now().Add(-s.arrivalHorizon())))
 	}
 	outranked, err := s.writeRecords(ctx, v, delta)
-	if err != nil || outranked.isZero() || len(c.Set)+len(c.Delete) == 0 {
+	if err != nil || outranked.isZero() || c.empty() {
 		return written, err
 	}
-	return s.rewrite(ctx, v, delta, outranked)
+	return s.rewrite(ctx, v, delta, version{time: toTimestamp(written), node: s.node}, outranked)
 }
 
 // rewrite writes delta again above outranked, the version of another write
 // of one of its attributes that an owner holds and that won over delta's
-// there. The other write is older (its writer's clock is ahead of this
+// there; was is the version delta gave the attributes it changes. The other write is older (its writer's clock is ahead of this
 // node's, and this write's base did not hold it: a write that failed but
 // took effect on some owners, a base read from an owner that had not got
 // it yet) or concurrent; either way this write, acknowledged after it, must
@@ -102,8 +102,7 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 // made on a node whose clock was a second behind). One more round trip, on
 // writes that would otherwise be lost. When outranked is further ahead of
 // this node's clock than MaxClockOffset allows, the write stays as it is.
-func (s *Store) rewrite(ctx context.Context, v *view, delta *record, outranked version) (Version, error) {
-	was := version{time: hlc.Timestamp(writtenVersion(nil, delta)), node: s.node}
+func (s *Store) rewrite(ctx context.Context, v *view, delta *record, was, outranked version) (Version, error) {
 	if err := s.hlc.Update(outranked.time); err != nil {
 		s.log.Warn("a newer write of the same attribute is too far ahead of this node's clock to write above it", "err", err)
 		return Version(was.time), nil
