@@ -265,14 +265,15 @@ func measure(ctx context.Context, c config, bin, logDir string, n int) (result, 
 	if err != nil {
 		return r, err
 	}
-	window := time.Since(windowStart).Seconds()
+	elapsed := time.Since(windowStart)
+	window := elapsed.Seconds()
 	r.verdicts = countLogLines(logDir, "peer gone") - gone0
 	var rss float64
 	for i := range urls {
 		r.cpuCluster += (after[i]["process_cpu_seconds_total"] - before[i]["process_cpu_seconds_total"]) / window
 		rss += after[i]["process_resident_memory_bytes"]
 	}
-	r.msgsPerNode = framesPerNode(before, after, time.Since(windowStart))
+	r.msgsPerNode = framesPerNode(before, after, elapsed)
 	r.rssMiB = rss / float64(n) / (1 << 20)
 
 	// Then a window in which every node is in use: it renews its leases
@@ -516,8 +517,8 @@ func burn(ctx context.Context, n int, d time.Duration) error {
 // Until one shows the loss it asks one survivor at a time, in turn, as a
 // rollout script asks the node it is about to stop: asking all of them at
 // once is a burst of 63 requests on 64 servers sharing 2 cores, landing
-// while they are noticing the death, and it delayed the last of them by
-// tens of milliseconds. Then it asks every survivor at once, round after
+// while they are noticing the death, and the first answer that showed the
+// loss came about twice as late (docs/benchmarks.md). Then it asks every survivor at once, round after
 // round, so "whole" includes at most one round; a survivor that
 // re-replicates faster than that may say fully replicated again before it
 // is asked.
