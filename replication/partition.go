@@ -128,6 +128,26 @@ func (p *partition) update(id string, fn func(cur *record) *record) {
 	p.digest ^= out.digest()
 }
 
+// revert runs undo on the current record of id under the partition's
+// lock and puts the record undo returns, if any, in its place. Unlike
+// update it does not merge, so it can take a write back (see
+// Store.undoUpdate); undo must keep the record's deadlines.
+func (p *partition) revert(id string, undo func(cur *record) *record) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.records[id]
+	if old == nil {
+		return
+	}
+	out := undo(old)
+	if out == nil {
+		return
+	}
+	p.records[id] = out
+	p.usage.replace(old, out)
+	p.digest ^= old.digest() ^ out.digest()
+}
+
 // schedule puts id in the expiry bucket of deadline. Callers hold p.mu.
 func (p *partition) schedule(id string, deadline int64) {
 	if deadline == 0 {

@@ -234,6 +234,25 @@ func restamped(r *record, from, to version) *record {
 	return out
 }
 
+// withAttrUndone returns a copy of r in which attribute applied.name is
+// back in state before (absent when before has no version), or nil when r
+// no longer holds applied: a later write of the attribute replaced it.
+func withAttrUndone(r *record, applied attr, before attrState) *record {
+	i := r.find(applied.name)
+	if i < 0 || r.attrs[i].version != applied.version {
+		return nil
+	}
+	out := &record{id: r.id, created: r.created, expires: r.expires, idleMs: r.idleMs, idleUntil: r.idleUntil,
+		destroyed: r.destroyed, renamed: r.renamed, attrs: slices.Clone(r.attrs)}
+	out.touched.Store(r.touched.Load())
+	if before.version.isZero() {
+		out.attrs = slices.Delete(out.attrs, i, i+1)
+	} else {
+		out.attrs[i] = attr{name: applied.name, value: before.value, version: before.version, deleted: !before.exists}
+	}
+	return out
+}
+
 // sameRecord reports whether a and b hold the same replicated state
 // (touched is local and not compared).
 func sameRecord(a, b *record) bool {

@@ -151,3 +151,35 @@ func TestRecord_DigestIgnoresIdleDeadline(t *testing.T) {
 	c := &record{id: "s", idleMs: 10, idleUntil: 5, attrs: []attr{{name: "a", value: []byte("1"), version: version{2, 1}}}}
 	assert.NotEqual(t, a.digest(), c.digest())
 }
+
+// Taking back an update puts the attribute in its earlier state (set,
+// deleted or absent), keeps the rest of the record, and does nothing once
+// a later write has replaced the update.
+func TestRecord_WithAttrUndone(t *testing.T) {
+	applied := attr{name: "n", value: []byte("8"), version: version{20, 2}}
+	other := attr{name: "user", value: []byte("ann"), version: version{5, 1}}
+	held := &record{id: "s", created: 1, expires: 100, idleMs: 10, idleUntil: 30, attrs: []attr{applied, other}}
+	held.touched.Store(40)
+	for _, tc := range []struct {
+		name   string
+		before attrState
+		want   []attr
+	}{
+		{"set before", attrState{value: []byte("7"), exists: true, version: version{10, 1}},
+			[]attr{{name: "n", value: []byte("7"), version: version{10, 1}}, other}},
+		{"deleted before", attrState{version: version{10, 1}},
+			[]attr{{name: "n", version: version{10, 1}, deleted: true}, other}},
+		{"absent before", attrState{}, []attr{other}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := withAttrUndone(held, applied, tc.before)
+			require.NotNil(t, got)
+			requireSame(t, &record{id: "s", created: 1, expires: 100, idleMs: 10, idleUntil: 30, attrs: tc.want}, got)
+			assert.Equal(t, int64(40), got.touched.Load(), "a local touch stays")
+			assert.Len(t, held.attrs, 2, "the held record is not modified")
+		})
+	}
+	later := merge(held, &record{id: "s", attrs: []attr{{name: "n", value: []byte("9"), version: version{30, 3}}}})
+	assert.Nil(t, withAttrUndone(later, applied, attrState{value: []byte("7"), exists: true, version: version{10, 1}}),
+		"an update replaced since stays")
+}

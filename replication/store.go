@@ -86,7 +86,7 @@ type storeCounters struct {
 	rejected, expired                                           atomic.Uint64
 	behindReads, staleReads                                     atomic.Uint64
 	droppedEvents                                               atomic.Uint64
-	updateConflicts                                             atomic.Uint64
+	updateConflicts, undoneUpdates                              atomic.Uint64
 	leaseRequests                                               atomic.Uint64 // asked of peers (askLease)
 	snapshots, snapshotFailures                                 atomic.Uint64
 	writeLatency                                                latencyHistogram
@@ -379,6 +379,7 @@ type Stats struct {
 	Expired          uint64           // sessions and tombstones removed by the sweeper
 	DroppedEvents    uint64           // session events dropped because OnSessionEvent fell behind
 	UpdateConflicts  uint64           // Update attempts that lost to another update and ran again
+	UndoneUpdates    uint64           // updates this node coordinated and took back because no other owner took them
 	Snapshots        uint64           // snapshots written (Config.SnapshotDir)
 	SnapshotFailures uint64           // snapshot writes that failed
 	SnapshotBytes    int64            // size of the last snapshot written, 0 before the first
@@ -417,6 +418,7 @@ func (s *Store) Stats() Stats {
 		Expired:          s.stats.expired.Load(),
 		DroppedEvents:    s.stats.droppedEvents.Load(),
 		UpdateConflicts:  s.stats.updateConflicts.Load(),
+		UndoneUpdates:    s.stats.undoneUpdates.Load(),
 		Snapshots:        s.stats.snapshots.Load(),
 		SnapshotFailures: s.stats.snapshotFailures.Load(),
 		BehindReads:      s.stats.behindReads.Load(),

@@ -112,7 +112,7 @@ func (s *Store) UpdateAtLeast(ctx context.Context, id, key string, want Version,
 		switch res.outcome {
 		case updateApplied:
 			// The coordinator has it; the other owners get it now.
-			if err := s.replicateUpdate(ctx, v, pi, res.coordinator, req.expected, res.delta, cur); err != nil {
+			if err := s.replicateUpdate(ctx, v, pi, res.coordinator, base, res.delta, cur); err != nil {
 				return nil, 0, err
 			}
 			return value, Version(res.delta.maxVersion().time), nil
@@ -238,10 +238,15 @@ func (s *Store) applyUpdate(pi int, req updateRequest) updateResult {
 // before the update: a replica that missed a write still on its way from
 // another node would otherwise hold the update's version, which the
 // caller's next GetAtLeast asks for, without that earlier write.
-func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinator *peer, expected version, delta, base *record) error {
+//
+// before is the attribute's state the update was computed from. When this
+// node coordinated the update and every other owner refused it, the
+// update fails and this node takes it back (undoUpdate).
+func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinator *peer, before attrState, delta, base *record) error {
 	if s.cfg.WriteConcern != Async {
 		base = nil
 	}
+	expected := before.version
 	var msg []byte
 	var refused error
 	results := make(chan ackResult, len(v.owners[pi]))
@@ -274,18 +279,21 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		}()
 	}
 	var missed []ackResult
-	notListed := false // an owner does not count this node: see errCopyNotListed
+	notListed := false      // an owner does not count this node: see errCopyNotListed
+	takenElsewhere := false // an owner took the update, or may have
 	for ; waiting > 0; waiting-- {
 		r := <-results
 		var re *remoteError
 		switch {
 		case r.err == nil:
+			takenElsewhere = true
 		case errors.As(r.err, &re) && re.msg == errCopyNotListed.Error():
 			notListed = true
 		case errors.Is(r.err, ErrUnreachable), errors.Is(r.err, context.DeadlineExceeded) && ctx.Err() == nil:
 			// Crashed or frozen owners catch up by transfer or repair;
 			// they must not answer from their copies meanwhile.
 			missed = append(missed, r)
+			takenElsewhere = takenElsewhere || !errors.Is(r.err, transport.ErrNotSent)
 		case errors.As(r.err, &re) && re.msg == errUpdateRefused.Error():
 			refused = ErrConflict
 		default:
@@ -293,6 +301,9 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		}
 	}
 	s.fenceMissed(missed)
+	if (refused != nil || notListed) && coordinator.self && !takenElsewhere {
+		s.undoUpdate(pi, delta, before)
+	}
 	if refused != nil {
 		return fmt.Errorf("update lost to a concurrent update during a failover: %w", refused)
 	}
@@ -303,6 +314,22 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		return err
 	}
 	return s.awaitFence(ctx)
+}
+
+// undoUpdate takes back an update that this node coordinated and applied
+// but no other owner took (they do not list this node, or hold a competing
+// update): the attribute goes back to before, unless a later write has
+// replaced the update meanwhile. Kept, the failed update would win by
+// version wherever anti-entropy later pushed this node's copy, over
+// updates acknowledged meanwhile on nodes with slower clocks (found by the
+// cluster simulator, seed 4729: a node the others wrongly suspected
+// counted two visits that failed, and its copy, pushed to a node that had
+// just dropped it, replaced the next, acknowledged visit there).
+func (s *Store) undoUpdate(pi int, delta *record, before attrState) {
+	s.parts[pi].revert(delta.id, func(cur *record) *record {
+		return withAttrUndone(cur, delta.attrs[0], before)
+	})
+	s.stats.undoneUpdates.Add(1)
 }
 
 // errUpdateTooLate answers an update that reached its coordinator after

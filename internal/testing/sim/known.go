@@ -94,11 +94,13 @@ const (
 	// was lost), and within seconds a later acknowledged count was read
 	// back lower, or higher than any count the acknowledged and failed
 	// updates since it explain (the failed one's write surfacing after a
-	// later one was acknowledged). A replica that refuses an update leaves the write its
-	// coordinator applied in place (rule 17 of docs/consistency.md), and
-	// that write, or one computed from it, can later win over an
-	// acknowledged one by version (replication/update.go
-	// replicateUpdate, applyUpdateReplica; updaterule.go replicaRule).
+	// later one was acknowledged). A coordinator that applied an update
+	// every other owner refused takes it back (replication/update.go
+	// undoUpdate; seed 4729), but one coordinated on another node than the
+	// caller's stays there (rule 17 of docs/consistency.md), and that
+	// write, or one computed from it, can later win over an acknowledged
+	// one by version (replication/update.go replicateUpdate,
+	// applyUpdateReplica; updaterule.go replicaRule).
 	KnownUpdateFailover = "update-failover"
 )
 
