@@ -13,8 +13,8 @@ import (
 	"github.com/sessionmesh/sessionmesh/replication"
 )
 
-// A node whose clock is off refuses writes for a while, and a full node
-// refuses new sessions: the browser is told to come back (and the balancer
+// A node whose clock is off refuses writes for a while, so does one cut
+// off from most of the cluster, and a full node refuses new sessions: the browser is told to come back (and the balancer
 // sends it elsewhere), not that the server broke.
 func TestDefaultErrorFunc(t *testing.T) {
 	for _, tc := range []struct {
@@ -24,6 +24,8 @@ func TestDefaultErrorFunc(t *testing.T) {
 	}{
 		{fmt.Errorf("save session: %w", replication.ErrClockOffset), http.StatusServiceUnavailable, "5"},
 		{fmt.Errorf("save session: %w", replication.ErrOverloaded), http.StatusServiceUnavailable, "10"},
+		{fmt.Errorf("read session: %w", replication.ErrMinority), http.StatusServiceUnavailable, "5"},
+		{fmt.Errorf("read session: %w", replication.ErrUnreachable), http.StatusInternalServerError, ""},
 		{errors.New("disk on fire"), http.StatusInternalServerError, ""},
 	} {
 		w := httptest.NewRecorder()

@@ -72,7 +72,9 @@ type Manager struct {
 	// or expired sessions, which simply get a new one). Default: a plain
 	// 503 Service Unavailable with Retry-After when the store refuses
 	// writes because its node's clock is off (replication.ErrClockOffset:
-	// another node can serve the request; Retry-After: 5) or refuses a new
+	// another node can serve the request; Retry-After: 5), refuses because
+	// its node is in a minority of the cluster (replication.ErrMinority:
+	// likewise), or refuses a new
 	// session because its node is full (replication.ErrOverloaded:
 	// Retry-After from OverloadRetryAfter), else 500 Internal Server
 	// Error.
@@ -177,11 +179,12 @@ func New(store Store) *Manager {
 const defaultOverloadRetryAfter = 10 * time.Second
 
 // defaultErrorFunc answers 503 with Retry-After when the store refuses
-// writes for a while (its clock is off: another node can serve the
-// request; or it is full and refuses new sessions), 500 otherwise.
+// for a while (its clock is off, or it is in a minority of the cluster:
+// another node can serve the request; or it is full and refuses new
+// sessions), 500 otherwise.
 func (m *Manager) defaultErrorFunc(w http.ResponseWriter, _ *http.Request, err error) {
 	switch {
-	case errors.Is(err, replication.ErrClockOffset):
+	case errors.Is(err, replication.ErrClockOffset), errors.Is(err, replication.ErrMinority):
 		w.Header().Set("Retry-After", "5")
 	case errors.Is(err, replication.ErrOverloaded):
 		d := m.OverloadRetryAfter

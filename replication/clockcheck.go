@@ -56,13 +56,18 @@ func (s *Store) checkClock() {
 
 // Health returns nil while the store can take writes, or why it cannot:
 // an error wrapping ErrClockOffset while its wall clock is too far ahead
-// of the cluster's (see Config.MaxClockOffset), or ErrPeerRefused while a
-// member that was in the cluster before this node started refuses it
-// (another protocol version, cluster label, secret or certificate). A
-// readiness probe should fail while it is not nil, and show its text.
+// of the cluster's (see Config.MaxClockOffset), ErrMinority while its view
+// holds fewer members than vanished from it (see Config.MinorityHold), or
+// ErrPeerRefused while a member that was in the cluster before this node
+// started refuses it (another protocol version, cluster label, secret or
+// certificate). A readiness probe should fail while it is not nil, and
+// show its text.
 func (s *Store) Health() error {
 	if p := s.clockProblem.Load(); p != nil {
 		return *p
+	}
+	if s.leases.inMinority() {
+		return ErrMinority
 	}
 	return refusalProblem(s.view.Load())
 }

@@ -64,6 +64,19 @@ type Config struct {
 	// cluster's clocks forward. Default 1 minute.
 	MaxClockOffset time.Duration
 
+	// MinorityHold is how long a node remembers the members that vanished
+	// from its view without announcing their departure (crashed, cut off,
+	// wrongly declared dead; not those that left gracefully). While its
+	// view holds fewer members than that, it is in a minority: it answers
+	// no read from its copies and grants no lease, so reads through it
+	// fail with ErrUnreachable instead of answering from copies that lack
+	// what the other side wrote (minority.go). Shorter means the survivors
+	// of a crash of most of the cluster serve alone sooner, and a longer
+	// partition than that a split brain again. Default 30s (memberlist's
+	// LAN GossipToTheDeadTime and the cluster's RejoinInterval, by which
+	// the two sides of a healed partition have met again). Negative: off.
+	MinorityHold time.Duration
+
 	// TombstoneTTL is how long the tombstone of a destroyed session lives
 	// when the destroying node does not know the session's own absolute
 	// deadline (otherwise the tombstone lives exactly as long as the
@@ -163,6 +176,7 @@ func DefaultConfig() Config {
 		WriteTimeout:        2 * time.Second,
 		AntiEntropyInterval: 5 * time.Second,
 		MaxClockOffset:      time.Minute,
+		MinorityHold:        30 * time.Second,
 		TombstoneTTL:        24 * time.Hour,
 		TransferChunkBytes:  256 << 10,
 		MaxReadWait:         time.Second,
@@ -203,6 +217,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxReadWait <= 0 {
 		c.MaxReadWait = d.MaxReadWait
+	}
+	if c.MinorityHold == 0 {
+		c.MinorityHold = d.MinorityHold
 	}
 	if c.TombstoneTTL <= 0 {
 		c.TombstoneTTL = d.TombstoneTTL

@@ -114,8 +114,11 @@
 // an owner fences that owner first: no more leases until anti-entropy has
 // repaired it, a new epoch that tells it to merge with the other owners,
 // and the acknowledgement waits until the leases it holds have expired.
-// lease.go has the details and their limits (a member alive behind a
-// broken link is a split brain until it heals).
+// lease.go has the details and their limits. A node cut off from most
+// of the cluster holds no lease from the members it dropped and needs
+// none; it is in a minority instead (fewer members in its view than
+// vanished from it, see Config.MinorityHold and minority.go), and answers
+// nothing from its copies until they are back.
 //
 // With Config.WriteConcern = Async, a write returns once this node has it;
 // each peer's sender goroutine batches writes into one message per round

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/sessionmesh/sessionmesh/transport"
 )
@@ -24,6 +25,16 @@ var (
 	// readiness probe should fail (and a rollout stop) until the member
 	// accepts it or leaves the cluster.
 	ErrPeerRefused = errors.New("replication: a peer refuses this node")
+
+	// ErrMinority is returned by reads, writes and updates, and reported
+	// by Health, while this node's view of the cluster holds fewer members
+	// than vanished from it without leaving in the last
+	// Config.MinorityHold: it may be cut off from the others, and its
+	// copies may lack what they wrote. It satisfies errors.Is(err,
+	// ErrUnreachable). A readiness probe should fail while Health reports
+	// it, and an HTTP server answer 503 so that the load balancer sends
+	// the user elsewhere.
+	ErrMinority = fmt.Errorf("replication: this node sees fewer members than vanished from its view: %w", ErrUnreachable)
 )
 
 // Errors about sessions.

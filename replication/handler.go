@@ -76,7 +76,8 @@ func (s *Store) dispatch(frame []byte) ([]byte, error) {
 		// the records its clock says have expired.
 		v := s.view.Load()
 		ready := v.listsSender(r.from) && s.authoritative(p) && s.clockProblem.Load() == nil
-		return encodeGetReply(getReply{ready: ready, disowned: !v.owns(pi), behind: s.leases.missedWrites.Load(), r: p.get(r.id)})
+		return encodeGetReply(getReply{ready: ready, disowned: !v.owns(pi), behind: s.leases.missedWrites.Load(),
+			minority: s.leases.inMinority(), r: p.get(r.id)})
 
 	case leaseRequest:
 		return encodeLeaseReply(s.grantLease(r))

@@ -61,10 +61,12 @@ import (
 // frozen process, a machine that stops answering) and the failure
 // detector's verdict, the other nodes read through the owners instead of
 // locally once their leases from it expire, and updates wait for the
-// verdict. What remains is the split brain: once the failure detector has
-// dropped every peer, a node cut off from the others answers from its own
-// copies until the link heals; the epoch then says so
-// (docs/consistency.md).
+// verdict. Once the failure detector has dropped the peers it cannot
+// reach, a node cut off from most of the others is in a minority
+// (minority.go) and answers nothing from its copies; what remains is the
+// split brain of two halves, and of a partition longer than
+// MinorityHold, which answer from their copies until the link heals; the
+// epoch then says so (docs/consistency.md).
 
 // leases is the runtime of a store's read leases: the pure leaseTable
 // under a mutex, its two answers the read and write paths need published
@@ -81,9 +83,13 @@ type leases struct {
 	// copies of the table's, stored after every change.
 	authority    atomic.Int64
 	fenceUntil   atomic.Int64
-	missedWrites atomic.Bool   // the table's missedWrites, for read replies
-	renew        chan struct{} // asks renewLeases for a round now
-	async        bool          // writes are asynchronous: their sends outlive them
+	missedWrites atomic.Bool // the table's missedWrites, for read replies
+	// minorityUntil is the monotonic time until which this node's view is
+	// a minority (minority.go): it is not authoritative and grants no
+	// lease meanwhile.
+	minorityUntil atomic.Int64
+	renew         chan struct{} // asks renewLeases for a round now
+	async         bool          // writes are asynchronous: their sends outlive them
 
 	mu    sync.Mutex
 	table *leaseTable // guards: the decisions
@@ -192,7 +198,17 @@ func (l *leases) publish() {
 func (s *Store) authoritative(p *partition) bool {
 	now := s.leases.mono()
 	s.leases.want(now)
-	return p.ready.Load() && now < s.leases.authority.Load()
+	return p.ready.Load() && s.leases.authoritativeAt(now)
+}
+
+// inMinority reports whether this node's view is a minority now
+// (minority.go).
+func (l *leases) inMinority() bool { return l.mono() < l.minorityUntil.Load() }
+
+// authoritativeAt reports whether this node holds its leases and is not
+// in a minority at monotonic time now.
+func (l *leases) authoritativeAt(now int64) bool {
+	return now < l.authority.Load() && now >= l.minorityUntil.Load()
 }
 
 // leasesViewChanged gives the lease table a new view's peers; those that
@@ -316,9 +332,12 @@ func (s *Store) grantLease(r leaseRequest) leaseReply {
 	// degraded is read under l.mu: fence sets it there, after the table
 	// fenced q, so no lease is granted between the two.
 	var reply leaseReply
-	if member && s.withholdsLeaseFrom(v, q) {
+	switch {
+	case member && l.inMinority():
+		reply = leaseReply{outcome: leaseOtherView} // not while in a minority: see minority.go
+	case member && s.withholdsLeaseFrom(v, q):
 		reply = leaseReply{outcome: leaseOtherView} // not yet: see unshared.go
-	} else {
+	default:
 		reply = l.table.grant(r.holder, r.grantor, member, sameOwners, member && q.degraded.Load(), l.mono(), l.writeMark())
 		l.publish() // the holder's view fence may have ended
 	}

@@ -179,6 +179,10 @@ func (s *Store) writeBase(ctx context.Context, v *view, pi int, id string) (*rec
 // is alive behind a broken link.
 var errNoAnswer = fmt.Errorf("read session: no owner answered: %w", ErrUnreachable)
 
+// errMinority reports a read that no authoritative owner answered, made
+// by or answered from a node in a minority (minority.go).
+var errMinority = fmt.Errorf("read session: no authoritative owner answered, and this node or an owner is in a minority: %w", ErrMinority)
+
 // errOnlySilentUnheard is errNoAnswer from a read that did not ask the
 // owners that do not answer lease requests, and heard from no other.
 var errOnlySilentUnheard = fmt.Errorf("read session: no owner answered but those not asked: %w", ErrUnreachable)
@@ -197,6 +201,9 @@ func (s *Store) readRemote(ctx context.Context, v *view, pi int, id string, askS
 	deadline := s.clock.Monotonic() + s.cfg.WriteTimeout
 	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
 		r, err := s.readOwners(ctx, v, pi, id, askSilent)
+		if errors.Is(err, errMinority) && s.awaitVanishedAnswers(ctx) {
+			r, err = s.readOwners(ctx, s.view.Load(), pi, id, askSilent)
+		}
 		if !errors.Is(err, errHandedOver) || s.clock.Monotonic()+pause > deadline {
 			return r, err
 		}
@@ -253,6 +260,10 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 	// did not answer; the others may have missed those writes too.
 	// answeredBehind: an owner that answered knows it missed writes.
 	unheardAhead, answeredBehind := false, false
+	// inMinority: this node, or an owner that answered, is in a minority
+	// (minority.go): what the answers hold may lack what the other side
+	// of a partition wrote.
+	inMinority := s.leases.inMinority()
 	askAll := func(qs []*peer, timeout time.Duration) (bool, error) {
 		for _, q := range qs {
 			g, err := s.get(ctx, q, id, timeout)
@@ -274,6 +285,7 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 			default:
 				answered = true
 				answeredBehind = answeredBehind || g.behind && !g.ready
+				inMinority = inMinority || g.minority
 			}
 			if err := learn(g.r); err != nil { // a partial copy is still true
 				s.log.Warn("refused record from peer", "peer", q.name, "err", err)
@@ -344,6 +356,12 @@ func (s *Store) readOwners(ctx context.Context, v *view, pi int, id string, askS
 		// while both others were degraded there was read as missing on
 		// one of them, which reached the other and not the writer.
 		return nil, errNoAnswer
+	case inMinority:
+		// Found by the cluster simulator (seed 1947): a node restarted
+		// while a partition healed reached the node that had been cut off
+		// alone, and read its copies, which lacked a login made on the
+		// other side, as "session ended".
+		return nil, errMinority
 	case answered:
 	case unheard:
 		return nil, errNoAnswer

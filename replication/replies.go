@@ -82,12 +82,18 @@ type getReply struct {
 	// alone acknowledged (appended after disowned; false from earlier
 	// builds, and skipped by them).
 	behind bool
-	r      *record // the session, or nil
+	// minority: the replying node's view holds fewer members than
+	// vanished from it lately (minority.go), so its copy, and the copies
+	// of the nodes that agree with it, may lack what the others wrote
+	// (appended after behind; false from earlier builds, and skipped by
+	// them).
+	minority bool
+	r        *record // the session, or nil
 }
 
 func encodeGetReply(g getReply) ([]byte, error) {
 	e := okResponse()
-	e.arrayLen(4)
+	e.arrayLen(5)
 	e.boolean(g.ready)
 	if g.r == nil {
 		e.check(e.enc.EncodeNil())
@@ -96,6 +102,7 @@ func encodeGetReply(g getReply) ([]byte, error) {
 	}
 	e.boolean(g.disowned)
 	e.boolean(g.behind)
+	e.boolean(g.minority)
 	return e.finish()
 }
 
@@ -117,6 +124,9 @@ func decodeGetReply(resp []byte) (getReply, error) {
 	}
 	if n > read {
 		g.behind, read = d.boolean(), 4
+	}
+	if n > read {
+		g.minority, read = d.boolean(), 5
 	}
 	d.skip(n - read)
 	return g, d.done()

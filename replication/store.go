@@ -42,7 +42,11 @@ type Store struct {
 
 	leavingMu sync.Mutex
 	leaving   map[string]uint64 // guards: peers that announced they are leaving, by name -> incarnation
-	selfLeave atomic.Bool       // Leave was called
+	minority  *minorityWatch    // guarded by leavingMu
+	// askingVanished is closed once the members last asked whether they
+	// are gone have answered (minority.go).
+	askingVanished atomic.Pointer[chan struct{}]
+	selfLeave      atomic.Bool // Leave was called
 
 	joined     atomic.Bool // the node has joined the cluster and built its view from then
 	joinedOnce sync.Once
@@ -124,6 +128,7 @@ func New(cfg Config) (*Store, error) {
 		kick:        make(chan struct{}, 1),
 		eventsOut:   make(chan SessionEvent, eventQueue),
 		leaving:     map[string]uint64{},
+		minority:    newMinorityWatch(cfg.MinorityHold),
 		readyCh:     make(chan struct{}),
 		greeted:     make(chan struct{}),
 		done:        make(chan struct{}),
@@ -363,7 +368,8 @@ type Stats struct {
 	Zones            int              // zones the owning members span (Member.Zone; members without one count as one zone)
 	SingleZone       int              // partitions with several owners all in one zone while Zones > 1: a zone's loss would lose them
 	Ready            bool             // Ready is closed
-	Authoritative    bool             // answers reads of its complete partitions from its own copy now: a lease from every peer, merged since it last missed writes (see Stats)
+	Authoritative    bool             // answers reads of its complete partitions from its own copy now: a lease from every peer, merged since it last missed writes, not in a minority (see Stats)
+	Minority         bool             // its view holds fewer members than vanished from it without leaving in the last Config.MinorityHold: it answers no read from its copies (minority.go)
 	Idle             bool             // no read has used the leases for 2 ReadLeases: they lapse between renewals
 	Writes           uint64           // writes applied and replicated
 	WriteErrors      uint64           // writes a peer refused
@@ -402,7 +408,8 @@ func (s *Store) Stats() Stats {
 		UnderReplicated:  int(s.replicated.Load()),
 		OwnerLosses:      s.losses.Load(),
 		Ready:            s.IsReady(),
-		Authoritative:    now < s.leases.authority.Load(),
+		Authoritative:    s.leases.authoritativeAt(now),
+		Minority:         s.leases.inMinority(),
 		Idle:             s.leases.idle(),
 		Writes:           s.stats.writes.Load(),
 		WriteErrors:      s.stats.writeErrors.Load(),
@@ -499,6 +506,7 @@ func (s *Store) rebuildView() {
 	defer s.leavingMu.Unlock()
 	prev := s.view.Load()
 	next := buildView(s.cfg.Mode, s.self, s.cfg.Membership.Members(), prev, s.leaving, s.selfLeave.Load())
+	s.watchMinority(prev, next)
 	for name, inc := range s.leaving {
 		if q := next.byName[name]; q == nil || q.incarnation != inc {
 			delete(s.leaving, name) // gone, or back as a new life

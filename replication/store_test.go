@@ -315,15 +315,17 @@ func testSlowPeerDelaysWritesOnlyOnce(t *testing.T) {
 	}
 }
 
+// Both halves of a partition take writes, and the writes meet after the
+// heal.
 func TestStore_PartitionedSidesConvergeAfterHeal(t *testing.T) {
-	c := startCluster(t, "a", "b", "c", "d", "e")
+	c := startCluster(t, "a", "b", "c", "d")
 	ctx := context.Background()
 	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "shared", put("v", "before"))))
-	c.Partition([]string{"a", "b", "c"}, []string{"d", "e"})
+	c.Partition([]string{"a", "b"}, []string{"c", "d"})
 	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "left", put("v", "l"))))
 	require.NoError(t, errOf(c.Node("d").Store.Save(ctx, "right", put("v", "r"))))
 	require.NoError(t, errOf(c.Node("b").Store.Save(ctx, "shared", put("x", "from left"))))
-	require.NoError(t, errOf(c.Node("e").Store.Save(ctx, "shared", put("y", "from right"))))
+	require.NoError(t, errOf(c.Node("c").Store.Save(ctx, "shared", put("y", "from right"))))
 	c.Heal()
 	c.WaitConverged(t)
 	for _, n := range c.Nodes() {
@@ -331,6 +333,62 @@ func TestStore_PartitionedSidesConvergeAfterHeal(t *testing.T) {
 			got, _ := value(t, n.Store, kv[0], kv[1])
 			assert.Equal(t, kv[2], got, "node %s session %s attribute %s", n.Name, kv[0], kv[1])
 		}
+	}
+}
+
+// The side of a partition that holds fewer nodes than vanished from its
+// view refuses reads, writes and updates (ErrMinority) rather than answer
+// from copies that lack what the other side writes, and says so in
+// Health; once the members are back it serves again, with the other
+// side's writes.
+func TestStore_MinorityRefusesUntilTheMembersAreBack(t *testing.T) {
+	c := startCluster(t, "a", "b", "c", "d", "e")
+	ctx := context.Background()
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "shared", put("v", "before"))))
+	d := c.Node("d").Store
+	base, ok, err := d.Get(ctx, "shared")
+	require.NoError(t, err)
+	require.True(t, ok)
+	c.Partition([]string{"a", "b", "c"}, []string{"d", "e"})
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "left", put("v", "l"))))
+	require.NoError(t, c.Node("b").Store.Health())
+
+	_, _, err = d.Get(ctx, "left")
+	require.ErrorIs(t, err, replication.ErrMinority, "d would answer that the session written on the other side does not exist")
+	require.ErrorIs(t, err, replication.ErrUnreachable)
+	withBase := put("y", "from right")
+	withBase.Base = base
+	require.ErrorIs(t, errOf(d.Save(ctx, "shared", withBase)), replication.ErrMinority)
+	require.ErrorIs(t, errOf(c.Node("e").Store.Save(ctx, "right", put("v", "r"))), replication.ErrMinority)
+	_, _, err = d.Update(ctx, "shared", "n", func([]byte, bool) ([]byte, error) { return []byte("1"), nil })
+	require.ErrorIs(t, err, replication.ErrMinority)
+	require.ErrorIs(t, d.Health(), replication.ErrMinority)
+	assert.True(t, d.Stats().Minority)
+	assert.False(t, c.Node("a").Store.Stats().Minority)
+
+	c.Heal()
+	c.WaitConverged(t)
+	require.NoError(t, d.Health())
+	assert.False(t, d.Stats().Minority, "the members are back")
+	got, _ := value(t, d, "left", "v")
+	assert.Equal(t, "l", got)
+	_, ok = value(t, d, "shared", "y")
+	assert.False(t, ok, "the refused write is on no node")
+}
+
+// Half of the cluster is not a minority: each node of a two-node cluster
+// cut in two serves on its own, as the survivor of a crash does.
+func TestStore_HalfOfTheClusterKeepsServing(t *testing.T) {
+	c := startCluster(t, "a", "b")
+	ctx := context.Background()
+	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "s", put("v", "1"))))
+	c.Partition([]string{"a"}, []string{"b"})
+	for _, n := range c.Nodes() {
+		require.NoError(t, errOf(n.Store.Save(ctx, "s", put(n.Name, "x"))), "node %s", n.Name)
+		got, ok := value(t, n.Store, "s", "v")
+		assert.True(t, ok)
+		assert.Equal(t, "1", got)
+		assert.False(t, n.Store.Stats().Minority)
 	}
 }
 
@@ -414,10 +472,10 @@ func errOf(_ replication.Version, err error) error { return err }
 // A session destroyed on one side of a partition stays destroyed after the
 // heal, although the other side kept writing to it meanwhile.
 func TestStore_DestroyDuringPartitionWinsAfterHeal(t *testing.T) {
-	c := startCluster(t, "a", "b", "c", "d", "e")
+	c := startCluster(t, "a", "b", "c", "d")
 	ctx := context.Background()
 	require.NoError(t, errOf(c.Node("a").Store.Save(ctx, "s", put("user", "ann"))))
-	c.Partition([]string{"a", "b", "c"}, []string{"d", "e"})
+	c.Partition([]string{"a", "b"}, []string{"c", "d"})
 	require.NoError(t, c.Node("a").Store.Destroy(ctx, "s"))
 	for i := 0; i < 5; i++ { // the other side goes on using the session
 		require.NoError(t, errOf(c.Node("d").Store.Save(ctx, "s", put("cart", fmt.Sprint(i)))))

@@ -63,7 +63,7 @@ func (s *Store) UpdateAtLeast(ctx context.Context, id, key string, want Version,
 	if !validID(id) {
 		return nil, 0, fmt.Errorf("update session: %w", ErrInvalidID)
 	}
-	if err := s.Health(); err != nil {
+	if err := s.writable(ctx); err != nil {
 		return nil, 0, err
 	}
 	s.leases.beginWrite()

@@ -406,7 +406,7 @@ func (s *Store) write(ctx context.Context, v *view, rs ...*record) error {
 // (this node included) holds of an attribute the records set, where that
 // version won over the write's (see rewrite), or the zero version.
 func (s *Store) writeRecords(ctx context.Context, v *view, rs ...*record) (outranked version, err error) {
-	if err := s.Health(); err != nil {
+	if err := s.writable(ctx); err != nil {
 		return outranked, err
 	}
 	if err := s.awaitGreeted(ctx); err != nil {
