@@ -67,12 +67,13 @@ type Config struct {
 	// MinorityHold is how long a node remembers the members that vanished
 	// from its view without announcing their departure (crashed, cut off,
 	// wrongly declared dead; not those that left gracefully). While its
-	// view holds fewer members than that, it is in a minority: it answers
-	// no read from its copies and grants no lease, so reads through it
-	// fail with ErrUnreachable instead of answering from copies that lack
-	// what the other side wrote (minority.go). Shorter means the survivors
-	// of a crash of most of the cluster serve alone sooner, and a longer
-	// partition than that a split brain again. Default 30s (memberlist's
+	// view holds fewer members than that, it is in a minority: it refuses
+	// reads, writes and updates with ErrMinority instead of answering from
+	// copies that lack what the other side wrote, and grants no lease
+	// (minority.go). Members whose address refuses connections (a crashed
+	// process) do not count. Shorter means the survivors of the loss of
+	// most hosts serve alone sooner, and a partition longer than
+	// MinorityHold is a split brain again. Default 30s (memberlist's
 	// LAN GossipToTheDeadTime and the cluster's RejoinInterval, by which
 	// the two sides of a healed partition have met again). Negative: off.
 	MinorityHold time.Duration

@@ -26,12 +26,14 @@ import (
 // its view without announcing their departure (a crash verdict, a false
 // suspicion, a partition; not a graceful leave), and while its view holds
 // fewer members than it remembers vanished ones, it is in a minority: it
-// answers no read from its copies, coordinates no update, and grants no
-// lease, so the members that agree with it are not authoritative either.
-// Reads through it, and reads answered by it, fail with ErrUnreachable
-// instead of answering from a minority's copies; writes built on a
-// session the caller read before are still taken, and merge with the
-// others' when the views meet again. A member that comes back (any
+// answers no read from its copies, refuses reads, writes and updates
+// with ErrMinority (Health reports it, so a readiness probe takes the node
+// out of the load balancer), and grants no lease, so the members that
+// agree with it are not authoritative either; its answers to their reads
+// say it is in a minority, and those reads fail too instead of taking a
+// minority's copies for the whole. Writes are refused as well: taken, one
+// stamped by a clock ahead could win over a later write acknowledged on
+// the other side once the views meet again. A member that comes back (any
 // incarnation) counts as present at once. Half is enough: the survivor of
 // a two-node cluster keeps serving, as one of two partitioned nodes does
 // (there is no majority to defer to).
