@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/sessionmesh/sessionmesh/transport"
@@ -313,6 +314,19 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	copyMsg := sync.OnceValues(func() ([]byte, error) {
+		if msg != nil {
+			return msg, nil
+		}
+		return encodeUpdateCopy(updateCopyRequest{expected: expected, delta: delta, base: base, from: keyOf(s.self)})
+	})
+	s.reachLaterOwners(ctx, v, coordinator, []*record{delta}, func(ctx context.Context, q *peer, _ []*record) error {
+		msg, err := copyMsg()
+		if err != nil {
+			return err
+		}
+		return s.callAck(ctx, q, msg)
+	})
 	return s.awaitFence(ctx)
 }
 

@@ -287,6 +287,22 @@ func formatCounts[K comparable](m map[K]int) string {
 //     partition before and answered a read without the visit (now an
 //     update copy names its coordinator, and a replica that does not list
 //     it refuses it: replication/update.go errCopyNotListed).
+//   - update-failover (seed 4729): during a false suspicion the suspected
+//     node coordinated two visits that its co-owner refused; they stayed on
+//     its copy and, pushed later by its anti-entropy, won by version over
+//     an acknowledged visit (now a coordinator takes back an update no
+//     other owner took: replication/update.go undoUpdate);
+//   - owners-disagree (seed 1947): after a heal, a node restarted meanwhile
+//     reached the node that had been cut off alone first, and read its
+//     copies' "no such session" for a login made on the other side (now a
+//     node in a minority refuses: replication/minority.go);
+//   - owners-disagree (seed 1829: 17 of 60 runs before, 0 of 120 after): a
+//     visit begun while its node wrongly suspected the session's other
+//     owner was sent by the view without that owner and acknowledged just
+//     after the suspicion ended; the owner, merged and leased a moment
+//     before, read it as missing (now a write reaches the owners its view
+//     gained meanwhile before it is acknowledged: replication/write.go
+//     reachLaterOwners).
 func TestSim_FixedIssues(t *testing.T) {
 	fixed := map[uint64]string{
 		2:     sim.KnownUpdateDeadline,
@@ -313,14 +329,20 @@ func TestSim_FixedIssues(t *testing.T) {
 		4570:  sim.KnownOwnersDisagree, // a failed write on one owner outranked the next, acknowledged one, made on a node whose clock is behind
 		4729:  sim.KnownUpdateFailover, // visits that failed on a suspected node, counted there, pushed later over an acknowledged one
 		1947:  sim.KnownOwnersDisagree, // a node restarted during a heal read the copies of the node that had been cut off alone
+		1829:  sim.KnownOwnersDisagree, // a visit sent by the view before a false suspicion ended, acknowledged after it without the returning owner
 	}
+	// Seeds whose failure depended on interleavings within one virtual
+	// instant run several times.
+	runs := map[uint64]int{1829: 10}
 	for seed, known := range fixed {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
-			res := sim.Run(t, sim.Options{Seed: seed, Duration: 60 * time.Second})
-			for _, a := range res.Anomalies {
-				if a.Known == known || a.Known == sim.KnownVersionInversion || a.Known == sim.KnownUpdateDeadline {
-					t.Errorf("seed %d: %s", seed, a)
+			for range max(1, runs[seed]) {
+				res := sim.Run(t, sim.Options{Seed: seed, Duration: 60 * time.Second})
+				for _, a := range res.Anomalies {
+					if a.Known == known || a.Known == sim.KnownVersionInversion || a.Known == sim.KnownUpdateDeadline {
+						t.Errorf("seed %d: %s", seed, a)
+					}
 				}
 			}
 		})
