@@ -28,6 +28,7 @@ func (s *Store) checkClock() {
 			continue
 		}
 		offsets = append(offsets, off)
+		s.noteClockSpread(max(off, -off) + errBound)
 		far := off > s.cfg.MaxClockOffset/4 || off < -s.cfg.MaxClockOffset/4
 		if far != q.clockFar.Swap(far) && far {
 			s.log.Warn("peer's clock is far from this node's", "peer", q.name,
@@ -51,6 +52,17 @@ func (s *Store) checkClock() {
 		s.clockProblem.Store(nil)
 	} else {
 		s.clockProblem.Store(&problem)
+	}
+}
+
+// noteClockSpread raises the largest wall-clock offset this node has
+// measured to a peer, error bound included, to d.
+func (s *Store) noteClockSpread(d time.Duration) {
+	for {
+		cur := s.clockSpread.Load()
+		if int64(d) <= cur || s.clockSpread.CompareAndSwap(cur, int64(d)) {
+			return
+		}
 	}
 }
 

@@ -74,12 +74,16 @@ const maxWaitingReads = 64
 // version is not worth waiting for when it is further ahead of this node's
 // clock than MaxClockOffset (no write can carry it; nor is it adopted into
 // the clock), when it is so old that its write would have arrived long ago
-// if it ever will, or when maxWaitingReads reads are waiting already.
-// Versions come from clients (the cookie), so they are untrusted.
+// if it ever will (older than the arrival horizon, measured on the
+// writer's clock: here, plus the largest offset this node has measured to
+// a peer, at most MaxClockOffset/2), or when maxWaitingReads reads are
+// waiting already. Versions come from clients (the cookie), so they are
+// untrusted.
 func (s *Store) worthWaitingFor(want Version) bool {
 	wall := toTimestamp(want).Time()
 	now := s.clock.Now()
-	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-s.arrivalHorizon())) {
+	skew := min(time.Duration(s.clockSpread.Load()), s.cfg.MaxClockOffset/2)
+	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-s.arrivalHorizon()-skew)) {
 		return false
 	}
 	if s.waitingReads.Add(1) > maxWaitingReads {
@@ -99,7 +103,19 @@ func (s *Store) arrivalHorizon() time.Duration {
 
 // catchUpRead waits for id to reach version want: it merges the copies of
 // every owner (and of this node) until one shows the version, backing off
-// from 1 ms to 20 ms, for at most MaxReadWait.
+// from 1 ms to 20 ms, for at most MaxReadWait. When none holds the session
+// at all by then, it fails with errWriteNotArrived rather than answer
+// that there is no such session.
+//
+// errWriteNotArrived: the caller saw a write of the session within the
+// arrival horizon, so the session cannot have ended since unnoticed, and
+// no owner has it yet: its writer is cut off from them, or the owners are
+// a view the writer was not in (found by the cluster simulator, seed
+// 1676: an asynchronous login on a node that the others had wrongly
+// declared dead was answered "session ended" by an Update on another node
+// 74 ms later). Answering "no such session" would log the user out. A
+// made-up version fails so until it is older than the horizon, and is
+// ignored after that.
 func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version, r *record) (*record, error) {
 	s.stats.behindReads.Add(1)
 	if !s.worthWaitingFor(want) {
@@ -131,6 +147,9 @@ func (s *Store) catchUpRead(ctx context.Context, pi int, id string, want Version
 		if s.clock.Monotonic()+pause > deadline {
 			s.stats.staleReads.Add(1)
 			s.log.Debug("read gave up waiting for a write", "session_partition", pi, "want", want)
+			if r == nil {
+				return nil, errWriteNotArrived
+			}
 			return r, nil
 		}
 		if err := s.pause(ctx, pause); err != nil {
@@ -178,6 +197,9 @@ func (s *Store) writeBase(ctx context.Context, v *view, pi int, id string) (*rec
 // without them, and "no such session" would log out a user whose session
 // is alive behind a broken link.
 var errNoAnswer = fmt.Errorf("read session: no owner answered: %w", ErrUnreachable)
+
+// errWriteNotArrived is catchUpRead's failure for a session no owner holds.
+var errWriteNotArrived = fmt.Errorf("read session: no owner holds the session yet, though the caller saw a write of it moments ago: %w", ErrUnreachable)
 
 // errMinority reports a read that no authoritative owner answered, made
 // by or answered from a node in a minority (minority.go).

@@ -43,6 +43,10 @@ type Store struct {
 	leavingMu sync.Mutex
 	leaving   map[string]uint64 // guards: peers that announced they are leaving, by name -> incarnation
 	minority  *minorityWatch    // guarded by leavingMu
+	// clockSpread is the largest wall-clock offset, in nanoseconds, this
+	// node has measured to a peer (noteClockSpread): how much older than
+	// they are a peer's versions may look here.
+	clockSpread atomic.Int64
 	// askingVanished is closed once the members last asked whether they
 	// are gone have answered (minority.go).
 	askingVanished atomic.Pointer[chan struct{}]

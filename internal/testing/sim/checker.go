@@ -196,7 +196,11 @@ func (c *checker) record(name string, e *event) {
 	c.counts[e.op.String()]++
 	if e.err != nil {
 		c.counts[e.op.String()+" error "+errorClass(e.err)]++
-		if e.settled && !errors.Is(e.err, replication.ErrSessionEnded) {
+		// A session that may legitimately have lost writes (tainted) may
+		// be refused as unreachable rather than answered as ended: its
+		// node saw a write of it that no owner holds.
+		lost := e.session != nil && e.session.tainted != "" && errors.Is(e.err, replication.ErrUnreachable)
+		if e.settled && !errors.Is(e.err, replication.ErrSessionEnded) && !lost {
 			k := ""
 			if lateUpdate(e.err) {
 				k = KnownUpdateDeadline
