@@ -82,8 +82,7 @@ const maxWaitingReads = 64
 func (s *Store) worthWaitingFor(want Version) bool {
 	wall := toTimestamp(want).Time()
 	now := s.clock.Now()
-	skew := min(time.Duration(s.clockSpread.Load()), s.cfg.MaxClockOffset/2)
-	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-s.arrivalHorizon()-skew)) {
+	if wall.After(now.Add(s.cfg.MaxClockOffset)) || wall.Before(now.Add(-s.versionHorizon())) {
 		return false
 	}
 	if s.waitingReads.Add(1) > maxWaitingReads {
@@ -99,6 +98,14 @@ func (s *Store) worthWaitingFor(want Version) bool {
 // write carries its base's attributes younger than that (recentAttrs).
 func (s *Store) arrivalHorizon() time.Duration {
 	return 2*s.cfg.MaxReadWait + 2*s.cfg.WriteTimeout
+}
+
+// versionHorizon is the arrival horizon as versions show it on this
+// node's clock: longer by the largest offset it has measured to a peer
+// (at most MaxClockOffset/2), since a peer whose clock is behind stamps
+// versions that look older here by as much.
+func (s *Store) versionHorizon() time.Duration {
+	return s.arrivalHorizon() + min(time.Duration(s.clockSpread.Load()), s.cfg.MaxClockOffset/2)
 }
 
 // catchUpRead waits for id to reach version want: it merges the copies of

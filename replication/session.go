@@ -132,7 +132,11 @@ type Changes struct {
 	// session from its owners again: one round trip less per write. A
 	// node that holds the partition builds on its own, fresher copy. Zero:
 	// the store reads the session itself. A Base whose ID is not the one
-	// written is ignored.
+	// written is ignored. With Async writes, pass the session read with
+	// GetAtLeast: the owners may not hold the caller's last write yet, and
+	// a write built on what they hold could lack it (on a session whose
+	// asynchronous login is still on its way, it would create the session
+	// there without the login's attributes). httpsession does.
 	Base Session
 }
 

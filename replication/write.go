@@ -83,7 +83,7 @@ func (s *Store) Save(ctx context.Context, id string, c Changes) (Version, error)
 	}
 	written := writtenVersion(cur, delta)
 	if s.cfg.WriteConcern == Async && cur != nil {
-		delta = merge(delta, recentAttrs(cur, s.clock.Now().Add(-s.arrivalHorizon())))
+		delta = merge(delta, recentAttrs(cur, s.clock.Now().Add(-s.versionHorizon())))
 	}
 	outranked, err := s.writeRecords(ctx, v, delta)
 	if err != nil || outranked.isZero() || c.empty() {

@@ -183,8 +183,10 @@ func (u *user) do(p *process, op opKind, s *sessionModel) *event {
 		e.version, e.err = st.Save(ctx, s.id, replication.Changes{
 			Set: map[string][]byte{"user": []byte(u.name), "w": []byte("0")}, Lifetime: time.Hour})
 	case opVisit:
-		if u.async && !u.load(ctx, st, e) {
-			break
+		if u.async {
+			if _, ok := u.load(ctx, st, e); !ok {
+				break
+			}
 		}
 		var v []byte
 		var want replication.Version // as httpsession: the cookie's version, with asynchronous writes only
@@ -197,10 +199,17 @@ func (u *user) do(p *process, op opKind, s *sessionModel) *event {
 		e.wrote = u.nextW
 		u.nextW++
 		e.w = e.wrote
-		if u.async && !u.load(ctx, st, e) {
-			break
+		// As httpsession: with asynchronous writes the write builds on the
+		// session loaded at the cookie's version (the owners may not hold
+		// the user's last write yet); with synchronous ones it is blind.
+		var base replication.Session
+		if u.async {
+			var ok bool
+			if base, ok = u.load(ctx, st, e); !ok {
+				break
+			}
 		}
-		e.version, e.err = st.Save(ctx, s.id, replication.Changes{Set: map[string][]byte{"w": []byte(strconv.Itoa(e.wrote))}})
+		e.version, e.err = st.Save(ctx, s.id, replication.Changes{Set: map[string][]byte{"w": []byte(strconv.Itoa(e.wrote))}, Base: base})
 	case opLogout:
 		e.err = st.Destroy(ctx, s.id)
 	case opRead, opProbe, opVerify:
@@ -239,10 +248,10 @@ func (u *user) do(p *process, op opKind, s *sessionModel) *event {
 // load is what an httpsession request does before it writes with
 // asynchronous writes: GetAtLeast with the cookie's version, which also
 // brings the node's clock past that version, so the write orders after
-// the user's earlier ones. It reports whether the session was found; if
-// not, e says why.
-func (u *user) load(ctx context.Context, st *replication.Store, e *event) bool {
-	_, found, err := st.GetAtLeast(ctx, e.session.id, e.session.version)
+// the user's earlier ones. It returns the session and whether it was
+// found; if not, e says why.
+func (u *user) load(ctx context.Context, st *replication.Store, e *event) (replication.Session, bool) {
+	sess, found, err := st.GetAtLeast(ctx, e.session.id, e.session.version)
 	switch {
 	case err != nil:
 		e.err = fmt.Errorf("load: %w", err)
@@ -250,7 +259,7 @@ func (u *user) load(ctx context.Context, st *replication.Store, e *event) bool {
 		e.err = fmt.Errorf("load found no session: %w", replication.ErrSessionEnded)
 	}
 	e.loadFailed = e.err != nil
-	return !e.loadFailed
+	return sess, !e.loadFailed
 }
 
 // increment is the visit counter's UpdateFunc.
