@@ -320,13 +320,15 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		}
 		return encodeUpdateCopy(updateCopyRequest{expected: expected, delta: delta, base: base, from: keyOf(s.self)})
 	})
-	s.reachLaterOwners(ctx, v, coordinator, []*record{delta}, func(ctx context.Context, q *peer, _ []*record) error {
+	if err := s.reachLaterOwners(ctx, v, coordinator, []*record{delta}, func(ctx context.Context, q *peer, _ []*record) error {
 		msg, err := copyMsg()
 		if err != nil {
 			return err
 		}
 		return s.callAck(ctx, q, msg)
-	})
+	}); err != nil {
+		return err
+	}
 	return s.awaitFence(ctx)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sessionmesh/sessionmesh/internal/hlc"
@@ -487,7 +488,9 @@ func (s *Store) writeRecords(ctx context.Context, v *view, rs ...*record) (outra
 		if len(elsewhere) > 0 {
 			return outranked, errNoOwnerAcked // no owner at all: a view without members
 		}
-		s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite)
+		if err := s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite); err != nil {
+			return outranked, err
+		}
 		return outranked, s.awaitFence(ctx)
 	}
 	// Encode each distinct set of records once per protocol: a peer of
@@ -593,7 +596,9 @@ func (s *Store) writeRecords(ctx context.Context, v *view, rs ...*record) (outra
 			return outranked, errNoOwnerAcked
 		}
 	}
-	s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite)
+	if err := s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite); err != nil {
+		return outranked, err
+	}
 	return outranked, s.awaitFenceUntil(ctx, fenceUntil)
 }
 
@@ -625,12 +630,15 @@ func (s *Store) sendWrite(ctx context.Context, q *peer, rs []*record) error {
 // was coordinated by the view without that owner and acknowledged just
 // after the suspicion ended; the owner, merged a moment before, read it as
 // missing). Views rarely change during a write; when they do, this costs
-// one round trip to the newcomers.
-func (s *Store) reachLaterOwners(ctx context.Context, v *view, skip *peer, rs []*record, send func(context.Context, *peer, []*record) error) {
+// one round trip to the newcomers. A newcomer that answers that it does
+// not list this node is not reached by its fences: the write then fails
+// with errNotListed, as one to such an owner of its own view does.
+func (s *Store) reachLaterOwners(ctx context.Context, v *view, skip *peer, rs []*record, send func(context.Context, *peer, []*record) error) error {
+	var notListed atomic.Bool
 	for range 3 { // the view may change again meanwhile
 		cur := s.view.Load()
 		if cur == v {
-			return
+			break
 		}
 		byPeer := map[*peer][]*record{}
 		for _, r := range rs {
@@ -646,7 +654,13 @@ func (s *Store) reachLaterOwners(ctx context.Context, v *view, skip *peer, rs []
 			wg.Go(func() {
 				cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 				defer cancel()
-				if err := send(cctx, q, qrs); err != nil {
+				err := send(cctx, q, qrs)
+				var re *remoteError
+				switch {
+				case err == nil:
+				case errors.Is(err, errNotListed), errors.As(err, &re) && re.msg == errCopyNotListed.Error():
+					notListed.Store(true)
+				default:
 					s.log.Debug("an owner that joined the view during a write did not take it", "peer", q.name, "err", err)
 					s.fenceFailed(q, err)
 				}
@@ -655,6 +669,10 @@ func (s *Store) reachLaterOwners(ctx context.Context, v *view, skip *peer, rs []
 		wg.Wait()
 		v = cur
 	}
+	if notListed.Load() {
+		return errNotListed
+	}
+	return nil
 }
 
 // awaitGreeted holds a write of a node that has just started until its
