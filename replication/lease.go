@@ -202,8 +202,12 @@ func (s *Store) authoritative(p *partition) bool {
 }
 
 // inMinority reports whether this node's view is a minority now
-// (minority.go).
-func (l *leases) inMinority() bool { return l.mono() < l.minorityUntil.Load() }
+// (minority.go). It is on every write's path: outside a minority it reads
+// no clock.
+func (l *leases) inMinority() bool {
+	until := l.minorityUntil.Load()
+	return until != 0 && l.mono() < until
+}
 
 // authoritativeAt reports whether this node holds its leases and is not
 // in a minority at monotonic time now.

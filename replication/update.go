@@ -248,7 +248,11 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 		base = nil
 	}
 	expected := before.version
-	var msg []byte
+	// The copy is encoded once, when a replica other than this node needs
+	// it.
+	copyMsg := sync.OnceValues(func() ([]byte, error) {
+		return encodeUpdateCopy(updateCopyRequest{expected: expected, delta: delta, base: base, from: keyOf(s.self)})
+	})
 	var refused error
 	results := make(chan ackResult, len(v.owners[pi]))
 	waiting := 0
@@ -266,11 +270,9 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 			}
 			continue
 		}
-		if msg == nil {
-			var err error
-			if msg, err = encodeUpdateCopy(updateCopyRequest{expected: expected, delta: delta, base: base, from: keyOf(s.self)}); err != nil {
-				return err
-			}
+		msg, err := copyMsg()
+		if err != nil {
+			return err
 		}
 		waiting++
 		go func() {
@@ -314,12 +316,6 @@ func (s *Store) replicateUpdate(ctx context.Context, v *view, pi int, coordinato
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	copyMsg := sync.OnceValues(func() ([]byte, error) {
-		if msg != nil {
-			return msg, nil
-		}
-		return encodeUpdateCopy(updateCopyRequest{expected: expected, delta: delta, base: base, from: keyOf(s.self)})
-	})
 	if err := s.reachLaterOwners(ctx, v, coordinator, []*record{delta}, func(ctx context.Context, q *peer, _ []*record) error {
 		msg, err := copyMsg()
 		if err != nil {

@@ -488,8 +488,10 @@ func (s *Store) writeRecords(ctx context.Context, v *view, rs ...*record) (outra
 		if len(elsewhere) > 0 {
 			return outranked, errNoOwnerAcked // no owner at all: a view without members
 		}
-		if err := s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite); err != nil {
-			return outranked, err
+		if s.view.Load() != v { // checked first: the method value would cost an allocation per write
+			if err := s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite); err != nil {
+				return outranked, err
+			}
 		}
 		return outranked, s.awaitFence(ctx)
 	}
@@ -505,13 +507,7 @@ func (s *Store) writeRecords(ctx context.Context, v *view, rs ...*record) (outra
 			}
 		}
 		if sd.msg == nil {
-			var msg []byte
-			var err error
-			if named {
-				msg, err = encodeWrite(keyOf(s.self), sd.rs...)
-			} else {
-				msg, err = encodeApply(sd.rs...)
-			}
+			msg, err := s.encodeWriteFor(sd.q, sd.rs)
 			if err != nil {
 				return outranked, fmt.Errorf("encode write: %w", err)
 			}
@@ -596,19 +592,29 @@ func (s *Store) writeRecords(ctx context.Context, v *view, rs ...*record) (outra
 			return outranked, errNoOwnerAcked
 		}
 	}
-	if err := s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite); err != nil {
-		return outranked, err
+	if s.view.Load() != v { // see above
+		if err := s.reachLaterOwners(ctx, v, nil, rs, s.sendWrite); err != nil {
+			return outranked, err
+		}
 	}
 	return outranked, s.awaitFenceUntil(ctx, fenceUntil)
+}
+
+// encodeWriteFor encodes a write of rs for q: naming this node as its
+// writer for a peer of protocol version 2 or later, which answers whether
+// it counts this node as a member; as the first release's apply for an
+// older one.
+func (s *Store) encodeWriteFor(q *peer, rs []*record) ([]byte, error) {
+	if q.version.protocol.Load() >= protocolV2 {
+		return encodeWrite(keyOf(s.self), rs...)
+	}
+	return encodeApply(rs...)
 }
 
 // sendWrite sends the records of a write to q and waits for its
 // acknowledgement.
 func (s *Store) sendWrite(ctx context.Context, q *peer, rs []*record) error {
-	msg, err := encodeWrite(keyOf(s.self), rs...)
-	if q.version.protocol.Load() < protocolV2 {
-		msg, err = encodeApply(rs...)
-	}
+	msg, err := s.encodeWriteFor(q, rs)
 	if err != nil {
 		return err
 	}
